@@ -1,0 +1,1 @@
+//! FHIR R4 adapter (placeholder; see issue 5).
