@@ -1,1 +1,39 @@
-//! FHIR R4 adapter (placeholder; see issue 5).
+//! FHIR R4 adapter for phr-gateway: classification, SMART scopes, patient compartment,
+//! response checks and OperationOutcome, as plain functions over plain values (no HTTP
+//! server code; the gateway calls these at its `authorise` and `response_filter` stages).
+//!
+//! Requirements served: EX-SEG-1 (deny-by-default L7 filtering of FHIR paths, methods,
+//! media types and sizes), ACL-ROLE-1 and ACL-PHR-1 (scope- and compartment-based access),
+//! PHR-1 (deletion/export as explicit permissions), LOG-ACC-1 (access-record facts).
+//!
+//! Call order for one request:
+//! 1. [`classify`] the request (errors → [`error_response`]);
+//! 2. [`authorize`] it for the token ([`Scopes`] parsed once per token);
+//! 3. for each [`Decision::pre_reads`] path, GET it upstream and [`check_existing`];
+//! 4. forward, using [`Classified::path`] and any rewritten query/body;
+//! 5. if [`Decision::response_check`], [`check_response`]; rewrite base URLs;
+//! 6. write the access record from [`access_facts`].
+
+mod authorize;
+mod classify;
+pub mod compartment;
+mod error;
+mod facts;
+mod normalize;
+mod outcome;
+mod response;
+mod scopes;
+
+pub use authorize::{authorize, AccessContext, AllowedOperation, Decision, Policy};
+pub use classify::{classify, Classified, FhirRequest, Interaction, Limits, PatchFormat};
+pub use error::{FhirError, Part};
+pub use facts::{access_facts, AccessFacts};
+pub use normalize::is_valid_id;
+pub use outcome::{
+    error_response, issue_code_for_status, operation_outcome, REQUEST_ID_EXTENSION,
+};
+pub use response::{
+    belongs_to, check_existing, check_response, rewrite_base_url, rewrite_base_urls_in_value,
+    rewrite_body_base_urls, ResponseBody, ResponseCheck,
+};
+pub use scopes::{Grant, Level, Perms, ResourceScope, Scopes};

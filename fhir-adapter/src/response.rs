@@ -1,0 +1,333 @@
+//! Response-side checks: patient compartment on what the backend returned, and base-URL
+//! rewriting.
+//!
+//! Requirements: ACL-PHR-1 / ACL-ROLE-1 (a `patient/` token never receives another
+//! patient's record, even when the backend would return it: a read by id cannot be
+//! decided from the URL, and `_include` can pull in anything), EX-SEG-1 (the backend's
+//! internal base URL is not exposed to clients), LOG-ACC-1 (the patients whose data was
+//! actually released are reported for the access record).
+//!
+//! Why filter instead of refusing a whole search page: one foreign entry in a searchset is
+//! the backend's mistake, and the rest of the page is the patient's own data. A single
+//! resource of another patient, in contrast, is refused outright (the gateway answers 403
+//! or 404). In a batch-response, entries are *replaced* by a 403 response entry instead of
+//! being removed, because batch-response entries correspond to request entries by position.
+
+use crate::authorize::{for_each_reference, resource_patients, AccessContext, Decision};
+use crate::compartment::{in_patient_compartment, patient_id_of_reference, patient_links};
+use crate::error::FhirError;
+use crate::outcome::operation_outcome_value;
+use crate::scopes::Perms;
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// The body to release.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// Forward the backend's bytes as they are.
+    Unchanged,
+    /// Forward these bytes instead (entries were removed or replaced).
+    Rewritten(Vec<u8>),
+}
+
+/// Result of [`check_response`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseCheck {
+    /// What to send.
+    pub body: ResponseBody,
+    /// Number of entries removed or replaced.
+    pub removed: usize,
+    /// Patient ids of the resources released (LOG-ACC-1).
+    pub touched: BTreeSet<String>,
+}
+
+fn parse(body: &[u8]) -> Result<Value, FhirError> {
+    serde_json::from_slice(body).map_err(|e| FhirError::InvalidUpstreamResponse {
+        detail: e.to_string(),
+    })
+}
+
+/// Whether `resource` belongs to patient `p`: it is `Patient/p`, or one of its
+/// compartment reference fields points at `Patient/p` (relative or absolute), and no
+/// contained resource points at another patient. Types outside the compartment belong to
+/// everyone.
+pub fn belongs_to(resource: &Value, p: &str) -> bool {
+    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+        return false;
+    };
+    if !in_patient_compartment(rt) {
+        return true;
+    }
+    if rt == "Patient" && resource.get("id").and_then(Value::as_str) == Some(p) {
+        return contained_clean(resource, p);
+    }
+    let mut own = false;
+    for link in patient_links(rt).unwrap_or(&[]) {
+        for path in link.paths {
+            for_each_reference(resource, path, &mut |r| {
+                let id = r
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(patient_id_of_reference);
+                own |= id == Some(p);
+            });
+        }
+    }
+    own && contained_clean(resource, p)
+}
+
+/// Contained resources have no server identity of their own, so a contained resource
+/// that points at a patient other than `p` would carry that patient's data inside `p`'s
+/// record: treated as not belonging.
+fn contained_clean(resource: &Value, p: &str) -> bool {
+    let mut clean = true;
+    for c in resource
+        .get("contained")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        resource_patients(c, &mut |id| clean &= id == p);
+    }
+    clean
+}
+
+fn collect(resource: &Value, out: &mut BTreeSet<String>) {
+    resource_patients(resource, &mut |id| {
+        out.insert(id.to_owned());
+    });
+    for c in resource
+        .get("contained")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        resource_patients(c, &mut |id| {
+            out.insert(id.to_owned());
+        });
+    }
+}
+
+/// Checks (and if needed rewrites) a backend response to a request allowed by `d`. Call it whenever [`Decision::response_check`] is set; calling it otherwise only
+/// reports the patients touched. An empty body (204) passes unchanged.
+pub fn check_response(
+    d: &Decision,
+    ctx: &AccessContext<'_>,
+    body: &[u8],
+) -> Result<ResponseCheck, FhirError> {
+    let mut out = ResponseCheck {
+        body: ResponseBody::Unchanged,
+        removed: 0,
+        touched: BTreeSet::new(),
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(out);
+    }
+    let mut v = parse(body)?;
+    let confine = if d.response_check {
+        d.patient.as_deref()
+    } else {
+        None
+    };
+    let filter = Filter {
+        patient: confine,
+        ctx,
+    };
+    let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
+    if rt.is_empty() {
+        return Err(FhirError::InvalidUpstreamResponse {
+            detail: "response is not a FHIR resource".into(),
+        });
+    }
+    if rt == "Bundle" && is_result_bundle(&v) {
+        let checks = if d.entry_checks.is_empty() {
+            None
+        } else {
+            Some(d.entry_checks.as_slice())
+        };
+        out.removed = filter.bundle(&mut v, checks, &mut out.touched);
+        if out.removed > 0 {
+            out.body = ResponseBody::Rewritten(
+                serde_json::to_vec(&v).expect("a Value always serialises"),
+            );
+        }
+        return Ok(out);
+    }
+    if let Some(p) = confine {
+        if !belongs_to(&v, p) {
+            return Err(FhirError::ResponseOtherPatient {
+                resource_type: rt.to_owned(),
+            });
+        }
+    }
+    collect(&v, &mut out.touched);
+    Ok(out)
+}
+
+/// Checks the current version of a resource fetched for a [`Decision::pre_reads`] path:
+/// the write or delete may go ahead only if that resource belongs to the patient.
+pub fn check_existing(d: &Decision, body: &[u8]) -> Result<(), FhirError> {
+    let Some(p) = d.patient.as_deref() else {
+        return Ok(());
+    };
+    let v = parse(body)?;
+    if belongs_to(&v, p) {
+        Ok(())
+    } else {
+        Err(FhirError::ResponseOtherPatient {
+            resource_type: v
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or("resource")
+                .to_owned(),
+        })
+    }
+}
+
+fn is_result_bundle(v: &Value) -> bool {
+    matches!(
+        v.get("type").and_then(Value::as_str),
+        Some("searchset" | "history" | "batch-response" | "transaction-response")
+    )
+}
+
+struct Filter<'a, 'c> {
+    patient: Option<&'a str>,
+    ctx: &'a AccessContext<'c>,
+}
+
+impl Filter<'_, '_> {
+    /// Whether a released resource passes: it belongs to the patient and its type is one
+    /// the scopes let the client read (entries pulled in by `_include` may be of any type).
+    fn passes(&self, resource: &Value) -> bool {
+        let Some(p) = self.patient else { return true };
+        let rt = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if rt == "OperationOutcome" || rt == "Bundle" {
+            return true;
+        }
+        let readable = self.ctx.scopes.check(rt, Perms::R, &[]).is_ok()
+            || self.ctx.scopes.check(rt, Perms::S, &[]).is_ok();
+        readable && belongs_to(resource, p)
+    }
+
+    /// Filters a result Bundle in place; returns the number of entries removed/replaced.
+    fn bundle(&self, v: &mut Value, checks: Option<&[bool]>, touched: &mut BTreeSet<String>) -> usize {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        let positional = kind == "batch-response" || kind == "transaction-response";
+        let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) else {
+            return 0;
+        };
+        let mut removed = 0;
+        let mut removed_matches = 0u64;
+        let mut kept = Vec::with_capacity(entries.len());
+        for (i, mut entry) in std::mem::take(entries).into_iter().enumerate() {
+            let check_this = self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
+            let mut ok = true;
+            if let Some(res) = entry.get_mut("resource") {
+                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
+                    let sub = Filter { patient: if check_this { self.patient } else { None }, ctx: self.ctx };
+                    removed += sub.bundle(res, None, touched);
+                } else if check_this {
+                    ok = self.passes(res);
+                }
+            } else if check_this && kind == "history" {
+                ok = false; // a deleted version carries no resource to verify
+            }
+            if ok {
+                if let Some(res) = entry.get("resource") {
+                    collect(res, touched);
+                }
+                kept.push(entry);
+                continue;
+            }
+            removed += 1;
+            let is_match = entry.pointer("/search/mode").and_then(Value::as_str) != Some("include");
+            if is_match {
+                removed_matches += 1;
+            }
+            if positional {
+                kept.push(serde_json::json!({
+                    "response": {
+                        "status": "403 Forbidden",
+                        "outcome": operation_outcome_value(403, "forbidden", "the resource belongs to another patient", None),
+                    }
+                }));
+            }
+        }
+        *entries = kept;
+        if let Some(total) = v.get_mut("total") {
+            if let Some(t) = total.as_u64() {
+                *total = Value::from(t.saturating_sub(removed_matches));
+            }
+        }
+        removed
+    }
+}
+
+/// Rewrites one URL (a `Location` / `Content-Location` header value, a `fullUrl`) from the
+/// backend's base to the public base. `None` when it does not start with the backend base
+/// at a path boundary (so `https://b/fhir2` is not taken for `https://b/fhir`).
+pub fn rewrite_base_url(value: &str, backend_base: &str, public_base: &str) -> Option<String> {
+    let backend = backend_base.trim_end_matches('/');
+    let public = public_base.trim_end_matches('/');
+    let rest = value.strip_prefix(backend)?;
+    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+        return None;
+    }
+    Some(format!("{public}{rest}"))
+}
+
+fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
+    match s
+        .as_str()
+        .and_then(|u| rewrite_base_url(u, backend_base, public_base))
+    {
+        Some(new) => {
+            *s = Value::String(new);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Rewrites `link[].url`, `entry[].fullUrl` and `entry[].response.location` of a Bundle
+/// (and of Bundles nested in entries) in place; returns whether anything changed.
+pub fn rewrite_base_urls_in_value(v: &mut Value, backend_base: &str, public_base: &str) -> bool {
+    let mut changed = false;
+    for link in v.get_mut("link").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(u) = link.get_mut("url") {
+            changed |= fix_url(u, backend_base, public_base);
+        }
+    }
+    for entry in v.get_mut("entry").and_then(Value::as_array_mut).into_iter().flatten() {
+        if let Some(u) = entry.get_mut("fullUrl") {
+            changed |= fix_url(u, backend_base, public_base);
+        }
+        if let Some(u) = entry.pointer_mut("/response/location") {
+            changed |= fix_url(u, backend_base, public_base);
+        }
+        if let Some(r) = entry.get_mut("resource") {
+            if r.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+                changed |= rewrite_base_urls_in_value(r, backend_base, public_base);
+            }
+        }
+    }
+    changed
+}
+
+/// Byte-level form of [`rewrite_base_urls_in_value`]: `Ok(None)` when nothing changed.
+pub fn rewrite_body_base_urls(
+    body: &[u8],
+    backend_base: &str,
+    public_base: &str,
+) -> Result<Option<Vec<u8>>, FhirError> {
+    let mut v = parse(body)?;
+    if rewrite_base_urls_in_value(&mut v, backend_base, public_base) {
+        Ok(Some(serde_json::to_vec(&v).expect("a Value always serialises")))
+    } else {
+        Ok(None)
+    }
+}
