@@ -14,7 +14,7 @@ import math
 import sys
 
 TSV_FIELDS = ("kind proto size target conns streams rate ok failed tool_s wall_s "
-              "p50_us p99_us proxy_ticks backend_ticks").split()
+              "p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_total_ticks").split()
 
 TARGET_LABEL = {"direct": "direct (backend)", "gateway": "phr-gateway",
                 "nginx": "nginx", "haproxy": "HAProxy"}
@@ -71,6 +71,9 @@ def read_rows(path, clk_tck):
             r["rps"] = ok / tool_s
             backend_s = int(r["backend_ticks"]) / clk_tck
             r["backend_us_req"] = backend_s * 1e6 / ok if ok else None
+            # Share of the proxy core busy with anything (proxy included).
+            core_total = int(r["core_total_ticks"])
+            r["core_busy"] = int(r["core_busy_ticks"]) / core_total if core_total else None
             if r["proxy_ticks"] == "NA":
                 r["proxy_us_req"] = None
                 r["proxy_busy"] = None
@@ -88,6 +91,10 @@ def read_rows(path, clk_tck):
 
 def fmt(v, spec="{:.2f}", none="–"):
     return none if v is None else spec.format(v)
+
+
+def pct(v):
+    return None if v is None else v * 100
 
 
 def ratio(a, b):
@@ -164,13 +171,16 @@ def markdown(meta_path, tsv_path):
 
     w("## Saturation runs")
     w("")
-    w("Proxy core busy = proxy CPU time ÷ wall time of the run (100 % = the proxy "
-      "saturated its core; below that, the load-generator core was the bottleneck "
-      "and req/s says more about the client than the proxy).")
+    w("Proxy busy = proxy CPU time ÷ wall time of the run (100 % = the proxy "
+      "saturated its core; clearly below that, the load-generator core was the "
+      "bottleneck and req/s says more about the client than the proxy). Core busy = "
+      "all use of the proxy core (/proc/stat) incl. kernel softirq work for loopback "
+      "traffic; a large gap to proxy busy on the direct rows means something else "
+      "ran on that core during the run.")
     w("")
     w("| Protocol | Response | Target | req/s | p50 ms | p99 ms | failed | "
-      "CPU µs/req | proxy core busy | backend CPU µs/req |")
-    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+      "CPU µs/req | proxy busy | core busy | backend CPU µs/req |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for proto in ("h1", "h2"):
         for size in ("small", "64k"):
             for t in targets:
@@ -183,7 +193,8 @@ def markdown(meta_path, tsv_path):
                 w(f"| {PROTO_LABEL[proto]} | {SIZE_LABEL[size]} | {TARGET_LABEL[t]} | "
                   f"{r['rps']:,.0f} | {int(r['p50_us']) / 1000:.2f} | "
                   f"{int(r['p99_us']) / 1000:.2f} | {r['failed']} | {cpu} | "
-                  f"{fmt(r['proxy_busy'] and r['proxy_busy'] * 100, '{:.0f} %')} | "
+                  f"{fmt(pct(r['proxy_busy']), '{:.0f} %')} | "
+                  f"{fmt(pct(r['core_busy']), '{:.0f} %')} | "
                   f"{fmt(r['backend_us_req'], '{:.1f}')} |")
     w("")
     w("† direct: no proxy; the backend's CPU/request is shown.")
