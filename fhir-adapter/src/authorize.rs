@@ -94,12 +94,11 @@ pub fn authorize(
             .and_then(|b| b.get("entry"))
             .and_then(|es| es.get(index))
             .and_then(|entry| entry.get("resource"));
-        let one = authorize_one(e, resource, ctx, policy).map_err(|error| {
-            FhirError::BundleEntry {
+        let one =
+            authorize_one(e, resource, ctx, policy).map_err(|error| FhirError::BundleEntry {
                 index,
                 error: Box::new(error),
-            }
-        })?;
+            })?;
         if let Some(q) = &one.rewritten_query {
             let bundle = rewritten.get_or_insert_with(|| c.body.clone().unwrap_or(Value::Null));
             if let Some(req) = bundle
@@ -168,7 +167,11 @@ fn authorize_one(
         return Ok(d);
     }
     let rt = c.resource_type.unwrap_or("*");
-    if ctx.scopes.check(rt, required_perm(c.interaction), &c.params)? == Grant::Unconfined {
+    if ctx
+        .scopes
+        .check(rt, required_perm(c.interaction), &c.params)?
+        == Grant::Unconfined
+    {
         return Ok(d);
     }
     let p = own_patient(ctx)?;
@@ -320,7 +323,8 @@ fn authorize_operation(
             match c.id.as_deref() {
                 Some(id) if rt == "Patient" && id != p => return Err(other(Some(id))),
                 Some(_) if rt != "Patient" && in_patient_compartment(rt) => {
-                    d.pre_reads.push(format!("{rt}/{}", c.id.as_deref().unwrap_or("")));
+                    d.pre_reads
+                        .push(format!("{rt}/{}", c.id.as_deref().unwrap_or("")));
                 }
                 _ => {}
             }
@@ -561,12 +565,22 @@ fn check_patch(
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .flat_map(|op| op.get("part").and_then(Value::as_array).into_iter().flatten());
+                .flat_map(|op| {
+                    op.get("part")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                });
             for part in parts {
-                let value = part.get("valueString").and_then(Value::as_str).unwrap_or("");
+                let value = part
+                    .get("valueString")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 match part.get("name").and_then(Value::as_str) {
                     Some("path") => {
-                        let rest = value.strip_prefix(rt).map_or(value, |r| r.trim_start_matches('.'));
+                        let rest = value
+                            .strip_prefix(rt)
+                            .map_or(value, |r| r.trim_start_matches('.'));
                         hit |= touches(&first(rest));
                     }
                     Some("name") => hit |= touches(value),
@@ -597,7 +611,8 @@ fn collect_request_patients(c: &Classified, body: Option<&Value>, out: &mut BTre
     let rt = c.resource_type.unwrap_or("*");
     for (name, value) in &c.params {
         let base = &name[..name.find([':', '.']).unwrap_or(name.len())];
-        let typed = base == "patient" || name.ends_with(":Patient") || (rt == "Patient" && base == "_id");
+        let typed =
+            base == "patient" || name.ends_with(":Patient") || (rt == "Patient" && base == "_id");
         if !(typed || is_patient_param(rt, base)) {
             continue;
         }

@@ -101,7 +101,10 @@ impl Interaction {
 
     /// Public pass-through: no token, no scope (`metadata`, SMART discovery).
     pub fn is_public(self) -> bool {
-        matches!(self, Interaction::Capabilities | Interaction::SmartConfiguration)
+        matches!(
+            self,
+            Interaction::Capabilities | Interaction::SmartConfiguration
+        )
     }
 }
 
@@ -147,7 +150,13 @@ pub struct Classified {
 }
 
 /// Compartments R4 defines; compartment searches name one of these.
-const COMPARTMENTS: &[&str] = &["Device", "Encounter", "Patient", "Practitioner", "RelatedPerson"];
+const COMPARTMENTS: &[&str] = &[
+    "Device",
+    "Encounter",
+    "Patient",
+    "Practitioner",
+    "RelatedPerson",
+];
 
 fn resolve_type(seg: &str) -> Result<&'static str, FhirError> {
     match lookup_type(seg) {
@@ -510,7 +519,9 @@ fn classify_bundle(
     };
     let entries = match bundle.get("entry") {
         None => return Ok((interaction, Vec::new())),
-        Some(e) => e.as_array().ok_or_else(|| invalid("entry must be an array"))?,
+        Some(e) => e
+            .as_array()
+            .ok_or_else(|| invalid("entry must be an array"))?,
     };
     if entries.len() > limits.max_bundle_entries {
         return Err(FhirError::TooManyEntries {

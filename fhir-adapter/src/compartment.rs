@@ -199,7 +199,10 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ("Appointment", &[l("actor", &["participant.actor"])]),
     ("AppointmentResponse", &[l("actor", &["actor"])]),
     ("AuditEvent", &[l("patient", &["agent.who", "entity.what"])]),
-    ("Basic", &[l("patient", &["subject"]), l("author", &["author"])]),
+    (
+        "Basic",
+        &[l("patient", &["subject"]), l("author", &["author"])],
+    ),
     ("BodyStructure", &[l("patient", &["patient"])]),
     (
         "CarePlan",
@@ -216,7 +219,10 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
         ],
     ),
     ("ChargeItem", &[l("subject", &["subject"])]),
-    ("Claim", &[l("patient", &["patient"]), l("payee", &["payee.party"])]),
+    (
+        "Claim",
+        &[l("patient", &["patient"]), l("payee", &["payee.party"])],
+    ),
     ("ClaimResponse", &[l("patient", &["patient"])]),
     ("ClinicalImpression", &[l("subject", &["subject"])]),
     (
@@ -302,7 +308,10 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
             l("recipient", &["recipient"]),
         ],
     ),
-    ("List", &[l("subject", &["subject"]), l("source", &["source"])]),
+    (
+        "List",
+        &[l("subject", &["subject"]), l("source", &["source"])],
+    ),
     ("MeasureReport", &[l("patient", &["subject"])]),
     ("Media", &[l("subject", &["subject"])]),
     (
@@ -381,10 +390,7 @@ pub fn lookup_type(name: &str) -> TypeLookup {
         return TypeLookup::Known(RESOURCE_TYPES[i]);
     }
     // Only reached on the error path, so a linear scan is fine.
-    match RESOURCE_TYPES
-        .iter()
-        .find(|t| t.eq_ignore_ascii_case(name))
-    {
+    match RESOURCE_TYPES.iter().find(|t| t.eq_ignore_ascii_case(name)) {
         Some(t) => TypeLookup::WrongCase(t),
         None => TypeLookup::Unknown,
     }
@@ -518,7 +524,10 @@ mod tests {
     #[test]
     fn patient_references() {
         assert_eq!(patient_id_of_reference("Patient/123"), Some("123"));
-        assert_eq!(patient_id_of_reference("Patient/123/_history/4"), Some("123"));
+        assert_eq!(
+            patient_id_of_reference("Patient/123/_history/4"),
+            Some("123")
+        );
         assert_eq!(
             patient_id_of_reference("https://ehr.example/fhir/Patient/123"),
             Some("123")

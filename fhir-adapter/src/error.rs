@@ -123,10 +123,7 @@ pub enum FhirError {
     /// An `$operation` not on the allow list.
     OperationNotAllowed { name: String },
     /// An entry of a batch/transaction was refused; the whole Bundle is refused.
-    BundleEntry {
-        index: usize,
-        error: Box<FhirError>,
-    },
+    BundleEntry { index: usize, error: Box<FhirError> },
     /// A resource in the backend's answer belongs to another patient.
     ResponseOtherPatient { resource_type: String },
     // ---- 502 -----------------------------------------------------------------------------

@@ -188,8 +188,8 @@ pub fn media_kind(value: &str) -> Result<MediaKind, FhirError> {
 /// refused with 415 before the backend sees it.
 pub fn check_format(value: &str) -> Result<(), FhirError> {
     let plain = value.trim();
-    let ok = matches!(plain, "json")
-        || media_kind(plain).map(|k| k == MediaKind::FhirJson) == Ok(true);
+    let ok =
+        matches!(plain, "json") || media_kind(plain).map(|k| k == MediaKind::FhirJson) == Ok(true);
     if ok {
         Ok(())
     } else {

@@ -147,9 +147,8 @@ pub fn check_response(
         };
         out.removed = filter.bundle(&mut v, checks, &mut out.touched);
         if out.removed > 0 {
-            out.body = ResponseBody::Rewritten(
-                serde_json::to_vec(&v).expect("a Value always serialises"),
-            );
+            out.body =
+                ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
         }
         return Ok(out);
     }
@@ -214,8 +213,17 @@ impl Filter<'_, '_> {
     }
 
     /// Filters a result Bundle in place; returns the number of entries removed/replaced.
-    fn bundle(&self, v: &mut Value, checks: Option<&[bool]>, touched: &mut BTreeSet<String>) -> usize {
-        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+    fn bundle(
+        &self,
+        v: &mut Value,
+        checks: Option<&[bool]>,
+        touched: &mut BTreeSet<String>,
+    ) -> usize {
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let positional = kind == "batch-response" || kind == "transaction-response";
         let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) else {
             return 0;
@@ -224,11 +232,17 @@ impl Filter<'_, '_> {
         let mut removed_matches = 0u64;
         let mut kept = Vec::with_capacity(entries.len());
         for (i, mut entry) in std::mem::take(entries).into_iter().enumerate() {
-            let check_this = self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
+            let check_this =
+                self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
             let mut ok = true;
             if let Some(res) = entry.get_mut("resource") {
-                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
-                    let sub = Filter { patient: if check_this { self.patient } else { None }, ctx: self.ctx };
+                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle")
+                    && is_result_bundle(res)
+                {
+                    let sub = Filter {
+                        patient: if check_this { self.patient } else { None },
+                        ctx: self.ctx,
+                    };
                     removed += sub.bundle(res, None, touched);
                 } else if check_this {
                     ok = self.passes(res);
@@ -297,12 +311,22 @@ fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
 /// (and of Bundles nested in entries) in place; returns whether anything changed.
 pub fn rewrite_base_urls_in_value(v: &mut Value, backend_base: &str, public_base: &str) -> bool {
     let mut changed = false;
-    for link in v.get_mut("link").and_then(Value::as_array_mut).into_iter().flatten() {
+    for link in v
+        .get_mut("link")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(u) = link.get_mut("url") {
             changed |= fix_url(u, backend_base, public_base);
         }
     }
-    for entry in v.get_mut("entry").and_then(Value::as_array_mut).into_iter().flatten() {
+    for entry in v
+        .get_mut("entry")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
         if let Some(u) = entry.get_mut("fullUrl") {
             changed |= fix_url(u, backend_base, public_base);
         }
@@ -326,7 +350,9 @@ pub fn rewrite_body_base_urls(
 ) -> Result<Option<Vec<u8>>, FhirError> {
     let mut v = parse(body)?;
     if rewrite_base_urls_in_value(&mut v, backend_base, public_base) {
-        Ok(Some(serde_json::to_vec(&v).expect("a Value always serialises")))
+        Ok(Some(
+            serde_json::to_vec(&v).expect("a Value always serialises"),
+        ))
     } else {
         Ok(None)
     }

@@ -60,9 +60,12 @@ const OBS_ABS_OWN: &str = r#"{"resourceType":"Observation","subject":{"reference
 const OBS_OTHER: &str = r#"{"resourceType":"Observation","subject":{"reference":"Patient/456"}}"#;
 const OBS_NONE: &str = r#"{"resourceType":"Observation","status":"final"}"#;
 const OBS_OWN_PERF_OTHER: &str = r#"{"resourceType":"Observation","subject":{"reference":"Patient/123"},"performer":[{"reference":"Practitioner/9"},{"reference":"Patient/456"}]}"#;
-const OBS_ABC_OWN: &str = r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/123"}}"#;
-const OBS_ABC_OTHER: &str = r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/456"}}"#;
-const OBS_LOGICAL: &str = r#"{"resourceType":"Observation","subject":{"type":"Patient","identifier":{"value":"x"}}}"#;
+const OBS_ABC_OWN: &str =
+    r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/123"}}"#;
+const OBS_ABC_OTHER: &str =
+    r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/456"}}"#;
+const OBS_LOGICAL: &str =
+    r#"{"resourceType":"Observation","subject":{"type":"Patient","identifier":{"value":"x"}}}"#;
 const COND_OWN: &str = r#"{"resourceType":"Condition","subject":{"reference":"Patient/123"}}"#;
 const PAT_123: &str = r#"{"resourceType":"Patient","id":"123"}"#;
 const PAT_456: &str = r#"{"resourceType":"Patient","id":"456"}"#;
@@ -87,6 +90,8 @@ const TX_PATIENT_CREATE: &str = r#"{"resourceType":"Bundle","type":"transaction"
 const TX_WRONG_TYPE: &str = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Condition","subject":{"reference":"Patient/123"}},"request":{"method":"POST","url":"Observation"}}]}"#;
 const TX_COND_DELETE: &str = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Observation?code=x"}}]}"#;
 
+// One row per case reads better than rustfmt's one-field-per-line layout.
+#[rustfmt::skip]
 fn cases() -> Vec<Case> {
     let f = Some("application/x-www-form-urlencoded");
     let jp = Some("application/json-patch+json");
@@ -363,7 +368,12 @@ fn run(case: &Case) -> Result<(String, Decision), u16> {
 
 fn check(case: &Case) -> Result<(), String> {
     let got = run(case);
-    let fail = |why: &str| Err(format!("{} {} [{}]: {why}; got {got:?}", case.m, case.u, case.s));
+    let fail = |why: &str| {
+        Err(format!(
+            "{} {} [{}]: {why}; got {got:?}",
+            case.m, case.u, case.s
+        ))
+    };
     match (case.e, &got) {
         (St(want), Err(status)) if want == *status => Ok(()),
         (St(_), _) => fail("wrong status"),

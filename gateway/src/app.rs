@@ -1,0 +1,120 @@
+//! Starting and stopping the gateway: `phr-gateway run` and `phr-gateway demo` both end
+//! here, so the demo exercises exactly the production start-up path.
+
+use crate::config;
+use crate::proxy::egress::{EgressCheck, Resolver};
+use crate::runtime::{BuildError, Runtime, Shared};
+use crate::server::Server;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// Why the gateway did not start. Printed as is, then the process exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
+    Bind {
+        what: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Builds everything, binds every socket, then serves until SIGTERM/SIGINT and drains.
+/// `on_ready` is told the bound addresses (the demo prints its instructions with them).
+pub async fn run(
+    config_path: &Path,
+    on_ready: impl FnOnce(&[(String, SocketAddr)], SocketAddr),
+) -> Result<(), StartError> {
+    crate::metrics::install();
+    let config = config::load(config_path).map_err(BuildError::from)?;
+    let resolver = Arc::new(Resolver::default());
+    let egress: Arc<dyn EgressCheck> = Arc::new(crate::proxy::egress::AllowAll);
+    let runtime = Runtime::build(config, &resolver, &egress)?;
+    let limits = runtime.config.limits.clone();
+
+    let mut bound = Vec::new();
+    for l in &runtime.config.listeners {
+        let tcp = TcpListener::bind(l.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: format!("listener {:?}", l.name),
+                addr: l.bind,
+                source,
+            })?;
+        bound.push((l.name.clone(), tcp));
+    }
+    let admin_bind = runtime.config.admin.bind;
+    let admin = TcpListener::bind(admin_bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "the admin listener".into(),
+            addr: admin_bind,
+            source,
+        })?;
+
+    let shared = Shared::new(runtime, config_path.to_path_buf(), resolver, egress);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let server = Server {
+        shared: shared.clone(),
+        connections: Arc::new(Semaphore::new(limits.max_connections)),
+        max_connections: limits.max_connections,
+        shutdown: shutdown_rx.clone(),
+    };
+    let mut addrs = Vec::new();
+    for (name, tcp) in bound {
+        let addr = tcp.local_addr().expect("a bound socket has an address");
+        tracing::info!(listener = %name, %addr, "listener ready");
+        addrs.push((name.clone(), addr));
+        tokio::spawn(server.clone().accept_loop(Arc::from(name.as_str()), tcp));
+    }
+    let admin_addr = admin.local_addr().expect("a bound socket has an address");
+    tracing::info!(addr = %admin_addr, "admin listener ready");
+    tokio::spawn(crate::admin::serve(
+        admin,
+        shared.clone(),
+        shutdown_rx.clone(),
+    ));
+    shared.ready.store(true, Ordering::Relaxed);
+    on_ready(&addrs, admin_addr);
+
+    wait_for_signals(&shared).await;
+    tracing::info!(
+        drain_timeout_s = limits.drain_timeout.as_secs(),
+        "shutting down: no new connections, draining requests in flight"
+    );
+    shared.draining.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
+    let all = u32::try_from(server.max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(limits.drain_timeout, server.connections.acquire_many(all)).await {
+        Ok(_) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("drain deadline passed with connections still open; exiting"),
+    }
+    Ok(())
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT returns (to drain).
+async fn wait_for_signals(shared: &Shared) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; running until killed");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => { let _ = shared.reload(); }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+        }
+    }
+}

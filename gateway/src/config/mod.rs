@@ -1,0 +1,305 @@
+//! The gateway's configuration: one TOML file, parsed strictly.
+//!
+//! Every table denies unknown keys, because a misspelt safeguard (`client_auht = "required"`)
+//! that is silently ignored is a safeguard that is silently off. Secrets are never written in
+//! the file: `${ENV_VAR}` references are expanded before parsing (see [`load`]).
+//! Validation ([`validate`]) reports every problem at once with the file, the key and the fix,
+//! so `phr-gateway check-config` and a refused reload say the same thing.
+//!
+//! Requirement IDs: EX-TLS-1..4 and EX-MTLS-1 (listener TLS), EX-TLS-3 (no plaintext
+//! listeners), AV-DOS-1 (limits), DATA-JP-1 (every upstream declares its jurisdiction).
+
+mod load;
+mod validate;
+
+pub use load::{load, load_str, LoadError};
+pub use validate::{validate, ConfigIssue};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub limits: Limits,
+    pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub residency: Residency,
+}
+
+/// Identity of this gateway instance and how it treats the hop in front of it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Names this instance in logs, metrics and (later) access records.
+    #[serde(default = "default_instance_id")]
+    pub instance_id: String,
+    /// Peers (CIDRs) whose `X-Forwarded-For` and `X-Request-Id` are kept. Everyone else's are
+    /// replaced, because a client could otherwise forge the address an access record shows.
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `Strict-Transport-Security` max-age sent on every response (EX-TLS-3). 0 disables it.
+    #[serde(default = "default_hsts", with = "humantime_serde")]
+    pub hsts_max_age: Duration,
+    /// Worker threads of the runtime; 0 means one per core.
+    /// The environment variable `PHR_GATEWAY_WORKER_THREADS` overrides it.
+    #[serde(default)]
+    pub worker_threads: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            instance_id: default_instance_id(),
+            trusted_proxies: Vec::new(),
+            hsts_max_age: default_hsts(),
+            worker_threads: 0,
+        }
+    }
+}
+
+/// The operator's listener: health, readiness, metrics and reload. Loopback by default,
+/// because it is not protected by the request path (EX-SEG-2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    #[serde(default = "default_admin_bind")]
+    pub bind: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            bind: default_admin_bind(),
+        }
+    }
+}
+
+/// Timeouts and sizes. Every default is safe for a public listener (AV-DOS-1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Time a client has to send a complete request head (slowloris protection).
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    #[serde(default = "d60s", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Time to complete the TLS handshake.
+    #[serde(default = "d10s", with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// Largest request head (request line + headers), in bytes.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest request body, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Connections open at once on all listeners.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection.
+    #[serde(default = "default_h2_streams")]
+    pub h2_max_concurrent_streams: u32,
+    /// On SIGTERM, how long in-flight requests may take to finish.
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: d10s(),
+            idle_timeout: d60s(),
+            tls_handshake_timeout: d10s(),
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            max_connections: default_max_connections(),
+            h2_max_concurrent_streams: default_h2_streams(),
+            drain_timeout: d30s(),
+        }
+    }
+}
+
+/// A TLS listener. There is no plaintext listener by design (EX-TLS-3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub bind: SocketAddr,
+    /// "1.3" (default) or "1.2". Nothing older can be configured (EX-TLS-1).
+    #[serde(default)]
+    pub tls_min_version: TlsVersion,
+    /// Mutual TLS for institutions (EX-MTLS-1, EX-TLS-2).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// CA bundle that client certificates must chain to; required unless `client_auth = "none"`.
+    pub client_ca_file: Option<PathBuf>,
+    /// Certificate revocation lists (PEM) checked for client certificates.
+    #[serde(default)]
+    pub crl_files: Vec<PathBuf>,
+    /// Server certificates; chosen by SNI, the first one is the default.
+    pub certificates: Vec<Certificate>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificate {
+    /// PEM chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// SNI names this certificate answers; empty means the names in its SAN extension.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+/// A named backend service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `https://host:port` (or `http://` with `allow_plaintext` on a loopback address).
+    /// Several endpoints are used round-robin.
+    pub endpoints: Vec<String>,
+    /// CA bundle the upstream's certificate must chain to. Without it, no HTTPS endpoint
+    /// is accepted: public roots are not trusted for medical backends by default.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key the gateway presents to the upstream (EX-MTLS-1).
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
+    /// Lowest TLS version spoken to this upstream: "1.3" (default) or "1.2" (EX-TLS-1).
+    #[serde(default)]
+    pub tls_min_version: TlsVersion,
+    /// Plain HTTP is accepted only with this set and only to a loopback address.
+    #[serde(default)]
+    pub allow_plaintext: bool,
+    /// Where the upstream stores and processes data (ISO 3166-1 alpha-2). DATA-JP-1.
+    pub jurisdiction: Option<String>,
+    /// The upstream runs inside the operator's own cluster (private or loopback addresses).
+    #[serde(default)]
+    pub in_cluster: bool,
+    #[serde(default = "d2s", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time from sending the request to receiving the response head; 504 after it.
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub response_timeout: Duration,
+    /// Consecutive connection failures after which an endpoint is ejected.
+    #[serde(default = "default_eject_after")]
+    pub eject_after_failures: u32,
+    #[serde(default = "d30s", with = "humantime_serde")]
+    pub eject_for: Duration,
+    /// Idle pooled connections kept per endpoint.
+    #[serde(default = "default_pool_idle")]
+    pub pool_max_idle: usize,
+    /// Send the client's `Host` upstream instead of the endpoint's authority.
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+/// Which requests go to which upstream, matched by host and longest path prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: String,
+    /// Exact host (without port), `*.example.jp`, or absent for any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub upstream: String,
+    /// Remove the prefix before forwarding (`/api/x` → `/x`).
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Allow WebSocket upgrades on this route (online-consultation signalling).
+    #[serde(default)]
+    pub websocket: bool,
+    /// Overrides `limits.max_body_bytes` for this route.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// Domestic-only storage and egress (DATA-JP-1..3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Residency {
+    #[serde(default = "default_jurisdiction")]
+    pub required: String,
+}
+
+impl Default for Residency {
+    fn default() -> Self {
+        Self {
+            required: default_jurisdiction(),
+        }
+    }
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "phr-gateway".to_string())
+}
+fn default_hsts() -> Duration {
+    Duration::from_secs(31_536_000)
+}
+fn default_admin_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_h2_streams() -> u32 {
+    100
+}
+fn default_eject_after() -> u32 {
+    3
+}
+fn default_pool_idle() -> usize {
+    64
+}
+fn default_jurisdiction() -> String {
+    "JP".to_string()
+}
+fn d2s() -> Duration {
+    Duration::from_secs(2)
+}
+fn d10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d60s() -> Duration {
+    Duration::from_secs(60)
+}

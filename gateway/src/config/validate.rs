@@ -1,0 +1,272 @@
+//! Checks that need no network: every problem is collected, each with its key and the fix.
+//! Certificate contents are checked when the TLS configs are built (`tls::cert_check`),
+//! which `check-config` also does.
+
+use super::{ClientAuth, Config};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+/// One problem in the file: where (`key`), what (`problem`) and what to do (`fix`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}. Fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
+struct Issues(Vec<ConfigIssue>);
+
+impl Issues {
+    fn add(&mut self, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(ConfigIssue {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn file(&mut self, key: String, path: &Path) {
+        if !path.is_file() {
+            self.add(
+                key,
+                format!("file {} does not exist or is not a file", path.display()),
+                "point it at an existing PEM file (relative paths are relative to the config file)",
+            );
+        }
+    }
+}
+
+/// Returns every problem found; an empty list means the file may be used.
+pub fn validate(config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Issues(Vec::new());
+    check_listeners(config, &mut issues);
+    check_upstreams(config, &mut issues);
+    check_routes(config, &mut issues);
+    check_limits(config, &mut issues);
+    issues.0
+}
+
+fn check_listeners(config: &Config, issues: &mut Issues) {
+    if config.listeners.is_empty() {
+        issues.add(
+            "listeners",
+            "no listener is configured",
+            "add a [[listeners]] table with a bind address and a certificate",
+        );
+    }
+    let mut names = BTreeSet::new();
+    let mut binds = BTreeSet::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if !names.insert(&l.name) {
+            issues.add(
+                format!("{key}.name"),
+                format!("the name {:?} is used twice", l.name),
+                "give every listener its own name",
+            );
+        }
+        if !binds.insert(l.bind) {
+            issues.add(
+                format!("{key}.bind"),
+                format!("{} is bound by two listeners", l.bind),
+                "use one listener per address",
+            );
+        }
+        if l.certificates.is_empty() {
+            issues.add(
+                format!("{key}.certificates"),
+                "the listener has no certificate",
+                "add a [[listeners.certificates]] table with cert_file and key_file",
+            );
+        }
+        for (j, c) in l.certificates.iter().enumerate() {
+            issues.file(format!("{key}.certificates[{j}].cert_file"), &c.cert_file);
+            issues.file(format!("{key}.certificates[{j}].key_file"), &c.key_file);
+        }
+        match (l.client_auth, &l.client_ca_file) {
+            (ClientAuth::None, Some(_)) => issues.add(
+                format!("{key}.client_ca_file"),
+                "a client CA is set but client_auth = \"none\", so it would never be used",
+                "set client_auth = \"optional\" or \"required\", or remove client_ca_file",
+            ),
+            (ClientAuth::Optional | ClientAuth::Required, None) => issues.add(
+                format!("{key}.client_auth"),
+                "mutual TLS needs a CA bundle to verify client certificates against",
+                "set client_ca_file to the institutions' CA bundle (PEM)",
+            ),
+            (_, Some(ca)) => issues.file(format!("{key}.client_ca_file"), ca),
+            _ => {}
+        }
+        if l.client_auth == ClientAuth::None && !l.crl_files.is_empty() {
+            issues.add(
+                format!("{key}.crl_files"),
+                "CRLs are set but client_auth = \"none\"",
+                "enable client_auth or remove crl_files",
+            );
+        }
+        for (j, crl) in l.crl_files.iter().enumerate() {
+            issues.file(format!("{key}.crl_files[{j}]"), crl);
+        }
+    }
+}
+
+fn check_upstreams(config: &Config, issues: &mut Issues) {
+    for (name, u) in &config.upstreams {
+        let key = format!("upstreams.{name}");
+        if u.endpoints.is_empty() {
+            issues.add(
+                format!("{key}.endpoints"),
+                "no endpoint is listed",
+                "list at least one \"https://host:port\"",
+            );
+        }
+        for (i, e) in u.endpoints.iter().enumerate() {
+            let ekey = format!("{key}.endpoints[{i}]");
+            match crate::proxy::Endpoint::parse(e) {
+                Err(why) => issues.add(
+                    ekey,
+                    format!("{e:?} is not a usable endpoint: {why}"),
+                    "write it as \"https://host:port\"",
+                ),
+                Ok(ep) if !ep.tls => {
+                    if !u.allow_plaintext {
+                        issues.add(
+                            ekey,
+                            format!("{e:?} is plain HTTP"),
+                            "use https:// with ca_file; plain HTTP is only for loopback backends with allow_plaintext = true",
+                        );
+                    } else if !ep.is_loopback() {
+                        issues.add(
+                            ekey,
+                            format!("{e:?} is plain HTTP to a non-loopback host, so medical data would cross a network unencrypted"),
+                            "use https:// with ca_file (allow_plaintext only applies to 127.0.0.0/8, ::1 and localhost)",
+                        );
+                    }
+                }
+                Ok(_) => {
+                    if u.ca_file.is_none() {
+                        issues.add(
+                            format!("{key}.ca_file"),
+                            format!("{e:?} uses TLS but no CA bundle is set to verify it"),
+                            "set ca_file to the CA bundle that signed the backend's certificate",
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(ca) = &u.ca_file {
+            issues.file(format!("{key}.ca_file"), ca);
+        }
+        match (&u.client_cert_file, &u.client_key_file) {
+            (Some(c), Some(k)) => {
+                issues.file(format!("{key}.client_cert_file"), c);
+                issues.file(format!("{key}.client_key_file"), k);
+            }
+            (None, None) => {}
+            _ => issues.add(
+                format!("{key}.client_cert_file"),
+                "only one of client_cert_file and client_key_file is set",
+                "set both (mutual TLS to the backend) or neither",
+            ),
+        }
+        if u.connect_timeout.is_zero() || u.response_timeout.is_zero() {
+            issues.add(
+                format!("{key}"),
+                "a timeout is zero",
+                "use a positive duration such as \"2s\"",
+            );
+        }
+    }
+}
+
+fn check_routes(config: &Config, issues: &mut Issues) {
+    let mut names = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for (i, r) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        if !names.insert(&r.name) {
+            issues.add(
+                format!("{key}.name"),
+                format!("the name {:?} is used twice", r.name),
+                "give every route its own name",
+            );
+        }
+        if !r.path_prefix.starts_with('/') {
+            issues.add(
+                format!("{key}.path_prefix"),
+                format!("{:?} does not start with '/'", r.path_prefix),
+                "write it as \"/fhir/\"",
+            );
+        }
+        if !keys.insert((r.host.clone(), r.path_prefix.clone())) {
+            issues.add(
+                format!("{key}.path_prefix"),
+                format!(
+                    "another route already matches host {:?} and prefix {:?}",
+                    r.host, r.path_prefix
+                ),
+                "remove one of the two routes",
+            );
+        }
+        if !config.upstreams.contains_key(&r.upstream) {
+            let known: Vec<_> = config.upstreams.keys().map(String::as_str).collect();
+            issues.add(
+                format!("{key}.upstream"),
+                format!(
+                    "no upstream named {:?} (known: {})",
+                    r.upstream,
+                    known.join(", ")
+                ),
+                "add an [upstreams.NAME] table or correct the name",
+            );
+        }
+    }
+}
+
+fn check_limits(config: &Config, issues: &mut Issues) {
+    let l = &config.limits;
+    if l.max_header_bytes < 8192 {
+        issues.add(
+            "limits.max_header_bytes",
+            format!(
+                "{} is below the HTTP/1 parser's minimum of 8192",
+                l.max_header_bytes
+            ),
+            "use at least 8192",
+        );
+    }
+    if l.max_connections == 0 {
+        issues.add(
+            "limits.max_connections",
+            "0 would refuse every connection",
+            "use a positive number such as 10000",
+        );
+    }
+    for (name, d) in [
+        ("header_read_timeout", l.header_read_timeout),
+        ("idle_timeout", l.idle_timeout),
+        ("tls_handshake_timeout", l.tls_handshake_timeout),
+    ] {
+        if d.is_zero() {
+            issues.add(
+                format!("limits.{name}"),
+                "a zero timeout disables the protection",
+                "use a positive duration such as \"10s\"",
+            );
+        }
+    }
+    if config.gateway.hsts_max_age.as_secs() > 0 && config.gateway.hsts_max_age.as_secs() < 86_400 {
+        issues.add(
+            "gateway.hsts_max_age",
+            "HSTS shorter than a day protects little",
+            "use at least \"1day\" (the default is one year)",
+        );
+    }
+}

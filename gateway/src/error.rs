@@ -1,0 +1,84 @@
+//! The one place where a refusal becomes a response ("rescue").
+//!
+//! Every stage of the pipeline returns a [`GatewayError`]; [`rescue`] maps it to a status
+//! and a small JSON body with a stable code, a message and the request id. No other code
+//! writes an error response, so every refusal looks the same to clients and is counted
+//! the same way. Nothing here ever turns an error into "allow".
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why the gateway answered the request itself instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route matches this host and path")]
+    NoRoute,
+    #[error("the request path is not acceptable: {0}")]
+    BadPath(&'static str),
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("WebSocket upgrades are not enabled on this route")]
+    UpgradeNotAllowed,
+    #[error("no healthy endpoint for upstream {upstream}")]
+    NoHealthyEndpoint { upstream: String },
+    #[error("the upstream connection is refused by the residency policy")]
+    EgressRefused { upstream: String, reason: String },
+    #[error("cannot reach upstream {upstream}")]
+    UpstreamConnect { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {seconds:.1} s")]
+    UpstreamTimeout { upstream: String, seconds: f64 },
+    #[error("upstream {upstream} failed while answering")]
+    UpstreamFailed { upstream: String, reason: String },
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::BadPath(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
+            Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::EgressRefused { .. }
+            | Self::UpstreamConnect { .. }
+            | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable reason code for clients, metrics and access records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoRoute => "no_route",
+            Self::BadPath(_) => "bad_path",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::UpgradeNotAllowed => "upgrade_not_allowed",
+            Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",
+            Self::EgressRefused { .. } => "egress_refused",
+            Self::UpstreamConnect { .. } => "upstream_unreachable",
+            Self::UpstreamTimeout { .. } => "upstream_timeout",
+            Self::UpstreamFailed { .. } => "upstream_failed",
+            Self::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Turns an error into the response the client sees. Internal details (addresses,
+/// OS errors) stay in the log line, not in the body.
+pub fn rescue(err: &GatewayError, request_id: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({
+        "error": { "code": err.code(), "message": err.to_string(), "request_id": request_id }
+    });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = err.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}

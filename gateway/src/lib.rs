@@ -1,0 +1,16 @@
+//! phr-gateway: a TLS-terminating reverse proxy that enforces, on every request, the
+//! safeguards Japan's guidelines for medical information demand.
+//!
+//! Start at [`pipeline`]: it is the whole request path, top to bottom.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod tls;

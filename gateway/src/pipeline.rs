@@ -1,0 +1,341 @@
+//! The request path, in one file, top to bottom.
+//!
+//! ```text
+//! accept ─► connection cap, TLS handshake (rustls), client identity   server.rs, tls/
+//! request ─► 1. request id            (ours, or a trusted hop's)      Pipeline::handle
+//!         ─► 2. route                 (host + longest path prefix)    route_request
+//!         ─► 3. limits                (body size)                     check_body_size
+//!         ─► 4. authenticate          (issue 4: bearer JWT, 2FA, DPoP)
+//!         ─► 5. authorise             (issue 5: SMART scopes, patient compartment)
+//!         ─► 6. upstream peer         (round-robin, ejection; residency check on connect)
+//!         ─► 7. forward               (header hygiene, pooled upstream, timeouts)  forward
+//! response ◄─ 8. respond              (request id, HSTS, metrics)     finish
+//! ```
+//!
+//! Every phase returns `Result<_, GatewayError>`; the first error ends the request and
+//! [`crate::error::rescue`] writes the refusal. There is no path from an error to
+//! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
+
+use crate::error::{rescue, GatewayError};
+use crate::proxy::{headers, websocket, PeerAddr, UpstreamBody};
+use crate::runtime::{RouteRuntime, Runtime, Shared};
+use crate::tls::ClientIdentity;
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Response bodies: streamed from the upstream, or made by the gateway.
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// What the connection established before any request: who connected, and how.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    /// "TLSv1.3" or "TLSv1.2".
+    pub tls_version: &'static str,
+    /// Present when the client presented a certificate that verified (mTLS).
+    pub client: Option<ClientIdentity>,
+}
+
+/// What one request has learned so far; later phases read what earlier ones wrote.
+pub struct RequestContext {
+    pub id: HeaderValue,
+    pub conn: Arc<ConnInfo>,
+    pub started: Instant,
+    pub route: Option<Arc<RouteRuntime>>,
+    /// The upstream address that answered (DATA-JP-1 evidence).
+    pub upstream_addr: Option<SocketAddr>,
+}
+
+/// The request path. Cheap to clone: one per connection.
+#[derive(Clone)]
+pub struct Pipeline {
+    shared: Arc<Shared>,
+}
+
+impl Pipeline {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Runs every phase for one request and always produces a response.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<ResponseBody> {
+        // One snapshot for the whole request: a reload mid-request cannot mix two configs.
+        let runtime = self.shared.current.load_full();
+        // Phase 1: request id.
+        let mut ctx = RequestContext {
+            id: request_id(&runtime, &conn, &req),
+            conn,
+            started: Instant::now(),
+            route: None,
+            upstream_addr: None,
+        };
+        req.headers_mut()
+            .insert(&headers::X_REQUEST_ID, ctx.id.clone());
+        let mut resp = match process(&runtime, &mut ctx, req).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                tracing::warn!(
+                    request_id = ctx.id.to_str().unwrap_or_default(),
+                    route = ctx.route.as_ref().map(|r| &*r.name),
+                    code = err.code(),
+                    status = err.status().as_u16(),
+                    detail = %detail(&err),
+                    "request refused"
+                );
+                rescue(&err, ctx.id.to_str().unwrap_or_default()).map(Either::Right)
+            }
+        };
+        finish(&runtime, &ctx, &mut resp);
+        resp
+    }
+}
+
+/// Phases 2 to 7. Returns the upstream's response or the first refusal.
+async fn process(
+    runtime: &Runtime,
+    ctx: &mut RequestContext,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    // Phase 2: route.
+    let route = route_request(runtime, &req)?.clone();
+    ctx.route = Some(route.clone());
+    // Phase 3: limits.
+    check_body_size(&req, route.max_body_bytes)?;
+    // Phases 4 and 5 (authentication, authorisation) plug in here.
+    // Phases 6 and 7: pick an endpoint and forward.
+    forward(runtime, ctx, &route, req).await
+}
+
+/// Phase 2: the request's host and path select a route. Paths with dot segments or
+/// encoded separators are refused first: a backend that normalised `/public/../fhir/x`
+/// would otherwise be reached through the route (and the policy) of `/public/`.
+fn route_request<'r>(
+    runtime: &'r Runtime,
+    req: &Request<Incoming>,
+) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
+    let path = req.uri().path();
+    check_path(path)?;
+    let host = request_host(req).unwrap_or("");
+    runtime.route(host, path).ok_or(GatewayError::NoRoute)
+}
+
+pub(crate) fn check_path(path: &str) -> Result<(), GatewayError> {
+    if !path.starts_with('/') {
+        return Err(GatewayError::BadPath("the path must start with '/'"));
+    }
+    for segment in path.split('/') {
+        if segment == "." || segment == ".." {
+            return Err(GatewayError::BadPath(
+                "dot segments ('.' or '..') are not allowed",
+            ));
+        }
+    }
+    let lower = path.as_bytes();
+    for window in lower.windows(3) {
+        if window[0] == b'%' {
+            let code = [
+                window[1].to_ascii_lowercase(),
+                window[2].to_ascii_lowercase(),
+            ];
+            if matches!(&code, b"2f" | b"5c" | b"2e" | b"00") {
+                return Err(GatewayError::BadPath(
+                    "encoded '/', '\\', '.' or NUL in the path is not allowed",
+                ));
+            }
+        }
+    }
+    if path.contains('\\') {
+        return Err(GatewayError::BadPath("'\\' in the path is not allowed"));
+    }
+    Ok(())
+}
+
+/// The host the client asked for, without port: `:authority` (HTTP/2) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    // "[::1]:8443" keeps its brackets; "host:8443" loses the port.
+    Some(match raw.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(h, _)| h).unwrap_or(raw),
+        None => raw.split_once(':').map(|(h, _)| h).unwrap_or(raw),
+    })
+}
+
+/// Phase 3: a declared body over the limit is refused before anything is read; a
+/// streamed body is cut off by `Limited` while forwarding.
+fn check_body_size(req: &Request<Incoming>, limit: u64) -> Result<(), GatewayError> {
+    let declared = req.body().size_hint().exact();
+    match declared {
+        Some(n) if n > limit => Err(GatewayError::BodyTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Phases 6 and 7: choose an endpoint, rewrite the request for it, send it, and hand the
+/// response back (splicing a WebSocket if the upstream switched protocols).
+async fn forward(
+    runtime: &Runtime,
+    ctx: &mut RequestContext,
+    route: &RouteRuntime,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let upgrade = websocket::is_upgrade(req.headers());
+    if upgrade && !route.websocket {
+        return Err(GatewayError::UpgradeNotAllowed);
+    }
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let pool = &route.upstream;
+    let endpoint = pool.pick().ok_or_else(|| GatewayError::NoHealthyEndpoint {
+        upstream: pool.name.to_string(),
+    })?;
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = match parts.uri.authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/");
+    let forwarded_path = match route.strip_prefix {
+        true => {
+            let rest = &path_and_query[route.prefix.len().min(path_and_query.len())..];
+            if rest.starts_with('/') {
+                rest.to_string()
+            } else {
+                format!("/{rest}")
+            }
+        }
+        false => path_and_query.to_string(),
+    };
+    parts.uri = Uri::try_from(format!("{}{}", endpoint.base, forwarded_path))
+        .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
+    parts.version = Version::HTTP_11;
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    let trusted = runtime.peer_is_trusted(ctx.conn.peer.ip());
+    headers::set_forwarded(
+        &mut parts.headers,
+        ctx.conn.peer.ip(),
+        trusted,
+        original_host.as_ref(),
+    );
+    let host = match (pool.preserve_host, original_host) {
+        (true, Some(h)) => h,
+        _ => HeaderValue::from_str(
+            parts
+                .uri
+                .authority()
+                .map(|a| a.as_str())
+                .unwrap_or_default(),
+        )
+        .map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
+    };
+    parts.headers.insert(header::HOST, host);
+
+    let body: UpstreamBody = if body.is_end_stream() {
+        Either::Right(Full::new(Bytes::new()))
+    } else {
+        Either::Left(Limited::new(body, route.max_body_bytes as usize))
+    };
+    let mut resp = match pool.send(endpoint, Request::from_parts(parts, body)).await {
+        Err(GatewayError::BodyTooLarge { .. }) => {
+            return Err(GatewayError::BodyTooLarge {
+                limit: route.max_body_bytes,
+            })
+        }
+        other => other?,
+    };
+    ctx.upstream_addr = resp.extensions().get::<PeerAddr>().map(|p| p.0);
+
+    match client_upgrade {
+        Some(client_upgrade) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            websocket::splice(client_upgrade, &mut resp)
+        }
+        _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
+    }
+    Ok(resp.map(Either::Left))
+}
+
+/// Phase 8: what every response carries, and the request's metrics.
+fn finish(runtime: &Runtime, ctx: &RequestContext, resp: &mut Response<ResponseBody>) {
+    let h = resp.headers_mut();
+    h.insert(&headers::X_REQUEST_ID, ctx.id.clone());
+    if let Some(hsts) = &runtime.hsts {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    if let Some(route) = &ctx.route {
+        route
+            .metrics
+            .record(resp.status().as_u16(), ctx.started.elapsed().as_secs_f64());
+    } else {
+        metrics::counter!("phr_requests_total", "route" => "none", "status" => resp.status().as_u16().to_string()).increment(1);
+    }
+}
+
+/// Phase 1: accept the request id of a trusted hop if it is well-formed, else make one.
+fn request_id(runtime: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> HeaderValue {
+    if runtime.peer_is_trusted(conn.peer.ip()) {
+        if let Some(v) = req.headers().get(&headers::X_REQUEST_ID) {
+            let ok = !v.is_empty()
+                && v.len() <= 128
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+            if ok {
+                return v.clone();
+            }
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).expect("a UUID is a valid header value")
+}
+
+/// The internal detail of an error, for the log line only.
+fn detail(err: &GatewayError) -> String {
+    match err {
+        GatewayError::EgressRefused { reason, .. }
+        | GatewayError::UpstreamConnect { reason, .. }
+        | GatewayError::UpstreamFailed { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    #[test]
+    fn refuses_path_tricks() {
+        for bad in [
+            "/a/../b",
+            "/a/./b",
+            "/a/..",
+            "/a%2fb",
+            "/a%2E%2e/b",
+            "/a%5Cb",
+            "/a\\b",
+            "/%00",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad} should be refused");
+        }
+        for good in ["/", "/fhir/Patient/1", "/a..b/c", "/a%20b"] {
+            assert!(check_path(good).is_ok(), "{good} should pass");
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! One backend address of an upstream, with passive health (AV-BCP-1): an endpoint that
+//! fails to connect `eject_after_failures` times in a row is skipped for `eject_for`, so a
+//! dead replica costs one connect timeout per ejection period instead of one per request.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A parsed `scheme://host:port` endpoint.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// `scheme://host:port`, prepended to the request path when forwarding.
+    pub base: String,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = healthy.
+    ejected_until_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Endpoint {
+    /// Parses an endpoint URL: only a scheme, a host and an optional port; no path, query
+    /// or credentials, because those would be silently dropped when forwarding.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err("the scheme must be https:// (or http:// for loopback)".into()),
+        };
+        let authority = uri.authority().ok_or("no host")?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the URL are not allowed".into());
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err("an endpoint has no path or query; put path rewriting in the route".into());
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let base = format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            authority.as_str()
+        );
+        Ok(Self {
+            tls,
+            host,
+            port,
+            base,
+            failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// True for 127.0.0.0/8, ::1 and `localhost`: the only places plain HTTP may go.
+    pub fn is_loopback(&self) -> bool {
+        self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && self.now_ms() < until
+    }
+
+    pub fn record_success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejected_until_ms.load(Ordering::Relaxed) != 0 {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a connection failure; returns true when this failure ejected the endpoint.
+    pub fn record_failure(&self, eject_after: u32, eject_for: Duration) -> bool {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= eject_after {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(
+                self.now_ms() + eject_for.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            return true;
+        }
+        false
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that "ejected until" is never the 0 that means healthy.
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_refuses() {
+        let e = Endpoint::parse("https://fhir.example.jp:8443").unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port), ("fhir.example.jp", 8443));
+        assert!(Endpoint::parse("http://[::1]:80").unwrap().is_loopback());
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("https://x/path").is_err());
+        assert!(Endpoint::parse("https://u:p@x").is_err());
+    }
+
+    #[test]
+    fn ejects_after_consecutive_failures_only() {
+        let e = Endpoint::parse("http://127.0.0.1:1").unwrap();
+        assert!(!e.record_failure(3, Duration::from_secs(30)));
+        e.record_success();
+        assert!(!e.record_failure(3, Duration::from_secs(30)));
+        assert!(!e.record_failure(3, Duration::from_secs(30)));
+        assert!(!e.is_ejected());
+        assert!(e.record_failure(3, Duration::from_secs(30)));
+        assert!(e.is_ejected());
+    }
+}

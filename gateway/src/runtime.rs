@@ -1,0 +1,223 @@
+//! Everything built from one configuration file, and its atomic replacement.
+//!
+//! A [`Runtime`] is immutable: routes, upstream pools and listener TLS configs made from
+//! one `Config`. Reload builds a complete new `Runtime` first and swaps the pointer only if
+//! every part of it built; requests in flight keep the snapshot they started with. So a
+//! reload is all-or-nothing, and a broken file keeps the last good set running.
+
+use crate::config::{self, Config};
+use crate::metrics::RouteMetrics;
+use crate::proxy::egress::{EgressCheck, Resolver};
+use crate::proxy::UpstreamPool;
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// One route, ready to match.
+pub struct RouteRuntime {
+    pub name: Arc<str>,
+    host: Option<String>,
+    pub prefix: String,
+    pub upstream: Arc<UpstreamPool>,
+    pub strip_prefix: bool,
+    pub websocket: bool,
+    pub max_body_bytes: u64,
+    pub metrics: RouteMetrics,
+}
+
+impl RouteRuntime {
+    fn host_matches(&self, host: &str) -> bool {
+        match &self.host {
+            None => true,
+            Some(h) if h.starts_with("*.") => host
+                .strip_suffix(&h[1..])
+                .is_some_and(|l| !l.is_empty() && !l.contains('.')),
+            Some(h) => h.eq_ignore_ascii_case(host),
+        }
+    }
+}
+
+/// The state built from one config.
+pub struct Runtime {
+    pub config: Config,
+    /// Longest prefix first, so the first match is the most specific.
+    routes: Vec<Arc<RouteRuntime>>,
+    pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    pub hsts: Option<HeaderValue>,
+}
+
+/// Why a config could not be turned into a running state.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Load(#[from] config::LoadError),
+    #[error("listener {listener:?}: {source}")]
+    ListenerTls {
+        listener: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("upstream {upstream:?}: {source}")]
+    UpstreamTls {
+        upstream: String,
+        source: crate::tls::TlsError,
+    },
+    #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
+    ListenersChanged(String),
+}
+
+impl Runtime {
+    pub fn build(
+        config: Config,
+        resolver: &Arc<Resolver>,
+        egress: &Arc<dyn EgressCheck>,
+    ) -> Result<Self, BuildError> {
+        let mut tls = HashMap::new();
+        for l in &config.listeners {
+            let server =
+                crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
+                    listener: l.name.clone(),
+                    source,
+                })?;
+            tls.insert(l.name.clone(), server);
+        }
+        let mut pools = HashMap::new();
+        for (name, u) in &config.upstreams {
+            let pool = UpstreamPool::build(name, u, resolver.clone(), egress.clone()).map_err(
+                |source| BuildError::UpstreamTls {
+                    upstream: name.clone(),
+                    source,
+                },
+            )?;
+            pools.insert(name.clone(), Arc::new(pool));
+        }
+        let mut routes: Vec<Arc<RouteRuntime>> = config
+            .routes
+            .iter()
+            .map(|r| {
+                Arc::new(RouteRuntime {
+                    name: Arc::from(r.name.as_str()),
+                    host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                    prefix: r.path_prefix.clone(),
+                    upstream: pools[&r.upstream].clone(),
+                    strip_prefix: r.strip_prefix,
+                    websocket: r.websocket,
+                    max_body_bytes: r.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
+                    metrics: RouteMetrics::new(&r.name),
+                })
+            })
+            .collect();
+        // Host-specific routes before host-agnostic ones, then longest prefix first.
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        let hsts = match config.gateway.hsts_max_age.as_secs() {
+            0 => None,
+            s => HeaderValue::from_str(&format!("max-age={s}; includeSubDomains")).ok(),
+        };
+        Ok(Self {
+            config,
+            routes,
+            tls,
+            hsts,
+        })
+    }
+
+    /// Builds everything a config needs without serving it: what `check-config` runs
+    /// beyond parsing (certificates, keys, CA bundles, CRLs).
+    pub fn check(config: &Config) -> Result<(), BuildError> {
+        let resolver = Arc::new(Resolver::default());
+        let egress: Arc<dyn EgressCheck> = Arc::new(crate::proxy::egress::AllowAll);
+        Runtime::build(config.clone(), &resolver, &egress).map(|_| ())
+    }
+
+    /// The most specific route for a host (without port) and a path.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<RouteRuntime>> {
+        self.routes
+            .iter()
+            .find(|r| r.host_matches(host) && path.starts_with(r.prefix.as_str()))
+    }
+
+    pub fn peer_is_trusted(&self, ip: IpAddr) -> bool {
+        self.config
+            .gateway
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+}
+
+/// The swappable runtime plus what survives reloads.
+pub struct Shared {
+    pub current: ArcSwap<Runtime>,
+    pub config_path: PathBuf,
+    pub resolver: Arc<Resolver>,
+    pub egress: Arc<dyn EgressCheck>,
+    pub ready: AtomicBool,
+    pub draining: AtomicBool,
+}
+
+impl Shared {
+    pub fn new(
+        runtime: Runtime,
+        config_path: PathBuf,
+        resolver: Arc<Resolver>,
+        egress: Arc<dyn EgressCheck>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(runtime),
+            config_path,
+            resolver,
+            egress,
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// Re-reads the config file and swaps in the new runtime, or keeps the old one and
+    /// says why. Certificates, keys, CA bundles and CRLs are re-read as part of it.
+    pub fn reload(&self) -> Result<(), BuildError> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "ok" } else { "rejected" };
+        metrics::counter!("phr_config_reloads_total", "result" => outcome).increment(1);
+        match &result {
+            Ok(()) => {
+                tracing::info!(config = %self.config_path.display(), "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::error!(config = %self.config_path.display(), error = %e, "reload rejected; the last good configuration stays in force")
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), BuildError> {
+        let config = config::load(&self.config_path)?;
+        let old = self.current.load();
+        let before: Vec<_> = old
+            .config
+            .listeners
+            .iter()
+            .map(|l| (&l.name, l.bind))
+            .collect();
+        let after: Vec<_> = config.listeners.iter().map(|l| (&l.name, l.bind)).collect();
+        if before != after {
+            return Err(BuildError::ListenersChanged(format!(
+                "{before:?} -> {after:?}"
+            )));
+        }
+        let runtime = Runtime::build(config, &self.resolver, &self.egress)?;
+        self.current.store(Arc::new(runtime));
+        Ok(())
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+}

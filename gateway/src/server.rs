@@ -1,0 +1,219 @@
+//! Accepting connections: the connection cap, the TLS handshake, HTTP/1.1 or HTTP/2 by
+//! ALPN, idle and header timeouts, and graceful drain on shutdown.
+//!
+//! Requirement IDs: EX-TLS-1..3 (every listener is TLS), EX-MTLS-1 (client identity),
+//! AV-DOS-1 (connection cap, header-read timeout against slowloris, idle timeout).
+
+use crate::config::Limits;
+use crate::pipeline::{ConnInfo, Pipeline};
+use crate::runtime::Shared;
+use crate::tls::ClientIdentity;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// What every accept loop shares.
+#[derive(Clone)]
+pub struct Server {
+    pub shared: Arc<Shared>,
+    pub connections: Arc<Semaphore>,
+    pub max_connections: usize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Accepts on one listener until shutdown.
+    pub async fn accept_loop(self, name: Arc<str>, listener: TcpListener) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.changed() => break,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                metrics::counter!("phr_connections_refused_total", "reason" => "max_connections")
+                    .increment(1);
+                drop(tcp);
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                metrics::gauge!("phr_active_connections").increment(1.0);
+                this.serve_connection(name, tcp, peer).await;
+                metrics::gauge!("phr_active_connections").decrement(1.0);
+                drop(permit);
+            });
+        }
+        tracing::info!(listener = %name, "listener closed");
+    }
+
+    async fn serve_connection(
+        &self,
+        listener: Arc<str>,
+        tcp: TcpStream,
+        peer: std::net::SocketAddr,
+    ) {
+        let runtime = self.shared.current.load_full();
+        let limits = runtime.config.limits.clone();
+        let Some(tls) = runtime.tls.get(&*listener).cloned() else {
+            return;
+        };
+        drop(runtime);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let stream = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
+            .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string()).increment(1);
+                tracing::debug!(listener = %listener, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string()).increment(1);
+                return;
+            }
+        };
+        let (_, session) = stream.get_ref();
+        let tls_version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            _ => "TLSv1.2",
+        };
+        let client = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(ClientIdentity::from_der);
+        let conn = Arc::new(ConnInfo {
+            peer,
+            listener,
+            tls_version,
+            client,
+        });
+
+        let activity = Arc::new(Activity::new());
+        let pipeline = Pipeline::new(self.shared.clone());
+        let tracker = activity.clone();
+        let service = service_fn(move |req| {
+            let pipeline = pipeline.clone();
+            let conn = conn.clone();
+            let guard = tracker.begin();
+            async move {
+                let resp = pipeline.handle(req, conn).await;
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        });
+
+        let builder = http_builder(&limits);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut shutdown = self.shutdown.clone();
+        let mut draining = *shutdown.borrow();
+        if draining {
+            conn.as_mut().graceful_shutdown();
+        }
+        loop {
+            let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = shutdown.changed(), if !draining => {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = tokio::time::sleep_until(idle_deadline.into()), if !draining => {
+                    if activity.is_idle(limits.idle_timeout) {
+                        draining = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP server settings shared by every connection.
+fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes as u32)
+        // Bounds the pending-reset queue: the mitigation for HTTP/2 rapid reset.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    builder
+}
+
+/// Requests in flight and when the last one ended, to close idle connections: a
+/// connection is idle when nothing is in flight and nothing ended for `idle_timeout`.
+struct Activity {
+    start: Instant,
+    in_flight: AtomicUsize,
+    last_ms: AtomicU64,
+}
+
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .last_ms
+            .store(self.0.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Instant::now() + idle;
+        }
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+
+    fn is_idle(&self, idle: Duration) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle)
+    }
+}
