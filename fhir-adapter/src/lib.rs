@@ -15,14 +15,18 @@
 //! 6. write the access record from [`access_facts`].
 
 mod authorize;
+mod body;
 mod classify;
 pub mod compartment;
+mod confine_search;
 mod error;
 mod facts;
 mod normalize;
 mod outcome;
+mod references;
 mod response;
 mod scopes;
+mod write_checks;
 
 pub use authorize::{authorize, AccessContext, AllowedOperation, Decision, Policy};
 pub use classify::{classify, Classified, FhirRequest, Interaction, Limits, PatchFormat};

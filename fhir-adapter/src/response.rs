@@ -13,10 +13,11 @@
 //! or 404). In a batch-response, entries are *replaced* by a 403 response entry instead of
 //! being removed, because batch-response entries correspond to request entries by position.
 
-use crate::authorize::{for_each_reference, resource_patients, AccessContext, Decision};
+use crate::authorize::{AccessContext, Decision};
 use crate::compartment::{in_patient_compartment, patient_id_of_reference, patient_links};
 use crate::error::FhirError;
 use crate::outcome::operation_outcome_value;
+use crate::references::{for_each_reference, resource_patients};
 use crate::scopes::Perms;
 use serde_json::Value;
 use std::collections::BTreeSet;
