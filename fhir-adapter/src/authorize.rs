@@ -200,12 +200,13 @@ fn authorize_one(
             d.response_check |= rt == "*";
         }
         I::Create if rt == "Patient" => return Err(FhirError::PatientCreateForbidden),
+        // Types outside the compartment hold no patient data: writes follow scopes only.
+        I::Create | I::Update | I::Patch | I::Delete if !compartment => {}
         I::Update | I::Patch | I::Delete if c.conditional => {
             return Err(FhirError::NotAllowedForPatientScope {
                 interaction: "conditional update/patch/delete",
             })
         }
-        I::Create | I::Update | I::Patch | I::Delete if !compartment => {}
         I::Create => check_write_body(rt, body, p, true)?,
         I::Update | I::Patch | I::Delete if rt == "Patient" => {
             if !same_id() {

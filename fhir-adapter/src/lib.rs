@@ -13,6 +13,22 @@
 //! 4. forward, using [`Classified::path`] and any rewritten query/body;
 //! 5. if [`Decision::response_check`], [`check_response`]; rewrite base URLs;
 //! 6. write the access record from [`access_facts`].
+//!
+//! ```
+//! use fhir_adapter::*;
+//! let policy = Policy::default();
+//! let scopes = Scopes::parse_str("launch/patient patient/Observation.rs");
+//! let ctx = AccessContext { scopes: &scopes, patient: Some("123") };
+//! let req = FhirRequest { method: "GET", path: "Observation", query: Some("code=8867-4"), ..Default::default() };
+//! let c = classify(&req, &policy.limits).unwrap();
+//! let d = authorize(&c, &ctx, &policy).unwrap();
+//! assert_eq!(d.rewritten_query.as_deref(), Some("code=8867-4&subject=Patient/123"));
+//!
+//! let other = FhirRequest { method: "GET", path: "Patient/456", ..Default::default() };
+//! let err = authorize(&classify(&other, &policy.limits).unwrap(), &ctx, &policy).unwrap_err();
+//! let (status, _outcome) = error_response(&err, "req-1");
+//! assert_eq!(status, 403);
+//! ```
 
 mod authorize;
 mod body;
