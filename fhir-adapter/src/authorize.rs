@@ -177,6 +177,10 @@ fn authorize_one(
     let p = own_patient(ctx)?;
     d.patient = Some(p.to_owned());
     let compartment = in_patient_compartment(rt);
+    if compartment || rt == "*" {
+        // Confined to the patient: the request touches the patient's records (LOG-ACC-1).
+        d.touched.insert(p.to_owned());
+    }
     let same_id = || c.id.as_deref() == Some(p);
     match c.interaction {
         I::Read | I::Vread | I::HistoryInstance if rt == "Patient" => {

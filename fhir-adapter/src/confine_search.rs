@@ -48,6 +48,13 @@ pub(crate) fn confine_search(
                 d.response_check = true;
             }
             "_id" if rt == "Patient" => {
+                if !suffix.is_empty() {
+                    // `_id:not=123` would select every other patient.
+                    return Err(forbid(
+                        name,
+                        "modifiers on _id of Patient can select other patients",
+                    ));
+                }
                 for v in value.split(',') {
                     if v != p {
                         return Err(other(Some(v)));

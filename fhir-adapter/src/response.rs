@@ -18,7 +18,6 @@ use crate::compartment::{in_patient_compartment, patient_id_of_reference, patien
 use crate::error::FhirError;
 use crate::outcome::operation_outcome_value;
 use crate::references::{for_each_reference, resource_patients};
-use crate::scopes::Perms;
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -208,8 +207,9 @@ impl Filter<'_, '_> {
         if rt == "OperationOutcome" || rt == "Bundle" {
             return true;
         }
-        let readable = self.ctx.scopes.check(rt, Perms::R, &[]).is_ok()
-            || self.ctx.scopes.check(rt, Perms::S, &[]).is_ok();
+        // Granular constraints were checked on the request; here any scope that lets the
+        // client see this type at all is enough.
+        let readable = self.ctx.scopes.may_see(rt);
         readable && belongs_to(resource, p)
     }
 

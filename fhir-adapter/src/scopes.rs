@@ -233,6 +233,15 @@ impl Scopes {
         })
     }
 
+    /// Whether any scope (constraints ignored) lets the client read or search this type;
+    /// used to drop `_include`d resources of types the client has no scope for.
+    pub fn may_see(&self, resource_type: &str) -> bool {
+        let rs = Perms::R.union(Perms::S);
+        self.resource
+            .iter()
+            .any(|s| s.covers(resource_type) && s.perms.0 & rs.0 != 0)
+    }
+
     /// Whether an unconstrained `user/` or `system/` scope grants `perm` on `resource_type`
     /// (bulk export and other cross-patient operations need one).
     pub fn grants_unconfined(&self, resource_type: &str, perm: Perms) -> bool {

@@ -197,6 +197,8 @@ fn cases() -> Vec<Case> {
         Case { u: "Patient?_id=123", e: A("search-type"), ..D },
         Case { u: "Patient?_id=456", e: St(403), ..D },
         Case { u: "Patient?_id=123,456", e: St(403), ..D },
+        Case { u: "Patient?_id:not=123", e: St(403), ..D },
+        Case { u: "Patient?_id:missing=false", e: St(403), ..D },
         Case { u: "Patient?name=taro", e: Rw("search-type", "name=taro&_id=123"), ..D },
         Case { u: "Patient?link=Patient/456", e: St(403), ..D },
         // --- non-compartment types -----------------------------------------------------------

@@ -131,6 +131,31 @@ fn searchset_with_mixed_patients_is_filtered_and_total_fixed() {
 }
 
 #[test]
+fn granular_scope_search_keeps_matches_and_drops_unscoped_includes() {
+    let scopes = Scopes::parse_str("patient/Observation.rs?category=laboratory");
+    let ctx = AccessContext {
+        scopes: &scopes,
+        patient: Some("123"),
+    };
+    let c = classify_ok(
+        "GET",
+        "Observation?category=laboratory&_include=Observation:performer",
+        None,
+    );
+    let d = decide(&c, &scopes, Some("123")).unwrap();
+    assert!(d.response_check);
+    assert_eq!(d.touched.iter().collect::<Vec<_>>(), ["123"]);
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset", "entry": [
+        {"resource": obs("a", "123"), "search": {"mode": "match"}},
+        {"resource": {"resourceType": "Practitioner", "id": "9"}, "search": {"mode": "include"}}]});
+    let r = check_response(&d, &ctx, &serde_json::to_vec(&bundle).unwrap()).unwrap();
+    let v = rewritten(&r);
+    assert_eq!(v["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(v["entry"][0]["resource"]["id"], "a");
+    assert_eq!(r.removed, 1);
+}
+
+#[test]
 fn searchset_without_foreign_entries_is_unchanged() {
     let scopes = Scopes::parse_str("patient/*.rs");
     let ctx = AccessContext {
