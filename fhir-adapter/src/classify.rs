@@ -55,22 +55,39 @@ impl Default for Limits {
 /// The FHIR R4 interaction a request performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Interaction {
+    /// `GET [type]/[id]`.
     Read,
+    /// `GET [type]/[id]/_history/[vid]`.
     Vread,
+    /// `PUT [type]/[id]` or conditional `PUT [type]?criteria`.
     Update,
+    /// `PATCH [type]/[id]` or conditional.
     Patch,
+    /// `DELETE [type]/[id]` or conditional.
     Delete,
+    /// `GET [type]/[id]/_history`.
     HistoryInstance,
+    /// `GET [type]/_history`.
     HistoryType,
+    /// `GET _history`.
     HistorySystem,
+    /// `POST [type]`.
     Create,
+    /// `GET [type]?…` or `POST [type]/_search`.
     SearchType,
+    /// `GET [base]?…` or `POST _search`.
     SearchSystem,
+    /// `GET Patient/[id]/[type]?…` (or `*`).
     SearchCompartment,
+    /// `GET metadata` (public).
     Capabilities,
+    /// `GET .well-known/smart-configuration` (public).
     SmartConfiguration,
+    /// `POST [base]` with a `batch` Bundle.
     Batch,
+    /// `POST [base]` with a `transaction` Bundle.
     Transaction,
+    /// `$name` at system, type or instance level.
     Operation,
 }
 

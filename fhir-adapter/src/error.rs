@@ -35,6 +35,7 @@ impl fmt::Display for Part {
 /// ([`FhirError::status`]) and one OperationOutcome issue code ([`FhirError::issue_code`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(missing_docs)] // variant fields are named for what they hold
 pub enum FhirError {
     // ---- 400: the request is malformed or ambiguous -------------------------------------
     /// `%` not followed by two hex digits.

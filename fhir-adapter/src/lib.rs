@@ -30,6 +30,8 @@
 //! assert_eq!(status, 403);
 //! ```
 
+#![warn(missing_docs)]
+
 mod authorize;
 mod body;
 mod classify;
