@@ -69,7 +69,9 @@ pub(crate) fn check_patch(
         .flat_map(|l| l.paths.iter())
         .map(|p| p.split('.').next().unwrap_or(p))
         .collect();
-    let touches = |element: &str| protected.contains(&element);
+    // An empty element means "the whole resource" (JSON Patch path "" or "/"), which can
+    // replace the compartment fields as well.
+    let touches = |element: &str| element.is_empty() || protected.contains(&element);
     let first = |s: &str| -> String {
         s.split(['.', '[', '(', '/'])
             .next()
@@ -82,37 +84,42 @@ pub(crate) fn check_patch(
             for op in body.as_array().into_iter().flatten() {
                 for key in ["path", "from"] {
                     if let Some(path) = op.get(key).and_then(Value::as_str) {
-                        hit |= touches(&first(path.trim_start_matches('/')));
+                        hit |= touches(&first(path.strip_prefix('/').unwrap_or(path)));
                     }
                 }
             }
         }
         Some(PatchFormat::FhirPath) => {
-            let parts = body
+            let ops = body
                 .get("parameter")
                 .and_then(Value::as_array)
                 .into_iter()
-                .flatten()
-                .flat_map(|op| {
+                .flatten();
+            for op in ops {
+                let part = |name: &str| {
                     op.get("part")
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
-                });
-            for part in parts {
-                let value = part
-                    .get("valueString")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                match part.get("name").and_then(Value::as_str) {
-                    Some("path") => {
-                        let rest = value
-                            .strip_prefix(rt)
-                            .map_or(value, |r| r.trim_start_matches('.'));
-                        hit |= touches(&first(rest));
+                        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
+                        .and_then(|p| p.get("valueString"))
+                        .and_then(Value::as_str)
+                };
+                let path = part("path").unwrap_or("");
+                // Only `Type.element...` paths are understood; anything else is refused.
+                let element = match path.strip_prefix(rt) {
+                    Some("") => String::new(),
+                    Some(rest) if rest.starts_with('.') => first(&rest[1..]),
+                    _ => {
+                        hit = true;
+                        continue;
                     }
-                    Some("name") => hit |= touches(value),
-                    _ => {}
+                };
+                match part("name") {
+                    // `add`/`insert` into the resource root: the new element is `name`.
+                    Some(name) if element.is_empty() => hit |= touches(name),
+                    Some(name) => hit |= touches(&element) || touches(name),
+                    None => hit |= touches(&element),
                 }
             }
         }

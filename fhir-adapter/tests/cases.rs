@@ -76,6 +76,9 @@ const JP_STATUS: &str = r#"[{"op":"replace","path":"/status","value":"amended"}]
 const JP_SUBJECT: &str = r#"[{"op":"replace","path":"/subject/reference","value":"Patient/456"}]"#;
 const FP_SUBJECT: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"Observation.subject"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
 const FP_STATUS: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"Observation.status"},{"name":"value","valueCode":"amended"}]}]}"#;
+const JP_WHOLE: &str = r#"[{"op":"replace","path":"","value":{"resourceType":"Observation","subject":{"reference":"Patient/456"}}}]"#;
+const FP_ADD_PERFORMER: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"add"},{"name":"path","valueString":"Observation"},{"name":"name","valueString":"performer"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
+const FP_ODD_PATH: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"subject"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
 const PARAMS: &str = r#"{"resourceType":"Parameters"}"#;
 const BATCH_SEARCH: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation?code=x"}},{"request":{"method":"GET","url":"Patient/123"}}]}"#;
 const BATCH_READS: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/abc"}},{"request":{"method":"GET","url":"Patient/123"}}]}"#;
@@ -277,6 +280,10 @@ fn cases() -> Vec<Case> {
         Case { m: "PATCH", u: "Observation/abc", b: Some(JP_SUBJECT), ct: jp, e: St(403), ..D },
         Case { m: "PATCH", u: "Observation/abc", b: Some(FP_STATUS), e: Pre("patch"), ..D },
         Case { m: "PATCH", u: "Observation/abc", b: Some(FP_SUBJECT), e: St(403), ..D },
+        Case { m: "PATCH", u: "Observation/abc", b: Some(JP_WHOLE), ct: jp, e: St(403), ..D },
+        Case { m: "PATCH", u: "Observation/abc", b: Some(FP_ADD_PERFORMER), e: St(403), ..D },
+        Case { m: "PATCH", u: "Observation/abc", b: Some(FP_ODD_PATH), e: St(403), ..D },
+        Case { m: "PATCH", u: "Medication/1", b: Some(JP_WHOLE), ct: jp, e: A("patch"), ..D },
         Case { m: "PATCH", u: "Observation/abc", b: Some(OBS_ABC_OWN), e: St(400), ..D },
         Case { m: "PATCH", u: "Observation/abc", b: Some(OBS_ABC_OWN), ct: jp, e: St(400), ..D },
         Case { m: "PATCH", u: "Observation/abc", b: Some(JP_SUBJECT), ct: jp, s: USER, e: A("patch"), ..D },
