@@ -1,1 +1,166 @@
+//! End-to-end: starting, configuration errors, readiness, metrics, graceful drain, demo.
 
+mod common;
+use common::*;
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn bad_config_exits_non_zero_with_a_precise_message() {
+    let pki = Pki::new();
+    let path = pki.path("gateway.toml");
+    // A misspelt key is an error, not a silently ignored safeguard.
+    let text = base_config(
+        &pki,
+        "client_auht = \"required\"",
+        &plain_route("b", "/", &[closed_port()], ""),
+    );
+    std::fs::write(&path, text).unwrap();
+    for cmd in ["check-config", "run"] {
+        let out = Command::new(BIN)
+            .args([cmd, "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{cmd} accepted a bad config");
+        assert!(
+            err.contains("gateway.toml") && err.contains("client_auht"),
+            "{cmd}: {err}"
+        );
+    }
+    // Semantic errors name the key and the fix.
+    let text = base_config(&pki, "client_auth = \"required\"", "[upstreams.x]\nendpoints = [\"http://10.1.2.3:80\"]\nallow_plaintext = true\njurisdiction = \"JP\"\n\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"nope\"\n");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[0].client_auth") && err.contains("client_ca_file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("upstreams.x.endpoints[0]") && err.contains("non-loopback"),
+        "{err}"
+    );
+    assert!(err.contains("routes[0].upstream") && err.contains("\"nope\""), "{err}");
+    // Missing secret in the environment.
+    std::fs::write(&path, "[gateway]\ninstance_id = \"${PHR_TEST_UNSET_VARIABLE}\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("gateway.toml:2") && err.contains("PHR_TEST_UNSET_VARIABLE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reference_config_is_valid() {
+    // config/gateway.toml documents every key; it must parse with the real parser.
+    let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/gateway.toml");
+    let text = std::fs::read_to_string(reference).unwrap();
+    let parsed = phr_gateway::config::load_str(&text, std::path::Path::new(reference));
+    match parsed {
+        Ok(_) => {}
+        // Referenced certificate files are examples; everything else must be valid.
+        Err(phr_gateway::config::LoadError::Invalid { issues, .. }) => {
+            for i in issues {
+                assert!(
+                    i.problem.contains("does not exist"),
+                    "unexpected issue in the reference config: {i}"
+                );
+            }
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_an_in_flight_request() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let mut gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("b", "/", &[backend], "")));
+    let ready = gw.admin("GET", "/readyz").await;
+    assert_eq!(ready.0, 200, "{ready:?}\n{}", gw.log_text());
+    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let mut c = Conn::open(gw.addr, cfg.clone()).await.unwrap();
+    let in_flight = tokio::spawn(async move { c.get("/slow?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new connections once draining.
+    assert!(
+        Conn::open(gw.addr, cfg).await.is_err(),
+        "a new connection was accepted while draining"
+    );
+    let (status, _, body) = in_flight.await.unwrap().expect("the in-flight request was cut off");
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"slow done");
+    let exit = tokio::task::spawn_blocking(move || gw.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "gateway exited with {exit}");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(
+        &pki,
+        &base_config(&pki, "", &plain_route("metered", "/", &[backend], "")),
+    );
+    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.get("/").await.unwrap().0, 200);
+    }
+    let (status, metrics) = gw.admin("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("phr_requests_total{route=\"metered\",status=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("phr_request_duration_seconds_bucket{route=\"metered\""),
+        "{metrics}"
+    );
+    assert!(metrics.contains("phr_active_connections"), "{metrics}");
+}
+
+#[tokio::test]
+async fn demo_serves_synthetic_patients() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let gw = Gateway::start_with_args(
+        &[
+            "demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ],
+        data.join("gateway.toml"),
+    );
+    let ca = std::fs::read_to_string(data.join("ca.pem")).unwrap();
+    let mut c = Conn::open(gw.addr, client_config(&ca, &ClientOpts::default()))
+        .await
+        .unwrap();
+    let (status, headers, body) = c.get("/fhir/Patient/p1").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["resourceType"], "Patient");
+    assert!(headers.contains_key("strict-transport-security"));
+    assert!(
+        gw.log_text().contains("curl --cacert"),
+        "the demo prints working commands"
+    );
+}

@@ -1,1 +1,249 @@
+//! End-to-end: the reverse proxy (routing, header hygiene, limits, upstream failures,
+//! WebSocket) through the real binary with a real TLS client.
 
+mod common;
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use std::time::Duration;
+
+fn client(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    client_config(&pki.ca_pem, &ClientOpts::default())
+}
+
+#[tokio::test]
+async fn forwards_and_replaces_spoofed_forwarding_headers() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(
+        &pki,
+        &base_config(&pki, "", &plain_route("api", "/api/", &[backend], "")),
+    );
+    for h2 in [false, true] {
+        let mut c = Conn::open(
+            gw.addr,
+            client_config(
+                &pki.ca_pem,
+                &ClientOpts {
+                    h2,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        let req = Request::get("/api/echo?x=1")
+            .header("host", "localhost")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("forwarded", "for=203.0.113.7")
+            .header("x-real-ip", "203.0.113.7")
+            .header("x-request-id", "client-chosen")
+            .header("connection", "x-drop-me")
+            .header("x-drop-me", "secret")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let req = if h2 {
+            // HTTP/2 forbids connection-specific headers; send the rest.
+            let (mut p, b) = req.into_parts();
+            p.headers.remove("connection");
+            p.headers.remove("x-drop-me");
+            Request::from_parts(p, b)
+        } else {
+            req
+        };
+        let (status, headers, body) = c.request(req).await.unwrap();
+        assert_eq!(status, 200);
+        let e = json(&body);
+        let h = &e["headers"];
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1", "h2={h2}");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h["forwarded"]
+            .as_str()
+            .unwrap()
+            .starts_with("for=127.0.0.1;proto=https"));
+        assert!(h.get("x-real-ip").is_none());
+        assert!(
+            h.get("x-drop-me").is_none(),
+            "a header named by Connection reached the backend"
+        );
+        // The gateway's own request id, forwarded and returned.
+        let rid = headers["x-request-id"].to_str().unwrap();
+        assert_ne!(rid, "client-chosen");
+        assert_eq!(h["x-request-id"], rid);
+        assert_eq!(e["uri"], "/api/echo?x=1");
+    }
+}
+
+#[tokio::test]
+async fn unknown_route_404_and_path_tricks_400_as_json() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(
+        &pki,
+        &base_config(&pki, "", &plain_route("api", "/api/", &[backend], "")),
+    );
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
+    let (status, headers, body) = c.get("/nothing-here").await.unwrap();
+    assert_eq!(status, 404);
+    let e = json(&body);
+    assert_eq!(e["error"]["code"], "no_route");
+    assert_eq!(e["error"]["request_id"], headers["x-request-id"].to_str().unwrap());
+    let (status, _, body) = c.get("/api/%2e%2e/admin").await.unwrap();
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(json(&body)["error"]["code"], "bad_path");
+}
+
+#[tokio::test]
+async fn body_limit_413_declared_and_streamed() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("api", "/", &[backend], "")));
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
+    let small = Request::post("/echo")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(vec![b'a'; 1000])))
+        .unwrap();
+    let (status, _, body) = c.request(small).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["body_len"], 1000);
+    let big = Request::post("/echo")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(vec![b'a'; 5000])))
+        .unwrap();
+    let (status, _, body) = c.request(big).await.unwrap();
+    assert_eq!(status, 413);
+    assert_eq!(json(&body)["error"]["code"], "body_too_large");
+
+    // A chunked body with no length: cut off while streaming.
+    let mut tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tls.write_all(b"POST /echo HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        tls.write_all(b"400\r\n").await.unwrap();
+        tls.write_all(&[b'b'; 0x400]).await.unwrap();
+        tls.write_all(b"\r\n").await.unwrap();
+    }
+    tls.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+}
+
+#[tokio::test]
+async fn upstream_down_502_and_slow_upstream_504() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let routes = format!(
+        "{}\n{}",
+        plain_route("down", "/down/", &[closed_port()], ""),
+        plain_route("slow", "/slow", &[backend], "response_timeout = \"500ms\"")
+    );
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &routes));
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
+    let (status, _, body) = c.get("/down/x").await.unwrap();
+    assert_eq!(status, 502);
+    assert_eq!(json(&body)["error"]["code"], "upstream_unreachable");
+    let (status, _, body) = c.get("/slow?ms=3000").await.unwrap();
+    assert_eq!(status, 504);
+    assert_eq!(json(&body)["error"]["code"], "upstream_timeout");
+    let (status, _, _) = c.get("/slow?ms=10").await.unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn round_robin_ejects_a_dead_endpoint() {
+    let pki = Pki::new();
+    let live = start_backend().await;
+    let dead = closed_port();
+    let gw = Gateway::start(
+        &pki,
+        &base_config(
+            &pki,
+            "",
+            &plain_route(
+                "rr",
+                "/",
+                &[dead, live],
+                "eject_after_failures = 2\neject_for = \"60s\"",
+            ),
+        ),
+    );
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
+    let mut failures = 0;
+    for _ in 0..20 {
+        let (status, _, _) = c.get("/").await.unwrap();
+        if status != 200 {
+            assert_eq!(status, 502);
+            failures += 1;
+        }
+    }
+    assert_eq!(
+        failures, 2,
+        "the dead endpoint should fail exactly eject_after_failures times, then be skipped"
+    );
+    gw.wait_log("endpoint ejected").await;
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(metrics.contains("phr_endpoint_ejections_total"), "{metrics}");
+}
+
+#[tokio::test]
+async fn slow_client_header_is_cut_off() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("api", "/", &[backend], "")));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: local").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = vec![0u8; 1024];
+    // header_read_timeout is 1 s in the test config: the gateway must hang up (408 or EOF).
+    let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+        .await
+        .expect("gateway kept a slow client open")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[tokio::test]
+async fn websocket_echo_through_the_gateway() {
+    use futures_util::{SinkExt, StreamExt};
+    let pki = Pki::new();
+    let ws = start_ws_echo().await;
+    let backend = start_backend().await;
+    let routes = format!(
+        "{}\n{}websocket = true\n",
+        plain_route("api", "/api/", &[backend], ""),
+        plain_route("ws", "/ws", &[ws], "")
+    );
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &routes));
+    let tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    let (mut socket, resp) = tokio_tungstenite::client_async("wss://localhost/ws", tls)
+        .await
+        .expect("upgrade through the gateway");
+    assert_eq!(resp.status(), 101);
+    socket
+        .send(tokio_tungstenite::tungstenite::Message::text("診察室 ready"))
+        .await
+        .unwrap();
+    let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "診察室 ready");
+
+    // A route without `websocket = true` refuses the upgrade.
+    let tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    assert!(tokio_tungstenite::client_async("wss://localhost/api/x", tls)
+        .await
+        .is_err());
+}

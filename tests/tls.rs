@@ -1,1 +1,329 @@
+//! End-to-end: TLS termination by the real binary (EX-TLS-1..4, EX-MTLS-1).
 
+mod common;
+use common::*;
+use rustls::pki_types::pem::PemObject;
+use std::process::Command;
+use std::time::Duration;
+
+async fn gateway_with(pki: &Pki, listener_extra: &str) -> Gateway {
+    let backend = start_backend().await;
+    Gateway::start(
+        pki,
+        &base_config(pki, listener_extra, &plain_route("b", "/", &[backend], "")),
+    )
+}
+
+#[tokio::test]
+async fn http1_and_http2_by_alpn() {
+    let pki = Pki::new();
+    let gw = gateway_with(&pki, "").await;
+    for h2 in [false, true] {
+        let cfg = client_config(
+            &pki.ca_pem,
+            &ClientOpts {
+                h2,
+                ..Default::default()
+            },
+        );
+        let mut conn = Conn::open(gw.addr, cfg).await.unwrap();
+        let (status, headers, body) = conn.get("/echo").await.unwrap();
+        assert_eq!(status, 200, "h2={h2}");
+        let echoed = json(&body);
+        // The upstream hop is always HTTP/1.1 over a pooled connection; the client's
+        // protocol shows in the response version, checked via the hyper connection type.
+        assert_eq!(echoed["method"], "GET");
+        assert!(headers.contains_key("strict-transport-security"));
+        assert!(headers.contains_key("x-request-id"));
+    }
+}
+
+#[tokio::test]
+async fn tls12_refused_unless_enabled() {
+    let pki = Pki::new();
+    let tls12 = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            tls12_only: true,
+            ..Default::default()
+        },
+    );
+    let strict = gateway_with(&pki, "").await;
+    assert!(
+        Conn::open(strict.addr, tls12.clone()).await.is_err(),
+        "TLS 1.2 must be refused by default"
+    );
+
+    let pki2 = Pki::new();
+    let tls12b = client_config(
+        &pki2.ca_pem,
+        &ClientOpts {
+            tls12_only: true,
+            ..Default::default()
+        },
+    );
+    let relaxed = gateway_with(&pki2, "tls_min_version = \"1.2\"").await;
+    let mut conn = Conn::open(relaxed.addr, tls12b)
+        .await
+        .expect("TLS 1.2 enabled by config");
+    assert_eq!(conn.get("/").await.unwrap().0, 200);
+}
+
+/// Runs `openssl s_client` with extra args; returns (handshake succeeded, output).
+fn openssl(addr: std::net::SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ok = text.contains("Cipher is ") && !text.contains("Cipher is (NONE)");
+    (ok, text)
+}
+
+#[tokio::test]
+async fn old_protocols_and_cbc_suites_refused() {
+    let pki = Pki::new();
+    let gw = gateway_with(&pki, "tls_min_version = \"1.2\"").await;
+    // Positive controls: the same tool does complete TLS 1.3 and 1.2 AEAD handshakes.
+    let (ok13, out) = openssl(gw.addr, &["-tls1_3"]);
+    assert!(ok13, "TLS 1.3 control handshake failed:\n{out}");
+    let (ok12, out) = openssl(gw.addr, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    assert!(ok12, "TLS 1.2 AEAD control handshake failed:\n{out}");
+    // TLS 1.1 (the client's security level lowered so it really offers it).
+    let (ok11, out) = openssl(gw.addr, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    assert!(!ok11, "TLS 1.1 must be refused:\n{out}");
+    // A CBC suite over TLS 1.2.
+    let (okcbc, out) = openssl(
+        gw.addr,
+        &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384"],
+    );
+    assert!(!okcbc, "CBC suites must be refused:\n{out}");
+}
+
+#[tokio::test]
+async fn mutual_tls_required_optional_absent() {
+    let pki = Pki::new();
+    let (cert, key) = pki.client_cert("clinic-a");
+    let other = Pki::new();
+    let (bad_cert, bad_key) = other.client_cert("intruder");
+    let ca = pki.path("ca.pem");
+    let with = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            client_cert: Some((cert.clone(), key.clone())),
+            ..Default::default()
+        },
+    );
+    let foreign = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            client_cert: Some((bad_cert, bad_key)),
+            ..Default::default()
+        },
+    );
+    let without = client_config(&pki.ca_pem, &ClientOpts::default());
+    let expected_fp = {
+        use sha2::Digest;
+        let der = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        hex::encode(sha2::Sha256::digest(der.as_ref()))
+    };
+
+    // required
+    let gw = gateway_with(
+        &pki,
+        &format!("client_auth = \"required\"\nclient_ca_file = \"{}\"", ca.display()),
+    )
+    .await;
+    let mut c = Conn::open(gw.addr, with.clone()).await.unwrap();
+    let (status, _, body) = c.get("/echo").await.unwrap();
+    assert_eq!(status, 200);
+    let echoed = json(&body);
+    assert_eq!(
+        echoed["headers"]["x-phr-client-cert-sha256"],
+        expected_fp.as_str(),
+        "{echoed}"
+    );
+    assert!(echoed["headers"]["x-phr-client-cert-subject"]
+        .as_str()
+        .unwrap()
+        .contains("clinic-a"));
+    // Without a certificate, or with one from another CA: no request gets through.
+    for cfg in [without.clone(), foreign.clone()] {
+        let refused = match Conn::open(gw.addr, cfg).await {
+            Err(_) => true,
+            Ok(mut c) => c.get("/echo").await.is_err(),
+        };
+        assert!(refused, "required mTLS let a client through");
+    }
+    drop(gw);
+
+    // optional: no certificate is fine, a bad one is not, and a spoofed header is dropped.
+    let gw = gateway_with(
+        &pki,
+        &format!("client_auth = \"optional\"\nclient_ca_file = \"{}\"", ca.display()),
+    )
+    .await;
+    let mut c = Conn::open(gw.addr, without.clone()).await.unwrap();
+    let req = http::Request::get("/echo")
+        .header("host", "localhost")
+        .header("x-phr-client-cert-sha256", "forged")
+        .body(Default::default())
+        .unwrap();
+    let (status, _, body) = c.request(req).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        json(&body)["headers"].get("x-phr-client-cert-sha256").is_none(),
+        "forged identity header reached the backend"
+    );
+    let refused = match Conn::open(gw.addr, foreign).await {
+        Err(_) => true,
+        Ok(mut c) => c.get("/echo").await.is_err(),
+    };
+    assert!(refused, "optional mTLS accepted a certificate from an unknown CA");
+    drop(gw);
+
+    // none: a client certificate is not asked for and no identity is forwarded.
+    let gw = gateway_with(&pki, "").await;
+    let mut c = Conn::open(gw.addr, with).await.unwrap();
+    let (status, _, body) = c.get("/echo").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(json(&body)["headers"].get("x-phr-client-cert-sha256").is_none());
+}
+
+#[tokio::test]
+async fn revoked_client_certificate_refused_by_crl() {
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+    let pki = Pki::new();
+    let (cert, key) = pki.client_cert("revoked-clinic");
+    let der = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    let serial = SerialNumber::from_slice(parsed.raw_serial());
+    let now = rcgen::date_time_ymd(2026, 1, 1);
+    let crl = CertificateRevocationListParams {
+        this_update: now,
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: serial,
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    std::fs::write(pki.path("crl.pem"), pki.ca.sign_crl(crl).unwrap()).unwrap();
+    let gw = gateway_with(
+        &pki,
+        &format!(
+            "client_auth = \"required\"\nclient_ca_file = \"{}\"\ncrl_files = [\"{}\"]",
+            pki.path("ca.pem").display(),
+            pki.path("crl.pem").display()
+        ),
+    )
+    .await;
+    let revoked = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            client_cert: Some((cert, key)),
+            ..Default::default()
+        },
+    );
+    let refused = match Conn::open(gw.addr, revoked).await {
+        Err(_) => true,
+        Ok(mut c) => c.get("/echo").await.is_err(),
+    };
+    assert!(refused, "a revoked client certificate got through");
+    let good = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            client_cert: Some(pki.client_cert("good-clinic")),
+            ..Default::default()
+        },
+    );
+    assert_eq!(Conn::open(gw.addr, good).await.unwrap().get("/").await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn certificate_hot_reload_keeps_open_connections() {
+    let pki = Pki::new();
+    let gw = gateway_with(&pki, "").await;
+    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let mut old_conn = Conn::open(gw.addr, cfg.clone()).await.unwrap();
+    assert_eq!(old_conn.get("/").await.unwrap().0, 200);
+    let old_cert = old_conn.peer_cert.clone();
+
+    // A broken key first: the reload is refused and the old certificate stays.
+    let (new_cert, new_key) = pki.ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(pki.path("server-key.pem"), "not a key").unwrap();
+    let (status, body) = gw.admin("POST", "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("server-key.pem"), "the error names the file: {body}");
+    let still = Conn::open(gw.addr, cfg.clone()).await.unwrap();
+    assert_eq!(still.peer_cert, old_cert);
+
+    // Then the real new pair, applied by SIGHUP.
+    std::fs::write(pki.path("server.pem"), new_cert).unwrap();
+    std::fs::write(pki.path("server-key.pem"), new_key).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("configuration reloaded").await;
+    let fresh = Conn::open(gw.addr, cfg).await.unwrap();
+    assert_ne!(
+        fresh.peer_cert, old_cert,
+        "new connections must get the new certificate"
+    );
+    // The connection opened before the reload still works.
+    assert_eq!(old_conn.get("/").await.unwrap().0, 200);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[test]
+fn refuses_expired_and_weak_certificates_at_start() {
+    let pki = Pki::new();
+    // Expired certificate.
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(pki.path("server.pem"), cert.pem()).unwrap();
+    std::fs::write(pki.path("server-key.pem"), key.serialize_pem()).unwrap();
+    let path = pki.path("gateway.toml");
+    std::fs::write(
+        &path,
+        base_config(&pki, "", &plain_route("b", "/", &[closed_port()], "")),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("server.pem") && err.contains("expired"), "{err}");
+
+    // Key that does not match the certificate.
+    let (cert, _) = pki.ca.issue_server(&["localhost"]).unwrap();
+    std::fs::write(pki.path("server.pem"), cert).unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("does not belong"), "{err}");
+}

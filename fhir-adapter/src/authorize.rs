@@ -77,11 +77,7 @@ pub struct Decision {
 }
 
 /// Decides whether `c` may be forwarded for `ctx`.
-pub fn authorize(
-    c: &Classified,
-    ctx: &AccessContext<'_>,
-    policy: &Policy,
-) -> Result<Decision, FhirError> {
+pub fn authorize(c: &Classified, ctx: &AccessContext<'_>, policy: &Policy) -> Result<Decision, FhirError> {
     if !matches!(c.interaction, Interaction::Batch | Interaction::Transaction) {
         return authorize_one(c, c.body.as_ref(), ctx, policy);
     }
@@ -94,11 +90,10 @@ pub fn authorize(
             .and_then(|b| b.get("entry"))
             .and_then(|es| es.get(index))
             .and_then(|entry| entry.get("resource"));
-        let one =
-            authorize_one(e, resource, ctx, policy).map_err(|error| FhirError::BundleEntry {
-                index,
-                error: Box::new(error),
-            })?;
+        let one = authorize_one(e, resource, ctx, policy).map_err(|error| FhirError::BundleEntry {
+            index,
+            error: Box::new(error),
+        })?;
         if let Some(q) = &one.rewritten_query {
             let bundle = rewritten.get_or_insert_with(|| c.body.clone().unwrap_or(Value::Null));
             if let Some(req) = bundle
@@ -167,11 +162,7 @@ fn authorize_one(
         return Ok(d);
     }
     let rt = c.resource_type.unwrap_or("*");
-    if ctx
-        .scopes
-        .check(rt, required_perm(c.interaction), &c.params)?
-        == Grant::Unconfined
-    {
+    if ctx.scopes.check(rt, required_perm(c.interaction), &c.params)? == Grant::Unconfined {
         return Ok(d);
     }
     let p = own_patient(ctx)?;
@@ -311,9 +302,7 @@ fn authorize_operation(
                     .iter()
                     .find(|o| o.name == name)
                     .map(|o| o.permission)
-                    .ok_or_else(|| FhirError::OperationNotAllowed {
-                        name: name.to_owned(),
-                    })?
+                    .ok_or_else(|| FhirError::OperationNotAllowed { name: name.to_owned() })?
             };
             if ctx.scopes.check(rt, perm, &c.params)? == Grant::Unconfined {
                 return Ok(d);
@@ -328,8 +317,7 @@ fn authorize_operation(
             match c.id.as_deref() {
                 Some(id) if rt == "Patient" && id != p => return Err(other(Some(id))),
                 Some(_) if rt != "Patient" && in_patient_compartment(rt) => {
-                    d.pre_reads
-                        .push(format!("{rt}/{}", c.id.as_deref().unwrap_or("")));
+                    d.pre_reads.push(format!("{rt}/{}", c.id.as_deref().unwrap_or("")));
                 }
                 _ => {}
             }

@@ -14,11 +14,7 @@ use serde_json::Value;
 
 /// Validates the body against the classification and, for a Bundle posted to the base,
 /// classifies its entries. Returns the classification with the body attached.
-pub(crate) fn finish(
-    mut c: Classified,
-    body: Option<Value>,
-    limits: &Limits,
-) -> Result<Classified, FhirError> {
+pub(crate) fn finish(mut c: Classified, body: Option<Value>, limits: &Limits) -> Result<Classified, FhirError> {
     check_body(&mut c, body.as_ref())?;
     if c.interaction == Interaction::Batch {
         let bundle = body.as_ref().ok_or(FhirError::MissingBody)?;
@@ -98,8 +94,7 @@ fn check_json_patch(v: &Value) -> Result<(), FhirError> {
         detail: "a JSON Patch document is an array of operations".into(),
     })?;
     for op in ops {
-        let ok = op.get("op").and_then(Value::as_str).is_some()
-            && op.get("path").and_then(Value::as_str).is_some();
+        let ok = op.get("op").and_then(Value::as_str).is_some() && op.get("path").and_then(Value::as_str).is_some();
         if !ok {
             return Err(FhirError::InvalidPatch {
                 detail: "every operation needs string 'op' and 'path'".into(),
@@ -109,10 +104,7 @@ fn check_json_patch(v: &Value) -> Result<(), FhirError> {
     Ok(())
 }
 
-fn classify_bundle(
-    bundle: &Value,
-    limits: &Limits,
-) -> Result<(Interaction, Vec<Classified>), FhirError> {
+fn classify_bundle(bundle: &Value, limits: &Limits) -> Result<(Interaction, Vec<Classified>), FhirError> {
     let invalid = |d: &str| FhirError::InvalidBundle { detail: d.into() };
     let interaction = match bundle.get("type").and_then(Value::as_str) {
         Some("batch") => Interaction::Batch,
@@ -121,9 +113,7 @@ fn classify_bundle(
     };
     let entries = match bundle.get("entry") {
         None => return Ok((interaction, Vec::new())),
-        Some(e) => e
-            .as_array()
-            .ok_or_else(|| invalid("entry must be an array"))?,
+        Some(e) => e.as_array().ok_or_else(|| invalid("entry must be an array"))?,
     };
     if entries.len() > limits.max_bundle_entries {
         return Err(FhirError::TooManyEntries {
@@ -159,9 +149,7 @@ fn classify_entry(entry: &Value) -> Result<Classified, FhirError> {
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("entry.request.url is missing"))?;
     if url.contains("://") || url.starts_with("urn:") {
-        return Err(invalid(
-            "entry.request.url must be relative to the FHIR base",
-        ));
+        return Err(invalid("entry.request.url must be relative to the FHIR base"));
     }
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let mut c = classify_shape(method, path, query)?;

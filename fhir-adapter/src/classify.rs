@@ -14,9 +14,7 @@
 use crate::body::finish;
 use crate::compartment::{lookup_type, TypeLookup};
 use crate::error::FhirError;
-use crate::normalize::{
-    check_format, is_valid_id, media_kind, normalize_path, parse_query, MediaKind,
-};
+use crate::normalize::{check_format, is_valid_id, media_kind, normalize_path, parse_query, MediaKind};
 use serde_json::Value;
 
 /// One request as the gateway received it, in plain values.
@@ -119,10 +117,7 @@ impl Interaction {
 
     /// Public pass-through: no token, no scope (`metadata`, SMART discovery).
     pub fn is_public(self) -> bool {
-        matches!(
-            self,
-            Interaction::Capabilities | Interaction::SmartConfiguration
-        )
+        matches!(self, Interaction::Capabilities | Interaction::SmartConfiguration)
     }
 }
 
@@ -168,13 +163,7 @@ pub struct Classified {
 }
 
 /// Compartments R4 defines; compartment searches name one of these.
-const COMPARTMENTS: &[&str] = &[
-    "Device",
-    "Encounter",
-    "Patient",
-    "Practitioner",
-    "RelatedPerson",
-];
+const COMPARTMENTS: &[&str] = &["Device", "Encounter", "Patient", "Practitioner", "RelatedPerson"];
 
 fn resolve_type(seg: &str) -> Result<&'static str, FhirError> {
     match lookup_type(seg) {
@@ -183,9 +172,7 @@ fn resolve_type(seg: &str) -> Result<&'static str, FhirError> {
             given: seg.to_owned(),
             expected: t,
         }),
-        TypeLookup::Unknown => Err(FhirError::UnknownResourceType {
-            name: seg.to_owned(),
-        }),
+        TypeLookup::Unknown => Err(FhirError::UnknownResourceType { name: seg.to_owned() }),
     }
 }
 
@@ -208,9 +195,7 @@ fn op_name(seg: &str) -> Result<String, FhirError> {
     if ok {
         Ok(name.to_owned())
     } else {
-        Err(FhirError::InvalidOperationName {
-            name: name.to_owned(),
-        })
+        Err(FhirError::InvalidOperationName { name: name.to_owned() })
     }
 }
 
@@ -256,9 +241,7 @@ pub fn classify(req: &FhirRequest<'_>, limits: &Limits) -> Result<Classified, Fh
             })
         }
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| FhirError::InvalidJson {
-        detail: e.to_string(),
-    })?;
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| FhirError::InvalidJson { detail: e.to_string() })?;
     finish(c, Some(value), limits)
 }
 
@@ -272,11 +255,7 @@ fn check_params(params: &[(String, String)]) -> Result<(), FhirError> {
 }
 
 /// Path + method + query → a body-less classification.
-pub(crate) fn classify_shape(
-    method: &str,
-    raw_path: &str,
-    raw_query: &str,
-) -> Result<Classified, FhirError> {
+pub(crate) fn classify_shape(method: &str, raw_path: &str, raw_query: &str) -> Result<Classified, FhirError> {
     let segs = normalize_path(raw_path)?;
     let params = parse_query(raw_query)?;
     check_params(&params)?;
@@ -309,9 +288,7 @@ pub(crate) fn classify_shape(
         (_, []) => return Err(not_allowed(&c)),
         ("GET", ["metadata"]) => I::Capabilities,
         ("GET", [".well-known", "smart-configuration"]) => I::SmartConfiguration,
-        (_, ["metadata"]) | (_, [".well-known", "smart-configuration"]) => {
-            return Err(not_allowed(&c))
-        }
+        (_, ["metadata"]) | (_, [".well-known", "smart-configuration"]) => return Err(not_allowed(&c)),
         ("GET", ["_history"]) => I::HistorySystem,
         ("POST", ["_search"]) => {
             c.search_via_post = true;
@@ -332,9 +309,7 @@ pub(crate) fn classify_shape(
                 "POST" => I::Create,
                 "PUT" | "PATCH" | "DELETE" => {
                     if c.params.is_empty() {
-                        return Err(FhirError::ConditionalWithoutCriteria {
-                            method: m.to_owned(),
-                        });
+                        return Err(FhirError::ConditionalWithoutCriteria { method: m.to_owned() });
                     }
                     c.conditional = true;
                     match m {
@@ -393,11 +368,7 @@ pub(crate) fn classify_shape(
                     I::Operation
                 }
                 ("GET", target) if COMPARTMENTS.contains(&t) && target != "_history" => {
-                    c.resource_type = Some(if target == "*" {
-                        "*"
-                    } else {
-                        resolve_type(target)?
-                    });
+                    c.resource_type = Some(if target == "*" { "*" } else { resolve_type(target)? });
                     c.compartment = Some((t, id));
                     I::SearchCompartment
                 }
@@ -427,7 +398,5 @@ pub(crate) fn classify_shape(
 }
 
 fn unsupported(c: &Classified) -> FhirError {
-    FhirError::UnsupportedPath {
-        path: c.path.clone(),
-    }
+    FhirError::UnsupportedPath { path: c.path.clone() }
 }

@@ -199,10 +199,7 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ("Appointment", &[l("actor", &["participant.actor"])]),
     ("AppointmentResponse", &[l("actor", &["actor"])]),
     ("AuditEvent", &[l("patient", &["agent.who", "entity.what"])]),
-    (
-        "Basic",
-        &[l("patient", &["subject"]), l("author", &["author"])],
-    ),
+    ("Basic", &[l("patient", &["subject"]), l("author", &["author"])]),
     ("BodyStructure", &[l("patient", &["patient"])]),
     (
         "CarePlan",
@@ -213,16 +210,10 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ),
     (
         "CareTeam",
-        &[
-            l("patient", &["subject"]),
-            l("participant", &["participant.member"]),
-        ],
+        &[l("patient", &["subject"]), l("participant", &["participant.member"])],
     ),
     ("ChargeItem", &[l("subject", &["subject"])]),
-    (
-        "Claim",
-        &[l("patient", &["patient"]), l("payee", &["payee.party"])],
-    ),
+    ("Claim", &[l("patient", &["patient"]), l("payee", &["payee.party"])]),
     ("ClaimResponse", &[l("patient", &["patient"])]),
     ("ClinicalImpression", &[l("subject", &["subject"])]),
     (
@@ -250,10 +241,7 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
             l("attester", &["attester.party"]),
         ],
     ),
-    (
-        "Condition",
-        &[l("patient", &["subject"]), l("asserter", &["asserter"])],
-    ),
+    ("Condition", &[l("patient", &["subject"]), l("asserter", &["asserter"])]),
     ("Consent", &[l("patient", &["patient"])]),
     (
         "Coverage",
@@ -308,10 +296,7 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
             l("recipient", &["recipient"]),
         ],
     ),
-    (
-        "List",
-        &[l("subject", &["subject"]), l("source", &["source"])],
-    ),
+    ("List", &[l("subject", &["subject"]), l("source", &["source"])]),
     ("MeasureReport", &[l("patient", &["subject"])]),
     ("Media", &[l("subject", &["subject"])]),
     (
@@ -342,10 +327,7 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ("Person", &[l("patient", &["link.target"])]),
     (
         "Procedure",
-        &[
-            l("patient", &["subject"]),
-            l("performer", &["performer.actor"]),
-        ],
+        &[l("patient", &["subject"]), l("performer", &["performer.actor"])],
     ),
     ("Provenance", &[l("patient", &["target"])]),
     (
@@ -355,10 +337,7 @@ static PATIENT_COMPARTMENT: &[(&str, &[Link])] = &[
     ("RelatedPerson", &[l("patient", &["patient"])]),
     (
         "RequestGroup",
-        &[
-            l("subject", &["subject"]),
-            l("participant", &["action.participant"]),
-        ],
+        &[l("subject", &["subject"]), l("participant", &["action.participant"])],
     ),
     ("ResearchSubject", &[l("individual", &["individual"])]),
     ("RiskAssessment", &[l("subject", &["subject"])]),
@@ -486,22 +465,13 @@ mod tests {
 
     #[test]
     fn rows_match_r4_definition() {
-        let params = |t| {
-            patient_links(t)
-                .unwrap()
-                .iter()
-                .map(|l| l.param)
-                .collect::<Vec<_>>()
-        };
+        let params = |t| patient_links(t).unwrap().iter().map(|l| l.param).collect::<Vec<_>>();
         assert_eq!(params("Observation"), ["subject", "performer"]);
         assert_eq!(params("Condition"), ["patient", "asserter"]);
         assert_eq!(params("MedicationRequest"), ["subject"]);
         assert_eq!(params("Encounter"), ["patient"]);
         assert_eq!(params("DocumentReference"), ["subject", "author"]);
-        assert_eq!(
-            params("AllergyIntolerance"),
-            ["patient", "recorder", "asserter"]
-        );
+        assert_eq!(params("AllergyIntolerance"), ["patient", "recorder", "asserter"]);
         assert_eq!(params("Patient"), ["link"]);
         assert!(patient_links("Medication").is_none());
         assert!(patient_links("Organization").is_none());
@@ -524,10 +494,7 @@ mod tests {
     #[test]
     fn patient_references() {
         assert_eq!(patient_id_of_reference("Patient/123"), Some("123"));
-        assert_eq!(
-            patient_id_of_reference("Patient/123/_history/4"),
-            Some("123")
-        );
+        assert_eq!(patient_id_of_reference("Patient/123/_history/4"), Some("123"));
         assert_eq!(
             patient_id_of_reference("https://ehr.example/fhir/Patient/123"),
             Some("123")

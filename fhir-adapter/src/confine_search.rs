@@ -23,13 +23,7 @@ use crate::normalize::{encode_query_component, is_valid_id};
 
 /// Search-parameter rules under a `patient/` grant. With `add`, appends the confining
 /// parameter when the query does not already restrict the search to the patient.
-pub(crate) fn confine_search(
-    c: &Classified,
-    rt: &str,
-    p: &str,
-    add: bool,
-    d: &mut Decision,
-) -> Result<(), FhirError> {
+pub(crate) fn confine_search(c: &Classified, rt: &str, p: &str, add: bool, d: &mut Decision) -> Result<(), FhirError> {
     let forbid = |param: &str, reason: &'static str| FhirError::ForbiddenSearchParameter {
         param: param.to_owned(),
         reason,
@@ -39,21 +33,31 @@ pub(crate) fn confine_search(
         let cut = name.find([':', '.']).unwrap_or(name.len());
         let (base, suffix) = name.split_at(cut);
         match base {
-            "_has" => return Err(forbid(name, "reverse chaining selects by other resources' data, which may belong to other patients")),
-            "_filter" | "_query" => return Err(forbid(name, "its criteria cannot be checked against the patient compartment")),
+            "_has" => {
+                return Err(forbid(
+                    name,
+                    "reverse chaining selects by other resources' data, which may belong to other patients",
+                ))
+            }
+            "_filter" | "_query" => {
+                return Err(forbid(
+                    name,
+                    "its criteria cannot be checked against the patient compartment",
+                ))
+            }
             "_include" | "_revinclude" => {
                 if value == "*" || value.ends_with(":*") || suffix.contains("iterate") || suffix.contains("recurse") {
-                    return Err(forbid(name, "wildcard or iterated includes can pull in other patients' resources"));
+                    return Err(forbid(
+                        name,
+                        "wildcard or iterated includes can pull in other patients' resources",
+                    ));
                 }
                 d.response_check = true;
             }
             "_id" if rt == "Patient" => {
                 if !suffix.is_empty() {
                     // `_id:not=123` would select every other patient.
-                    return Err(forbid(
-                        name,
-                        "modifiers on _id of Patient can select other patients",
-                    ));
+                    return Err(forbid(name, "modifiers on _id of Patient can select other patients"));
                 }
                 for v in value.split(',') {
                     if v != p {
@@ -63,15 +67,22 @@ pub(crate) fn confine_search(
                 confined = true;
             }
             _ if is_patient_param(rt, base) => {
-                let typed = match suffix {
-                    "" => base == "patient",
-                    ":Patient" => true,
-                    ":missing" => continue,
-                    s if s.starts_with(':') && !s.contains('.') && s[1..].starts_with(|ch: char| ch.is_ascii_uppercase()) => {
-                        continue; // type modifier for a non-Patient target
-                    }
-                    _ => return Err(forbid(name, "chained, identifier or negated searches on a patient reference can reach another patient")),
-                };
+                let typed =
+                    match suffix {
+                        "" => base == "patient",
+                        ":Patient" => true,
+                        ":missing" => continue,
+                        s if s.starts_with(':')
+                            && !s.contains('.')
+                            && s[1..].starts_with(|ch: char| ch.is_ascii_uppercase()) =>
+                        {
+                            continue; // type modifier for a non-Patient target
+                        }
+                        _ => return Err(forbid(
+                            name,
+                            "chained, identifier or negated searches on a patient reference can reach another patient",
+                        )),
+                    };
                 let mut all_own = true;
                 for v in value.split(',') {
                     let id = match patient_id_of_reference(v) {
@@ -79,7 +90,10 @@ pub(crate) fn confine_search(
                         None if typed && is_valid_id(v) => Some(v),
                         None if !v.contains('/') && !v.contains(':') => {
                             if v != p {
-                                return Err(forbid(name, "a bare id on a parameter that can reference a Patient is ambiguous; write Type/id"));
+                                return Err(forbid(
+                                    name,
+                                    "a bare id on a parameter that can reference a Patient is ambiguous; write Type/id",
+                                ));
                             }
                             None
                         }

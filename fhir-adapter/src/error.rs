@@ -51,10 +51,7 @@ pub enum FhirError {
     /// A segment where a resource type belongs is not an R4 resource type.
     UnknownResourceType { name: String },
     /// The type exists but with other capitalisation (`patient`).
-    WrongCaseResourceType {
-        given: String,
-        expected: &'static str,
-    },
+    WrongCaseResourceType { given: String, expected: &'static str },
     /// Not a valid FHIR logical id (`[A-Za-z0-9-.]{1,64}`).
     InvalidId { id: String },
     /// Not a valid operation name after `$`.
@@ -70,15 +67,9 @@ pub enum FhirError {
     /// Body JSON has no string `resourceType`.
     NotAResource,
     /// `resourceType` in the body differs from the type in the URL.
-    ResourceTypeMismatch {
-        expected: &'static str,
-        found: String,
-    },
+    ResourceTypeMismatch { expected: &'static str, found: String },
     /// Update: body `id` missing or different from the id in the URL.
-    IdMismatch {
-        url_id: String,
-        body_id: Option<String>,
-    },
+    IdMismatch { url_id: String, body_id: Option<String> },
     /// A Bundle posted to the base is not a batch or transaction, or is malformed.
     InvalidBundle { detail: String },
     /// A malformed patch document.
@@ -98,16 +89,10 @@ pub enum FhirError {
     UnsupportedFormat { format: String },
     // ---- 403: well-formed but not permitted ------------------------------------------------
     /// No scope grants `permission` (one of `c r u d s`) on `resource_type`.
-    ScopeMissing {
-        permission: char,
-        resource_type: String,
-    },
+    ScopeMissing { permission: char, resource_type: String },
     /// Only a granular scope (`...rs?category=x`) could grant this, and the request does
     /// not carry its parameters (or is not a search).
-    ScopeConstraintUnmet {
-        resource_type: String,
-        constraint: String,
-    },
+    ScopeConstraintUnmet { resource_type: String, constraint: String },
     /// A `patient/` scope is in force but the token has no `patient` launch context.
     NoPatientContext,
     /// The request names a patient other than the token's patient.
@@ -178,9 +163,7 @@ impl FhirError {
     pub fn issue_code(&self) -> &'static str {
         use FhirError::*;
         match self {
-            InvalidJson { .. } | NotAResource | InvalidBundle { .. } | InvalidPatch { .. } => {
-                "structure"
-            }
+            InvalidJson { .. } | NotAResource | InvalidBundle { .. } | InvalidPatch { .. } => "structure",
             ResourceTypeMismatch { .. } | IdMismatch { .. } | InvalidId { .. } => "value",
             BundleEntry { error, .. } => error.issue_code(),
             other => crate::outcome::issue_code_for_status(other.status()),
@@ -329,18 +312,11 @@ mod tests {
         assert_eq!(FhirError::DotSegment.status(), 400);
         assert_eq!(FhirError::DotSegment.issue_code(), "invalid");
         assert_eq!(FhirError::NotAResource.issue_code(), "structure");
-        let e = FhirError::BodyTooLarge {
-            limit: 1,
-            actual: 2,
-        };
+        let e = FhirError::BodyTooLarge { limit: 1, actual: 2 };
         assert_eq!((e.status(), e.issue_code()), (413, "too-long"));
-        let e = FhirError::UnsupportedFormat {
-            format: "xml".into(),
-        };
+        let e = FhirError::UnsupportedFormat { format: "xml".into() };
         assert_eq!((e.status(), e.issue_code()), (415, "not-supported"));
-        let e = FhirError::OtherPatient {
-            patient: "9".into(),
-        };
+        let e = FhirError::OtherPatient { patient: "9".into() };
         assert_eq!((e.status(), e.issue_code()), (403, "forbidden"));
         let e = FhirError::BundleEntry {
             index: 3,

@@ -18,11 +18,7 @@ use std::borrow::Cow;
 
 /// Whether `id` is a valid FHIR logical id (`[A-Za-z0-9\-\.]{1,64}`).
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -36,11 +32,7 @@ fn hex(b: u8) -> Option<u8> {
 
 /// Percent-decodes `s`; `plus_is_space` for form/query encoding. Borrowed when there is
 /// nothing to decode (the common case), so the hot path does not allocate.
-pub(crate) fn percent_decode(
-    s: &str,
-    plus_is_space: bool,
-    part: Part,
-) -> Result<Cow<'_, str>, FhirError> {
+pub(crate) fn percent_decode(s: &str, plus_is_space: bool, part: Part) -> Result<Cow<'_, str>, FhirError> {
     let needs = s.bytes().any(|b| b == b'%' || (plus_is_space && b == b'+'));
     let decoded: Cow<'_, str> = if !needs {
         Cow::Borrowed(s)
@@ -104,9 +96,7 @@ pub fn normalize_path(raw: &str) -> Result<Vec<Cow<'_, str>>, FhirError> {
             return Err(FhirError::DotSegment);
         }
         if d.contains('?') || d.contains('#') {
-            return Err(FhirError::UnsupportedPath {
-                path: raw.to_owned(),
-            });
+            return Err(FhirError::UnsupportedPath { path: raw.to_owned() });
         }
         out.push(d);
     }
@@ -134,8 +124,7 @@ pub fn parse_query(raw: &str) -> Result<Vec<(String, String)>, FhirError> {
 pub fn encode_query_component(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':' | b'|')
-        {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b':' | b'|') {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -188,8 +177,7 @@ pub fn media_kind(value: &str) -> Result<MediaKind, FhirError> {
 /// refused with 415 before the backend sees it.
 pub fn check_format(value: &str) -> Result<(), FhirError> {
     let plain = value.trim();
-    let ok =
-        matches!(plain, "json") || media_kind(plain).map(|k| k == MediaKind::FhirJson) == Ok(true);
+    let ok = matches!(plain, "json") || media_kind(plain).map(|k| k == MediaKind::FhirJson) == Ok(true);
     if ok {
         Ok(())
     } else {

@@ -33,12 +33,7 @@ pub fn issue_code_for_status(status: u16) -> &'static str {
     }
 }
 
-pub(crate) fn operation_outcome_value(
-    status: u16,
-    code: &str,
-    diagnostics: &str,
-    request_id: Option<&str>,
-) -> Value {
+pub(crate) fn operation_outcome_value(status: u16, code: &str, diagnostics: &str, request_id: Option<&str>) -> Value {
     let severity = if status >= 500 { "fatal" } else { "error" };
     let mut issue = json!({
         "severity": severity,
@@ -66,8 +61,7 @@ pub(crate) fn operation_outcome_value(
 /// Builds the OperationOutcome JSON for a gateway-made error.
 pub fn operation_outcome(status: u16, code: &str, diagnostics: &str, request_id: &str) -> Vec<u8> {
     let rid = (!request_id.is_empty()).then_some(request_id);
-    serde_json::to_vec(&operation_outcome_value(status, code, diagnostics, rid))
-        .expect("a Value always serialises")
+    serde_json::to_vec(&operation_outcome_value(status, code, diagnostics, rid)).expect("a Value always serialises")
 }
 
 /// Status and OperationOutcome body for an adapter error.

@@ -64,11 +64,7 @@ pub(crate) fn resource_patients<'v>(resource: &'v Value, out: &mut dyn FnMut(&'v
 }
 
 /// Patient ids named by the request itself, whatever the scope (LOG-ACC-1).
-pub(crate) fn collect_request_patients(
-    c: &Classified,
-    body: Option<&Value>,
-    out: &mut BTreeSet<String>,
-) {
+pub(crate) fn collect_request_patients(c: &Classified, body: Option<&Value>, out: &mut BTreeSet<String>) {
     if let (Some("Patient"), Some(id)) = (c.resource_type, &c.id) {
         out.insert(id.clone());
     }
@@ -78,8 +74,7 @@ pub(crate) fn collect_request_patients(
     let rt = c.resource_type.unwrap_or("*");
     for (name, value) in &c.params {
         let base = &name[..name.find([':', '.']).unwrap_or(name.len())];
-        let typed =
-            base == "patient" || name.ends_with(":Patient") || (rt == "Patient" && base == "_id");
+        let typed = base == "patient" || name.ends_with(":Patient") || (rt == "Patient" && base == "_id");
         if !(typed || is_patient_param(rt, base)) {
             continue;
         }

@@ -42,9 +42,7 @@ pub struct ResponseCheck {
 }
 
 fn parse(body: &[u8]) -> Result<Value, FhirError> {
-    serde_json::from_slice(body).map_err(|e| FhirError::InvalidUpstreamResponse {
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(body).map_err(|e| FhirError::InvalidUpstreamResponse { detail: e.to_string() })
 }
 
 /// Whether `resource` belongs to patient `p`: it is `Patient/p`, or one of its
@@ -110,11 +108,7 @@ fn collect(resource: &Value, out: &mut BTreeSet<String>) {
 
 /// Checks (and if needed rewrites) a backend response to a request allowed by `d`. Call it whenever [`Decision::response_check`] is set; calling it otherwise only
 /// reports the patients touched. An empty body (204) passes unchanged.
-pub fn check_response(
-    d: &Decision,
-    ctx: &AccessContext<'_>,
-    body: &[u8],
-) -> Result<ResponseCheck, FhirError> {
+pub fn check_response(d: &Decision, ctx: &AccessContext<'_>, body: &[u8]) -> Result<ResponseCheck, FhirError> {
     let mut out = ResponseCheck {
         body: ResponseBody::Unchanged,
         removed: 0,
@@ -124,15 +118,8 @@ pub fn check_response(
         return Ok(out);
     }
     let mut v = parse(body)?;
-    let confine = if d.response_check {
-        d.patient.as_deref()
-    } else {
-        None
-    };
-    let filter = Filter {
-        patient: confine,
-        ctx,
-    };
+    let confine = if d.response_check { d.patient.as_deref() } else { None };
+    let filter = Filter { patient: confine, ctx };
     let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
     if rt.is_empty() {
         return Err(FhirError::InvalidUpstreamResponse {
@@ -147,8 +134,7 @@ pub fn check_response(
         };
         out.removed = filter.bundle(&mut v, checks, &mut out.touched);
         if out.removed > 0 {
-            out.body =
-                ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
+            out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
         }
         return Ok(out);
     }
@@ -200,10 +186,7 @@ impl Filter<'_, '_> {
     /// the scopes let the client read (entries pulled in by `_include` may be of any type).
     fn passes(&self, resource: &Value) -> bool {
         let Some(p) = self.patient else { return true };
-        let rt = resource
-            .get("resourceType")
-            .and_then(Value::as_str)
-            .unwrap_or("");
+        let rt = resource.get("resourceType").and_then(Value::as_str).unwrap_or("");
         if rt == "OperationOutcome" || rt == "Bundle" {
             return true;
         }
@@ -214,17 +197,8 @@ impl Filter<'_, '_> {
     }
 
     /// Filters a result Bundle in place; returns the number of entries removed/replaced.
-    fn bundle(
-        &self,
-        v: &mut Value,
-        checks: Option<&[bool]>,
-        touched: &mut BTreeSet<String>,
-    ) -> usize {
-        let kind = v
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
+    fn bundle(&self, v: &mut Value, checks: Option<&[bool]>, touched: &mut BTreeSet<String>) -> usize {
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
         let positional = kind == "batch-response" || kind == "transaction-response";
         let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) else {
             return 0;
@@ -233,13 +207,10 @@ impl Filter<'_, '_> {
         let mut removed_matches = 0u64;
         let mut kept = Vec::with_capacity(entries.len());
         for (i, mut entry) in std::mem::take(entries).into_iter().enumerate() {
-            let check_this =
-                self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
+            let check_this = self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
             let mut ok = true;
             if let Some(res) = entry.get_mut("resource") {
-                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle")
-                    && is_result_bundle(res)
-                {
+                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
                     let sub = Filter {
                         patient: if check_this { self.patient } else { None },
                         ctx: self.ctx,
@@ -296,10 +267,7 @@ pub fn rewrite_base_url(value: &str, backend_base: &str, public_base: &str) -> O
 }
 
 fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
-    match s
-        .as_str()
-        .and_then(|u| rewrite_base_url(u, backend_base, public_base))
-    {
+    match s.as_str().and_then(|u| rewrite_base_url(u, backend_base, public_base)) {
         Some(new) => {
             *s = Value::String(new);
             true
@@ -312,22 +280,12 @@ fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
 /// (and of Bundles nested in entries) in place; returns whether anything changed.
 pub fn rewrite_base_urls_in_value(v: &mut Value, backend_base: &str, public_base: &str) -> bool {
     let mut changed = false;
-    for link in v
-        .get_mut("link")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
+    for link in v.get_mut("link").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(u) = link.get_mut("url") {
             changed |= fix_url(u, backend_base, public_base);
         }
     }
-    for entry in v
-        .get_mut("entry")
-        .and_then(Value::as_array_mut)
-        .into_iter()
-        .flatten()
-    {
+    for entry in v.get_mut("entry").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(u) = entry.get_mut("fullUrl") {
             changed |= fix_url(u, backend_base, public_base);
         }
@@ -351,9 +309,7 @@ pub fn rewrite_body_base_urls(
 ) -> Result<Option<Vec<u8>>, FhirError> {
     let mut v = parse(body)?;
     if rewrite_base_urls_in_value(&mut v, backend_base, public_base) {
-        Ok(Some(
-            serde_json::to_vec(&v).expect("a Value always serialises"),
-        ))
+        Ok(Some(serde_json::to_vec(&v).expect("a Value always serialises")))
     } else {
         Ok(None)
     }

@@ -183,12 +183,7 @@ impl Scopes {
     /// Checks that some scope grants `perm` on `resource_type` for a request carrying
     /// `params`. A `user/`/`system/` grant wins over a `patient/` one, since it needs no
     /// confinement.
-    pub fn check(
-        &self,
-        resource_type: &str,
-        perm: Perms,
-        params: &[(String, String)],
-    ) -> Result<Grant, FhirError> {
+    pub fn check(&self, resource_type: &str, perm: Perms, params: &[(String, String)]) -> Result<Grant, FhirError> {
         let mut patient = false;
         let mut unmet: Option<&ResourceScope> = None;
         for s in &self.resource {
@@ -246,10 +241,7 @@ impl Scopes {
     /// (bulk export and other cross-patient operations need one).
     pub fn grants_unconfined(&self, resource_type: &str, perm: Perms) -> bool {
         self.resource.iter().any(|s| {
-            s.level != Level::Patient
-                && s.covers(resource_type)
-                && s.perms.contains(perm)
-                && s.constraints.is_empty()
+            s.level != Level::Patient && s.covers(resource_type) && s.perms.contains(perm) && s.constraints.is_empty()
         })
     }
 }

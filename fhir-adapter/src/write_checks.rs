@@ -31,14 +31,10 @@ pub(crate) fn check_write_body(
                 match reference.and_then(patient_id_of_reference) {
                     Some(id) if id == p => own = true,
                     Some(id) => {
-                        err.get_or_insert(FhirError::OtherPatient {
-                            patient: id.to_owned(),
-                        });
+                        err.get_or_insert(FhirError::OtherPatient { patient: id.to_owned() });
                     }
                     // A logical (identifier-only) Patient reference cannot be verified.
-                    None if reference.is_none()
-                        && r.get("type").and_then(Value::as_str) == Some("Patient") =>
-                    {
+                    None if reference.is_none() && r.get("type").and_then(Value::as_str) == Some("Patient") => {
                         err.get_or_insert(FhirError::WriteNotForPatient { resource_type: rt });
                     }
                     None => {}
@@ -72,12 +68,7 @@ pub(crate) fn check_patch(
     // An empty element means "the whole resource" (JSON Patch path "" or "/"), which can
     // replace the compartment fields as well.
     let touches = |element: &str| element.is_empty() || protected.contains(&element);
-    let first = |s: &str| -> String {
-        s.split(['.', '[', '(', '/'])
-            .next()
-            .unwrap_or("")
-            .to_owned()
-    };
+    let first = |s: &str| -> String { s.split(['.', '[', '(', '/']).next().unwrap_or("").to_owned() };
     let mut hit = false;
     match format {
         Some(PatchFormat::JsonPatch) if body.is_array() => {
@@ -90,11 +81,7 @@ pub(crate) fn check_patch(
             }
         }
         Some(PatchFormat::FhirPath) => {
-            let ops = body
-                .get("parameter")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten();
+            let ops = body.get("parameter").and_then(Value::as_array).into_iter().flatten();
             for op in ops {
                 let part = |name: &str| {
                     op.get("part")

@@ -5,8 +5,7 @@
 //! in any rule makes a row fail.
 
 use fhir_adapter::{
-    authorize, classify, AccessContext, AllowedOperation, Decision, FhirRequest, Perms, Policy,
-    Scopes,
+    authorize, classify, AccessContext, AllowedOperation, Decision, FhirRequest, Perms, Policy, Scopes,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -55,28 +54,29 @@ const D: Case = Case {
     e: St(0),
 };
 
-const OBS_OWN: &str = r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/123"}}"#;
-const OBS_ABS_OWN: &str = r#"{"resourceType":"Observation","subject":{"reference":"https://ehr.example/fhir/Patient/123"}}"#;
+const OBS_OWN: &str =
+    r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"subject":{"reference":"Patient/123"}}"#;
+const OBS_ABS_OWN: &str =
+    r#"{"resourceType":"Observation","subject":{"reference":"https://ehr.example/fhir/Patient/123"}}"#;
 const OBS_OTHER: &str = r#"{"resourceType":"Observation","subject":{"reference":"Patient/456"}}"#;
 const OBS_NONE: &str = r#"{"resourceType":"Observation","status":"final"}"#;
 const OBS_OWN_PERF_OTHER: &str = r#"{"resourceType":"Observation","subject":{"reference":"Patient/123"},"performer":[{"reference":"Practitioner/9"},{"reference":"Patient/456"}]}"#;
-const OBS_ABC_OWN: &str =
-    r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/123"}}"#;
-const OBS_ABC_OTHER: &str =
-    r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/456"}}"#;
-const OBS_LOGICAL: &str =
-    r#"{"resourceType":"Observation","subject":{"type":"Patient","identifier":{"value":"x"}}}"#;
+const OBS_ABC_OWN: &str = r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/123"}}"#;
+const OBS_ABC_OTHER: &str = r#"{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/456"}}"#;
+const OBS_LOGICAL: &str = r#"{"resourceType":"Observation","subject":{"type":"Patient","identifier":{"value":"x"}}}"#;
 const COND_OWN: &str = r#"{"resourceType":"Condition","subject":{"reference":"Patient/123"}}"#;
 const PAT_123: &str = r#"{"resourceType":"Patient","id":"123"}"#;
 const PAT_456: &str = r#"{"resourceType":"Patient","id":"456"}"#;
 const PAT_NOID: &str = r#"{"resourceType":"Patient"}"#;
-const PAT_LINK_OTHER: &str = r#"{"resourceType":"Patient","id":"123","link":[{"other":{"reference":"Patient/456"},"type":"seealso"}]}"#;
+const PAT_LINK_OTHER: &str =
+    r#"{"resourceType":"Patient","id":"123","link":[{"other":{"reference":"Patient/456"},"type":"seealso"}]}"#;
 const MED: &str = r#"{"resourceType":"Medication","code":{"text":"aspirin"}}"#;
 const JP_STATUS: &str = r#"[{"op":"replace","path":"/status","value":"amended"}]"#;
 const JP_SUBJECT: &str = r#"[{"op":"replace","path":"/subject/reference","value":"Patient/456"}]"#;
 const FP_SUBJECT: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"Observation.subject"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
 const FP_STATUS: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"Observation.status"},{"name":"value","valueCode":"amended"}]}]}"#;
-const JP_WHOLE: &str = r#"[{"op":"replace","path":"","value":{"resourceType":"Observation","subject":{"reference":"Patient/456"}}}]"#;
+const JP_WHOLE: &str =
+    r#"[{"op":"replace","path":"","value":{"resourceType":"Observation","subject":{"reference":"Patient/456"}}}]"#;
 const FP_ADD_PERFORMER: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"add"},{"name":"path","valueString":"Observation"},{"name":"name","valueString":"performer"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
 const FP_ODD_PATH: &str = r#"{"resourceType":"Parameters","parameter":[{"name":"operation","part":[{"name":"type","valueCode":"replace"},{"name":"path","valueString":"subject"},{"name":"value","valueReference":{"reference":"Patient/456"}}]}]}"#;
 const PARAMS: &str = r#"{"resourceType":"Parameters"}"#;
@@ -84,7 +84,8 @@ const BATCH_SEARCH: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{
 const BATCH_READS: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/abc"}},{"request":{"method":"GET","url":"Patient/123"}}]}"#;
 const TX_OWN: &str = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/123"}},"request":{"method":"POST","url":"Observation"}},{"resource":{"resourceType":"Observation","id":"abc","subject":{"reference":"Patient/123"}},"request":{"method":"PUT","url":"Observation/abc"}}]}"#;
 const TX_BAD: &str = r#"{"resourceType":"Bundle","type":"transaction","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/123"}},"request":{"method":"POST","url":"Observation"}},{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/456"}},"request":{"method":"POST","url":"Observation"}}]}"#;
-const TX_OTHER_READ: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/456"}}]}"#;
+const TX_OTHER_READ: &str =
+    r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/456"}}]}"#;
 const TX_COLLECTION: &str = r#"{"resourceType":"Bundle","type":"collection","entry":[]}"#;
 const TX_ABS: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"https://evil.example/fhir/Patient/123"}}]}"#;
 const TX_DOTS: &str = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Observation/../Patient/456"}}]}"#;
@@ -380,12 +381,7 @@ fn run(case: &Case) -> Result<(String, Decision), u16> {
 
 fn check(case: &Case) -> Result<(), String> {
     let got = run(case);
-    let fail = |why: &str| {
-        Err(format!(
-            "{} {} [{}]: {why}; got {got:?}",
-            case.m, case.u, case.s
-        ))
-    };
+    let fail = |why: &str| Err(format!("{} {} [{}]: {why}; got {got:?}", case.m, case.u, case.s));
     match (case.e, &got) {
         (St(want), Err(status)) if want == *status => Ok(()),
         (St(_), _) => fail("wrong status"),

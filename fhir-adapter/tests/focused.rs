@@ -88,10 +88,7 @@ fn absolute_and_nested_references_count_as_own() {
         "contained": [{"resourceType": "Observation", "subject": {"reference": "Patient/456"}}]});
     assert!(!belongs_to(&leaky, "123"));
     assert!(belongs_to(&json!({"resourceType": "Medication"}), "123"));
-    assert!(!belongs_to(
-        &json!({"resourceType": "Patient", "id": "456"}),
-        "123"
-    ));
+    assert!(!belongs_to(&json!({"resourceType": "Patient", "id": "456"}), "123"));
 }
 
 #[test]
@@ -201,10 +198,7 @@ fn batch_response_entries_are_replaced_in_place() {
     assert_eq!(entries.len(), 3, "positions are kept");
     assert_eq!(entries[0]["resource"]["id"], "a");
     assert_eq!(entries[1]["response"]["status"], "403 Forbidden");
-    assert_eq!(
-        entries[1]["response"]["outcome"]["issue"][0]["code"],
-        "forbidden"
-    );
+    assert_eq!(entries[1]["response"]["outcome"]["issue"][0]["code"], "forbidden");
     assert!(entries[1].get("resource").is_none());
     assert_eq!(entries[2]["resource"]["entry"][0]["resource"]["id"], "c");
     assert_eq!(r.removed, 1);
@@ -239,19 +233,10 @@ fn bad_upstream_body_is_502_and_empty_body_passes() {
     };
     let c = classify_ok("GET", "Observation/abc", None);
     let d = decide(&c, &scopes, Some("123")).unwrap();
-    assert_eq!(
-        check_response(&d, &ctx, b"<html>").unwrap_err().status(),
-        502
-    );
-    assert_eq!(
-        check_response(&d, &ctx, b"").unwrap().body,
-        ResponseBody::Unchanged
-    );
+    assert_eq!(check_response(&d, &ctx, b"<html>").unwrap_err().status(), 502);
+    assert_eq!(check_response(&d, &ctx, b"").unwrap().body, ResponseBody::Unchanged);
     let oo = operation_outcome(404, "not-found", "gone", "r1");
-    assert_eq!(
-        check_response(&d, &ctx, &oo).unwrap().body,
-        ResponseBody::Unchanged
-    );
+    assert_eq!(check_response(&d, &ctx, &oo).unwrap().body, ResponseBody::Unchanged);
 }
 
 #[test]
@@ -279,10 +264,7 @@ fn bundle_error_names_the_entry() {
     assert_eq!(c.entries.len(), 2);
     let err = decide(&c, &scopes, Some("123")).unwrap_err();
     assert_eq!(err.status(), 403);
-    assert!(
-        matches!(&err, FhirError::BundleEntry { index: 1, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(&err, FhirError::BundleEntry { index: 1, .. }), "{err:?}");
     assert!(err.to_string().starts_with("Bundle entry 1: "), "{err}");
 }
 
@@ -292,10 +274,7 @@ fn size_limits() {
         max_body_bytes: 64,
         max_bundle_entries: 2,
     };
-    let big = format!(
-        r#"{{"resourceType":"Observation","note":"{}"}}"#,
-        "x".repeat(100)
-    );
+    let big = format!(r#"{{"resourceType":"Observation","note":"{}"}}"#, "x".repeat(100));
     let req = FhirRequest {
         method: "POST",
         path: "Observation",
@@ -315,21 +294,14 @@ fn size_limits() {
         max_bundle_entries: 2,
     };
     let entry = r#"{"request":{"method":"GET","url":"Patient/1"}}"#;
-    let tx =
-        format!(r#"{{"resourceType":"Bundle","type":"batch","entry":[{entry},{entry},{entry}]}}"#);
+    let tx = format!(r#"{{"resourceType":"Bundle","type":"batch","entry":[{entry},{entry},{entry}]}}"#);
     let req = FhirRequest {
         body: Some(tx.as_bytes()),
         path: "",
         ..req
     };
     let err = classify(&req, &limits).unwrap_err();
-    assert_eq!(
-        err,
-        FhirError::TooManyEntries {
-            limit: 2,
-            actual: 3
-        }
-    );
+    assert_eq!(err, FhirError::TooManyEntries { limit: 2, actual: 3 });
     assert_eq!(err.status(), 413);
 }
 
@@ -337,12 +309,7 @@ fn size_limits() {
 fn classification_details() {
     let c = classify_ok("GET", "Patient/123/_history/7", None);
     assert_eq!(
-        (
-            c.interaction,
-            c.resource_type,
-            c.id.as_deref(),
-            c.version_id.as_deref()
-        ),
+        (c.interaction, c.resource_type, c.id.as_deref(), c.version_id.as_deref()),
         (Interaction::Vread, Some("Patient"), Some("123"), Some("7"))
     );
     assert_eq!(c.path, "Patient/123/_history/7");
@@ -379,11 +346,7 @@ fn classification_details() {
 #[test]
 fn touched_patients_from_request() {
     let scopes = Scopes::parse_str("user/*.cruds");
-    let c = classify_ok(
-        "GET",
-        "Observation?subject=Patient/7,Patient/8&patient=9",
-        None,
-    );
+    let c = classify_ok("GET", "Observation?subject=Patient/7,Patient/8&patient=9", None);
     let d = decide(&c, &scopes, None).unwrap();
     assert_eq!(d.touched.iter().collect::<Vec<_>>(), ["7", "8", "9"]);
     let c = classify_ok(
@@ -412,15 +375,11 @@ fn operation_outcome_shape() {
     assert_eq!(v["id"], "req-42");
     assert_eq!(v["issue"][0]["severity"], "error");
     assert_eq!(v["issue"][0]["code"], "forbidden");
-    assert_eq!(
-        v["issue"][0]["diagnostics"],
-        "no scope (request id: req-42)"
-    );
+    assert_eq!(v["issue"][0]["diagnostics"], "no scope (request id: req-42)");
     assert_eq!(v["extension"][0]["url"], REQUEST_ID_EXTENSION);
     assert_eq!(v["extension"][0]["valueString"], "req-42");
     // A request id that is not a valid FHIR id is not used as `id`.
-    let v: Value =
-        serde_json::from_slice(&operation_outcome(504, "timeout", "slow", "a b/c")).unwrap();
+    let v: Value = serde_json::from_slice(&operation_outcome(504, "timeout", "slow", "a b/c")).unwrap();
     assert!(v.get("id").is_none());
     assert_eq!(v["issue"][0]["severity"], "fatal");
     assert_eq!(v["extension"][0]["valueString"], "a b/c");
@@ -443,19 +402,11 @@ fn issue_codes() {
     ] {
         assert_eq!(issue_code_for_status(status), code, "status {status}");
     }
-    let (status, body) = error_response(
-        &FhirError::UnsupportedFormat {
-            format: "xml".into(),
-        },
-        "r",
-    );
+    let (status, body) = error_response(&FhirError::UnsupportedFormat { format: "xml".into() }, "r");
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(status, 415);
     assert_eq!(v["issue"][0]["code"], "not-supported");
-    assert!(v["issue"][0]["diagnostics"]
-        .as_str()
-        .unwrap()
-        .contains("_format=xml"));
+    assert!(v["issue"][0]["diagnostics"].as_str().unwrap().contains("_format=xml"));
 }
 
 // ---- base URL rewriting ------------------------------------------------------------------------
@@ -465,12 +416,7 @@ fn base_url_rewriting() {
     let b = "http://fhir-backend.internal:8080/fhir/";
     let p = "https://phr.example.jp/fhir";
     assert_eq!(
-        rewrite_base_url(
-            "http://fhir-backend.internal:8080/fhir/Observation/1/_history/2",
-            b,
-            p
-        )
-        .as_deref(),
+        rewrite_base_url("http://fhir-backend.internal:8080/fhir/Observation/1/_history/2", b, p).as_deref(),
         Some("https://phr.example.jp/fhir/Observation/1/_history/2")
     );
     assert_eq!(
@@ -485,10 +431,7 @@ fn base_url_rewriting() {
         rewrite_base_url("http://fhir-backend.internal:8080/fhir2/Patient/1", b, p),
         None
     );
-    assert_eq!(
-        rewrite_base_url("https://other.example/fhir/Patient/1", b, p),
-        None
-    );
+    assert_eq!(rewrite_base_url("https://other.example/fhir/Patient/1", b, p), None);
 
     let bundle = json!({"resourceType": "Bundle", "type": "searchset",
         "link": [{"relation": "next", "url": "http://fhir-backend.internal:8080/fhir?_getpages=abc"}],
@@ -498,14 +441,8 @@ fn base_url_rewriting() {
         .unwrap()
         .unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(
-        v["link"][0]["url"],
-        "https://phr.example.jp/fhir?_getpages=abc"
-    );
-    assert_eq!(
-        v["entry"][0]["fullUrl"],
-        "https://phr.example.jp/fhir/Patient/1"
-    );
+    assert_eq!(v["link"][0]["url"], "https://phr.example.jp/fhir?_getpages=abc");
+    assert_eq!(v["entry"][0]["fullUrl"], "https://phr.example.jp/fhir/Patient/1");
     assert_eq!(v["entry"][1]["fullUrl"], "urn:uuid:1");
     assert_eq!(
         v["entry"][1]["response"]["location"],
@@ -531,25 +468,14 @@ fn scope_parsing_v1_v2_granular() {
     let rs = s.resource_scopes();
     assert_eq!(rs.len(), 6);
     assert_eq!(
-        (
-            rs[0].level,
-            rs[0].resource_type.as_str(),
-            rs[0].perms.letters()
-        ),
+        (rs[0].level, rs[0].resource_type.as_str(), rs[0].perms.letters()),
         (Level::Patient, "Observation", "rs".to_string())
     );
     assert_eq!(
-        (
-            rs[1].level,
-            rs[1].resource_type.as_str(),
-            rs[1].perms.letters()
-        ),
+        (rs[1].level, rs[1].resource_type.as_str(), rs[1].perms.letters()),
         (Level::User, "*", "cruds".to_string())
     );
-    assert_eq!(
-        (rs[2].level, rs[2].perms.letters()),
-        (Level::System, "rs".to_string())
-    );
+    assert_eq!((rs[2].level, rs[2].perms.letters()), (Level::System, "rs".to_string()));
     assert_eq!(rs[3].perms.letters(), "cud");
     assert_eq!(rs[4].perms.letters(), "cruds");
     assert_eq!(
@@ -559,10 +485,7 @@ fn scope_parsing_v1_v2_granular() {
             "http://terminology.hl7.org/CodeSystem/observation-category|laboratory".to_string()
         )]
     );
-    assert_eq!(
-        s.ignored(),
-        ["openid", "fhirUser", "launch/patient", "offline_access"]
-    );
+    assert_eq!(s.ignored(), ["openid", "fhirUser", "launch/patient", "offline_access"]);
     assert_eq!(
         s.invalid(),
         [
@@ -576,14 +499,9 @@ fn scope_parsing_v1_v2_granular() {
 
 #[test]
 fn scope_checks() {
-    let s = Scopes::parse_str(
-        "patient/Observation.rs user/Practitioner.r patient/Condition.rs?clinical-status=active",
-    );
+    let s = Scopes::parse_str("patient/Observation.rs user/Practitioner.r patient/Condition.rs?clinical-status=active");
     assert_eq!(s.check("Observation", Perms::R, &[]), Ok(Grant::Patient));
-    assert_eq!(
-        s.check("Practitioner", Perms::R, &[]),
-        Ok(Grant::Unconfined)
-    );
+    assert_eq!(s.check("Practitioner", Perms::R, &[]), Ok(Grant::Unconfined));
     assert_eq!(
         s.check("Observation", Perms::C, &[]),
         Err(FhirError::ScopeMissing {

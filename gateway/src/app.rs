@@ -40,23 +40,19 @@ pub async fn run(
 
     let mut bound = Vec::new();
     for l in &runtime.config.listeners {
-        let tcp = TcpListener::bind(l.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: format!("listener {:?}", l.name),
-                addr: l.bind,
-                source,
-            })?;
+        let tcp = TcpListener::bind(l.bind).await.map_err(|source| StartError::Bind {
+            what: format!("listener {:?}", l.name),
+            addr: l.bind,
+            source,
+        })?;
         bound.push((l.name.clone(), tcp));
     }
     let admin_bind = runtime.config.admin.bind;
-    let admin = TcpListener::bind(admin_bind)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: "the admin listener".into(),
-            addr: admin_bind,
-            source,
-        })?;
+    let admin = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind {
+        what: "the admin listener".into(),
+        addr: admin_bind,
+        source,
+    })?;
 
     let shared = Shared::new(runtime, config_path.to_path_buf(), resolver, egress);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -74,13 +70,9 @@ pub async fn run(
         tokio::spawn(server.clone().accept_loop(Arc::from(name.as_str()), tcp));
     }
     let admin_addr = admin.local_addr().expect("a bound socket has an address");
-    tracing::info!(addr = %admin_addr, "admin listener ready");
-    tokio::spawn(crate::admin::serve(
-        admin,
-        shared.clone(),
-        shutdown_rx.clone(),
-    ));
     shared.ready.store(true, Ordering::Relaxed);
+    tracing::info!(addr = %admin_addr, "admin listener ready");
+    tokio::spawn(crate::admin::serve(admin, shared.clone(), shutdown_rx.clone()));
     on_ready(&addrs, admin_addr);
 
     wait_for_signals(&shared).await;

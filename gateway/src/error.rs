@@ -42,9 +42,9 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Self::EgressRefused { .. }
-            | Self::UpstreamConnect { .. }
-            | Self::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::EgressRefused { .. } | Self::UpstreamConnect { .. } | Self::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -74,10 +74,8 @@ pub fn rescue(err: &GatewayError, request_id: &str) -> Response<Full<Bytes>> {
     });
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = err.status();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp

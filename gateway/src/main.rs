@@ -56,9 +56,7 @@ fn main() -> ExitCode {
                 }
             },
         },
-        Command::Run { config } => {
-            block_on(async move { phr_gateway::app::run(&config, |_, _| {}).await })
-        }
+        Command::Run { config } => block_on(async move { phr_gateway::app::run(&config, |_, _| {}).await }),
         Command::Demo {
             data_dir,
             port,
@@ -67,9 +65,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn block_on<E: std::fmt::Display>(
-    fut: impl std::future::Future<Output = Result<(), E>>,
-) -> ExitCode {
+fn block_on<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = std::env::var("PHR_GATEWAY_WORKER_THREADS")

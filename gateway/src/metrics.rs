@@ -13,8 +13,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let buckets = [
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            30.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
         ];
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
@@ -30,8 +29,7 @@ pub fn install() -> &'static PrometheusHandle {
 
 /// Status codes with a pre-registered counter; anything else is counted under "other".
 const STATUSES: [u16; 20] = [
-    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 502, 503,
-    504,
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 409, 413, 415, 429, 500, 502, 503, 504,
 ];
 
 /// The metric handles of one route.

@@ -65,11 +65,7 @@ impl Pipeline {
     }
 
     /// Runs every phase for one request and always produces a response.
-    pub async fn handle(
-        &self,
-        mut req: Request<Incoming>,
-        conn: Arc<ConnInfo>,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<ResponseBody> {
         // One snapshot for the whole request: a reload mid-request cannot mix two configs.
         let runtime = self.shared.current.load_full();
         // Phase 1: request id.
@@ -80,8 +76,7 @@ impl Pipeline {
             route: None,
             upstream_addr: None,
         };
-        req.headers_mut()
-            .insert(&headers::X_REQUEST_ID, ctx.id.clone());
+        req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
         let mut resp = match process(&runtime, &mut ctx, req).await {
             Ok(resp) => resp,
             Err(err) => {
@@ -120,10 +115,7 @@ async fn process(
 /// Phase 2: the request's host and path select a route. Paths with dot segments or
 /// encoded separators are refused first: a backend that normalised `/public/../fhir/x`
 /// would otherwise be reached through the route (and the policy) of `/public/`.
-fn route_request<'r>(
-    runtime: &'r Runtime,
-    req: &Request<Incoming>,
-) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
+fn route_request<'r>(runtime: &'r Runtime, req: &Request<Incoming>) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
     let path = req.uri().path();
     check_path(path)?;
     let host = request_host(req).unwrap_or("");
@@ -136,18 +128,13 @@ pub(crate) fn check_path(path: &str) -> Result<(), GatewayError> {
     }
     for segment in path.split('/') {
         if segment == "." || segment == ".." {
-            return Err(GatewayError::BadPath(
-                "dot segments ('.' or '..') are not allowed",
-            ));
+            return Err(GatewayError::BadPath("dot segments ('.' or '..') are not allowed"));
         }
     }
     let lower = path.as_bytes();
     for window in lower.windows(3) {
         if window[0] == b'%' {
-            let code = [
-                window[1].to_ascii_lowercase(),
-                window[2].to_ascii_lowercase(),
-            ];
+            let code = [window[1].to_ascii_lowercase(), window[2].to_ascii_lowercase()];
             if matches!(&code, b"2f" | b"5c" | b"2e" | b"00") {
                 return Err(GatewayError::BadPath(
                     "encoded '/', '\\', '.' or NUL in the path is not allowed",
@@ -207,11 +194,7 @@ async fn forward(
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
         None => parts.headers.get(header::HOST).cloned(),
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
+    let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let forwarded_path = match route.strip_prefix {
         true => {
             let rest = &path_and_query[route.prefix.len().min(path_and_query.len())..];
@@ -228,22 +211,12 @@ async fn forward(
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, upgrade);
     let trusted = runtime.peer_is_trusted(ctx.conn.peer.ip());
-    headers::set_forwarded(
-        &mut parts.headers,
-        ctx.conn.peer.ip(),
-        trusted,
-        original_host.as_ref(),
-    );
+    headers::set_forwarded(&mut parts.headers, ctx.conn.peer.ip(), trusted, original_host.as_ref());
+    headers::set_client_identity(&mut parts.headers, ctx.conn.client.as_ref());
     let host = match (pool.preserve_host, original_host) {
         (true, Some(h)) => h,
-        _ => HeaderValue::from_str(
-            parts
-                .uri
-                .authority()
-                .map(|a| a.as_str())
-                .unwrap_or_default(),
-        )
-        .map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
+        _ => HeaderValue::from_str(parts.uri.authority().map(|a| a.as_str()).unwrap_or_default())
+            .map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
     };
     parts.headers.insert(header::HOST, host);
 
@@ -283,7 +256,8 @@ fn finish(runtime: &Runtime, ctx: &RequestContext, resp: &mut Response<ResponseB
             .metrics
             .record(resp.status().as_u16(), ctx.started.elapsed().as_secs_f64());
     } else {
-        metrics::counter!("phr_requests_total", "route" => "none", "status" => resp.status().as_u16().to_string()).increment(1);
+        metrics::counter!("phr_requests_total", "route" => "none", "status" => resp.status().as_u16().to_string())
+            .increment(1);
     }
 }
 

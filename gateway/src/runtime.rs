@@ -70,28 +70,23 @@ pub enum BuildError {
 }
 
 impl Runtime {
-    pub fn build(
-        config: Config,
-        resolver: &Arc<Resolver>,
-        egress: &Arc<dyn EgressCheck>,
-    ) -> Result<Self, BuildError> {
+    pub fn build(config: Config, resolver: &Arc<Resolver>, egress: &Arc<dyn EgressCheck>) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
-            let server =
-                crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
-                    listener: l.name.clone(),
-                    source,
-                })?;
+            let server = crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
+                listener: l.name.clone(),
+                source,
+            })?;
             tls.insert(l.name.clone(), server);
         }
         let mut pools = HashMap::new();
         for (name, u) in &config.upstreams {
-            let pool = UpstreamPool::build(name, u, resolver.clone(), egress.clone()).map_err(
-                |source| BuildError::UpstreamTls {
+            let pool = UpstreamPool::build(name, u, resolver.clone(), egress.clone()).map_err(|source| {
+                BuildError::UpstreamTls {
                     upstream: name.clone(),
                     source,
-                },
-            )?;
+                }
+            })?;
             pools.insert(name.clone(), Arc::new(pool));
         }
         let mut routes: Vec<Arc<RouteRuntime>> = config
@@ -145,11 +140,7 @@ impl Runtime {
     }
 
     pub fn peer_is_trusted(&self, ip: IpAddr) -> bool {
-        self.config
-            .gateway
-            .trusted_proxies
-            .iter()
-            .any(|net| net.contains(&ip))
+        self.config.gateway.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
 
@@ -200,17 +191,10 @@ impl Shared {
     fn try_reload(&self) -> Result<(), BuildError> {
         let config = config::load(&self.config_path)?;
         let old = self.current.load();
-        let before: Vec<_> = old
-            .config
-            .listeners
-            .iter()
-            .map(|l| (&l.name, l.bind))
-            .collect();
+        let before: Vec<_> = old.config.listeners.iter().map(|l| (&l.name, l.bind)).collect();
         let after: Vec<_> = config.listeners.iter().map(|l| (&l.name, l.bind)).collect();
         if before != after {
-            return Err(BuildError::ListenersChanged(format!(
-                "{before:?} -> {after:?}"
-            )));
+            return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
         let runtime = Runtime::build(config, &self.resolver, &self.egress)?;
         self.current.store(Arc::new(runtime));

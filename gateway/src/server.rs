@@ -46,8 +46,7 @@ impl Server {
                 }
             };
             let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                metrics::counter!("phr_connections_refused_total", "reason" => "max_connections")
-                    .increment(1);
+                metrics::counter!("phr_connections_refused_total", "reason" => "max_connections").increment(1);
                 drop(tcp);
                 continue;
             };
@@ -64,12 +63,7 @@ impl Server {
         tracing::info!(listener = %name, "listener closed");
     }
 
-    async fn serve_connection(
-        &self,
-        listener: Arc<str>,
-        tcp: TcpStream,
-        peer: std::net::SocketAddr,
-    ) {
+    async fn serve_connection(&self, listener: Arc<str>, tcp: TcpStream, peer: std::net::SocketAddr) {
         let runtime = self.shared.current.load_full();
         let limits = runtime.config.limits.clone();
         let Some(tls) = runtime.tls.get(&*listener).cloned() else {
@@ -77,9 +71,7 @@ impl Server {
         };
         drop(runtime);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-        let stream = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
-            .await
-        {
+        let stream = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string()).increment(1);

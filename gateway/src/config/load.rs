@@ -16,14 +16,8 @@ pub enum LoadError {
         "{file}:{line}: the environment variable {var} is not set. Fix: export {var} before \
          starting the gateway (secrets belong in the environment, not in the file)."
     )]
-    MissingEnv {
-        file: PathBuf,
-        line: usize,
-        var: String,
-    },
-    #[error(
-        "{file}:{line}: unterminated \"${{\" reference. Fix: write ${{NAME}} with a closing brace."
-    )]
+    MissingEnv { file: PathBuf, line: usize, var: String },
+    #[error("{file}:{line}: unterminated \"${{\" reference. Fix: write ${{NAME}} with a closing brace.")]
     BadReference { file: PathBuf, line: usize },
     #[error("{file}: {message}")]
     Toml { file: PathBuf, message: String },
@@ -67,9 +61,15 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, LoadError> {
 
 /// Replaces `${NAME}` with the variable's value, escaped for a TOML basic string (the
 /// reference is meant to stand inside double quotes). `$${` is a literal `${`.
+/// Comment lines are not expanded.
 fn expand_env(text: &str, path: &Path) -> Result<String, LoadError> {
     let mut out = String::with_capacity(text.len());
     for (index, line) in text.split_inclusive('\n').enumerate() {
+        // Comments are left alone, so commenting out a line never demands its variable.
+        if line.trim_start().starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
         let mut rest = line;
         while let Some(pos) = rest.find("${") {
             if rest[..pos].ends_with('$') {
@@ -137,21 +137,13 @@ mod tests {
     #[test]
     fn expands_and_escapes_env() {
         std::env::set_var("PHR_TEST_SECRET", "a\"b");
-        let out = expand_env(
-            "k = \"${PHR_TEST_SECRET}\"\nx = \"$${LIT}\"\n",
-            Path::new("f"),
-        )
-        .unwrap();
+        let out = expand_env("k = \"${PHR_TEST_SECRET}\"\nx = \"$${LIT}\"\n", Path::new("f")).unwrap();
         assert_eq!(out, "k = \"a\\\"b\"\nx = \"${LIT}\"\n");
     }
 
     #[test]
     fn missing_env_names_line_and_var() {
-        let err = expand_env(
-            "a = 1\nk = \"${PHR_TEST_NOT_SET_X}\"\n",
-            Path::new("g.toml"),
-        )
-        .unwrap_err();
+        let err = expand_env("a = 1\nk = \"${PHR_TEST_NOT_SET_X}\"\n", Path::new("g.toml")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("g.toml:2"), "{msg}");
         assert!(msg.contains("PHR_TEST_NOT_SET_X"), "{msg}");

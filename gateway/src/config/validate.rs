@@ -178,7 +178,7 @@ fn check_upstreams(config: &Config, issues: &mut Issues) {
         }
         if u.connect_timeout.is_zero() || u.response_timeout.is_zero() {
             issues.add(
-                format!("{key}"),
+                key.clone(),
                 "a timeout is zero",
                 "use a positive duration such as \"2s\"",
             );
@@ -219,11 +219,7 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             let known: Vec<_> = config.upstreams.keys().map(String::as_str).collect();
             issues.add(
                 format!("{key}.upstream"),
-                format!(
-                    "no upstream named {:?} (known: {})",
-                    r.upstream,
-                    known.join(", ")
-                ),
+                format!("no upstream named {:?} (known: {})", r.upstream, known.join(", ")),
                 "add an [upstreams.NAME] table or correct the name",
             );
         }
@@ -235,10 +231,7 @@ fn check_limits(config: &Config, issues: &mut Issues) {
     if l.max_header_bytes < 8192 {
         issues.add(
             "limits.max_header_bytes",
-            format!(
-                "{} is below the HTTP/1 parser's minimum of 8192",
-                l.max_header_bytes
-            ),
+            format!("{} is below the HTTP/1 parser's minimum of 8192", l.max_header_bytes),
             "use at least 8192",
         );
     }

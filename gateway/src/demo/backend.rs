@@ -60,10 +60,7 @@ fn handle(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let query = req.uri().query().unwrap_or("");
     let patient_param = query
         .split('&')
-        .find_map(|kv| {
-            kv.strip_prefix("patient=")
-                .or_else(|| kv.strip_prefix("subject="))
-        })
+        .find_map(|kv| kv.strip_prefix("patient=").or_else(|| kv.strip_prefix("subject=")))
         .map(|p| p.trim_start_matches("Patient/"));
     let found = match path.split('/').collect::<Vec<_>>().as_slice() {
         ["metadata"] => Some(

@@ -2,10 +2,7 @@
 //! ECDSA P-256 (EX-TLS-4 compliant). Kept between demo runs so a user's trust of the CA
 //! file stays valid.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 
 pub struct DemoPki {
@@ -60,12 +57,7 @@ pub fn new_ca(name: &str) -> Result<(String, Ca), String> {
 }
 
 impl Ca {
-    fn issue(
-        &self,
-        names: &[&str],
-        cn: &str,
-        usage: ExtendedKeyUsagePurpose,
-    ) -> Result<(String, String), String> {
+    fn issue(&self, names: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<(String, String), String> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
         params.distinguished_name.push(DnType::CommonName, cn);
@@ -83,6 +75,15 @@ impl Ca {
             names.first().copied().unwrap_or("server"),
             ExtendedKeyUsagePurpose::ServerAuth,
         )
+    }
+
+    /// A signed CRL in PEM (tests of client-certificate revocation).
+    pub fn sign_crl(&self, params: rcgen::CertificateRevocationListParams) -> Result<String, String> {
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        params
+            .signed_by(&issuer)
+            .and_then(|crl| crl.pem())
+            .map_err(|e| e.to_string())
     }
 
     /// A client certificate for an institution (mutual TLS).

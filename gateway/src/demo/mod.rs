@@ -13,10 +13,7 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("cannot generate the demo certificates: {0}")]
     Certs(String),
     #[error(transparent)]
@@ -31,9 +28,7 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let data_dir = data_dir.canonicalize().map_err(io(data_dir))?;
     let pki = certs::ensure_demo_pki(&data_dir).map_err(DemoError::Certs)?;
-    let backend = backend::start()
-        .await
-        .map_err(io(Path::new("sample backend")))?;
+    let backend = backend::start().await.map_err(io(Path::new("sample backend")))?;
 
     let config_path = data_dir.join("gateway.toml");
     let config = demo_config(&pki, port, admin_port, backend);

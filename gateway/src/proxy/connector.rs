@@ -72,14 +72,14 @@ impl Connector {
             .to_string();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let addrs =
-            self.resolver
-                .resolve(&host, port)
-                .await
-                .map_err(|reason| ConnectError::Resolve {
-                    host: host.clone(),
-                    reason,
-                })?;
+        let addrs = self
+            .resolver
+            .resolve(&host, port)
+            .await
+            .map_err(|reason| ConnectError::Resolve {
+                host: host.clone(),
+                reason,
+            })?;
         let mut last_err = None;
         for addr in addrs {
             // Checked per address actually dialled: DNS can answer differently each time.
@@ -88,11 +88,7 @@ impl Connector {
                 continue;
             }
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Err(_) => {
-                    last_err = Some(ConnectError::Timeout {
-                        addr: addr.to_string(),
-                    })
-                }
+                Err(_) => last_err = Some(ConnectError::Timeout { addr: addr.to_string() }),
                 Ok(Err(source)) => last_err = Some(ConnectError::Io { addr, source }),
                 Ok(Ok(tcp)) => {
                     let _ = tcp.set_nodelay(true);
@@ -130,9 +126,7 @@ impl Connector {
         })?;
         let handshake = tokio::time::timeout(self.connect_timeout, tls.connect(name, tcp));
         match handshake.await {
-            Err(_) => Err(ConnectError::Timeout {
-                addr: addr.to_string(),
-            }),
+            Err(_) => Err(ConnectError::Timeout { addr: addr.to_string() }),
             Ok(Err(source)) => Err(ConnectError::Tls {
                 host: host.to_string(),
                 source,
@@ -168,11 +162,7 @@ impl Connection for UpstreamStream {
 pub struct PeerAddr(pub SocketAddr);
 
 impl AsyncRead for UpstreamStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().inner {
             Inner::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
@@ -181,11 +171,7 @@ impl AsyncRead for UpstreamStream {
 }
 
 impl AsyncWrite for UpstreamStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().inner {
             Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

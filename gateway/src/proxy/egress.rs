@@ -30,11 +30,7 @@ pub struct Resolver {
 impl Resolver {
     pub fn with_overrides(map: HashMap<String, Vec<IpAddr>>) -> Self {
         Self {
-            overrides: RwLock::new(
-                map.into_iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v))
-                    .collect(),
-            ),
+            overrides: RwLock::new(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()),
         }
     }
 
@@ -55,11 +51,7 @@ impl Resolver {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&host.to_ascii_lowercase())
-            .map(|ips| {
-                ips.iter()
-                    .map(|ip| SocketAddr::new(*ip, port))
-                    .collect::<Vec<_>>()
-            });
+            .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect::<Vec<_>>());
         if let Some(addrs) = pinned {
             return Ok(addrs);
         }

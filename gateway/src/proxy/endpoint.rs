@@ -43,11 +43,7 @@ impl Endpoint {
             .trim_end_matches(']')
             .to_string();
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let base = format!(
-            "{}://{}",
-            if tls { "https" } else { "http" },
-            authority.as_str()
-        );
+        let base = format!("{}://{}", if tls { "https" } else { "http" }, authority.as_str());
         Ok(Self {
             tls,
             host,
@@ -62,11 +58,7 @@ impl Endpoint {
     /// True for 127.0.0.0/8, ::1 and `localhost`: the only places plain HTTP may go.
     pub fn is_loopback(&self) -> bool {
         self.host.eq_ignore_ascii_case("localhost")
-            || self
-                .host
-                .parse::<IpAddr>()
-                .map(|ip| ip.is_loopback())
-                .unwrap_or(false)
+            || self.host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
     }
 
     pub fn is_ejected(&self) -> bool {
@@ -88,10 +80,8 @@ impl Endpoint {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= eject_after {
             self.failures.store(0, Ordering::Relaxed);
-            self.ejected_until_ms.store(
-                self.now_ms() + eject_for.as_millis() as u64,
-                Ordering::Relaxed,
-            );
+            self.ejected_until_ms
+                .store(self.now_ms() + eject_for.as_millis() as u64, Ordering::Relaxed);
             return true;
         }
         false

@@ -24,6 +24,24 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The verified mTLS client certificate, as the gateway tells the backend (EX-MTLS-1).
+pub static X_CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-phr-client-cert-sha256");
+pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-phr-client-cert-subject");
+
+/// Replaces any client-sent copy of the client-certificate headers with the identity
+/// rustls verified on this connection (or with nothing).
+pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::ClientIdentity>) {
+    headers.remove(&X_CLIENT_CERT_SHA256);
+    headers.remove(&X_CLIENT_CERT_SUBJECT);
+    if let Some(c) = client {
+        if let Ok(v) = HeaderValue::from_str(&c.fingerprint_hex()) {
+            headers.insert(&X_CLIENT_CERT_SHA256, v);
+        }
+        if let Ok(v) = HeaderValue::from_bytes(c.subject.as_bytes()) {
+            headers.insert(&X_CLIENT_CERT_SUBJECT, v);
+        }
+    }
+}
 
 /// Removes hop-by-hop headers, including any header the `Connection` header names.
 /// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
@@ -55,12 +73,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Sets the forwarding headers for a request from `peer`. When `peer_trusted` (a
 /// configured proxy in front of the gateway), its `X-Forwarded-For` chain is kept and
 /// extended; otherwise every client-sent copy is replaced.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    original_host: Option<&HeaderValue>,
-) {
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, original_host: Option<&HeaderValue>) {
     let prior = if peer_trusted {
         headers
             .get(&X_FORWARDED_FOR)
@@ -91,9 +104,7 @@ pub fn set_forwarded(
     if let Some(host) = original_host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
         if let Ok(h) = host.to_str() {
-            if h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            {
+            if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
                 forwarded.push_str(";host=");
                 forwarded.push_str(h);
             }
@@ -111,20 +122,13 @@ mod tests {
     #[test]
     fn strips_connection_named_headers_and_hop_by_hop() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret"),
-        );
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         remove_hop_by_hop(&mut h, false);
-        assert!(
-            h.get("x-secret").is_none()
-                && h.get(header::TE).is_none()
-                && h.get(header::UPGRADE).is_none()
-        );
+        assert!(h.get("x-secret").is_none() && h.get(header::TE).is_none() && h.get(header::UPGRADE).is_none());
         assert!(h.get("x-keep").is_some());
     }
 
@@ -140,10 +144,7 @@ mod tests {
             Some(&HeaderValue::from_static("gw.example.jp")),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
-        assert_eq!(
-            h[header::FORWARDED],
-            "for=10.0.0.9;proto=https;host=gw.example.jp"
-        );
+        assert_eq!(h[header::FORWARDED], "for=10.0.0.9;proto=https;host=gw.example.jp");
         let mut h2 = HeaderMap::new();
         h2.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), true, None);

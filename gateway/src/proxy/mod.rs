@@ -112,25 +112,21 @@ impl UpstreamPool {
         }
     }
 
-    fn classify_error(
-        &self,
-        endpoint: &Endpoint,
-        e: hyper_util::client::legacy::Error,
-    ) -> GatewayError {
+    fn classify_error(&self, endpoint: &Endpoint, e: hyper_util::client::legacy::Error) -> GatewayError {
         let upstream = self.name.to_string();
         // Walk the source chain: our connector's error or a body-limit error may be inside.
         let mut source = e.source();
         while let Some(s) = source {
             if let Some(ce) = s.downcast_ref::<ConnectError>() {
                 if let ConnectError::Egress(reason) = ce {
-                    metrics::counter!("phr_egress_refused_total", "upstream" => upstream.clone())
-                        .increment(1);
+                    metrics::counter!("phr_egress_refused_total", "upstream" => upstream.clone()).increment(1);
                     return GatewayError::EgressRefused {
                         upstream,
                         reason: reason.clone(),
                     };
                 }
-                metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "connect").increment(1);
+                metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "connect")
+                    .increment(1);
                 if endpoint.record_failure(self.eject_after, self.eject_for) {
                     metrics::counter!("phr_endpoint_ejections_total", "upstream" => upstream.clone(), "endpoint" => endpoint.base.clone())
                         .increment(1);
@@ -147,7 +143,8 @@ impl UpstreamPool {
             }
             source = s.source();
         }
-        metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "request").increment(1);
+        metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "request")
+            .increment(1);
         GatewayError::UpstreamFailed {
             upstream,
             reason: e.to_string(),

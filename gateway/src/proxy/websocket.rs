@@ -15,20 +15,14 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        });
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
     upgrade && connection
 }
 
 /// After the upstream answered 101, waits for both upgrades and copies bytes both ways
 /// until either side closes. Runs in its own task; errors only end the tunnel.
 /// `client_upgrade` is taken from the client's request before it is forwarded.
-pub fn splice(
-    client_upgrade: hyper::upgrade::OnUpgrade,
-    upstream_resp: &mut Response<hyper::body::Incoming>,
-) {
+pub fn splice(client_upgrade: hyper::upgrade::OnUpgrade, upstream_resp: &mut Response<hyper::body::Incoming>) {
     let upstream_upgrade = hyper::upgrade::on(upstream_resp);
     tokio::spawn(async move {
         let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {

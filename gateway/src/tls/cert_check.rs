@@ -49,8 +49,7 @@ const SHA1_SIGNATURES: [&str; 4] = [
 
 /// Reads a PEM chain (leaf first).
 pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertProblem> {
-    let iter =
-        CertificateDer::pem_file_iter(path).map_err(|e| CertProblem::Unreadable(e.to_string()))?;
+    let iter = CertificateDer::pem_file_iter(path).map_err(|e| CertProblem::Unreadable(e.to_string()))?;
     let chain = iter
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CertProblem::Unparsable(e.to_string()))?;
@@ -70,8 +69,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 /// for its signature algorithm, since no client verifies a root's own signature.
 pub fn check_chain(chain: &[CertificateDer<'_>]) -> Result<(), CertProblem> {
     for der in chain {
-        let (_, cert) =
-            X509Certificate::from_der(der).map_err(|e| CertProblem::Unparsable(e.to_string()))?;
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| CertProblem::Unparsable(e.to_string()))?;
         let subject = cert.subject().to_string();
         let validity = cert.validity();
         let now = ASN1Time::now();

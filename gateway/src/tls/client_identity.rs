@@ -37,11 +37,7 @@ impl ClientIdentity {
             // rustls verified it, so this cannot happen in practice; keep the fingerprint.
             Err(_) => (String::new(), Vec::new()),
         };
-        Self {
-            subject,
-            sans,
-            sha256,
-        }
+        Self { subject, sans, sha256 }
     }
 
     /// Lowercase hex fingerprint, as written in logs and access records.

@@ -46,12 +46,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Protocol versions for a configured minimum.
-pub fn versions(
-    min: crate::config::TlsVersion,
-) -> &'static [&'static rustls::SupportedProtocolVersion] {
+pub fn versions(min: crate::config::TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
     static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
-    static TLS13_AND_12: [&rustls::SupportedProtocolVersion; 2] =
-        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13_AND_12: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
     match min {
         crate::config::TlsVersion::Tls13 => &TLS13_ONLY,
         crate::config::TlsVersion::Tls12 => &TLS13_AND_12,

@@ -19,11 +19,10 @@ pub fn build(listener: &Listener) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let mut resolver: Option<SniResolver> = None;
     for c in &listener.certificates {
-        let chain =
-            cert_check::read_chain(&c.cert_file).map_err(|problem| TlsError::Certificate {
-                file: c.cert_file.clone(),
-                problem,
-            })?;
+        let chain = cert_check::read_chain(&c.cert_file).map_err(|problem| TlsError::Certificate {
+            file: c.cert_file.clone(),
+            problem,
+        })?;
         cert_check::check_chain(&chain).map_err(|problem| TlsError::Certificate {
             file: c.cert_file.clone(),
             problem,
@@ -77,9 +76,7 @@ pub fn build(listener: &Listener) -> Result<Arc<ServerConfig>, TlsError> {
                     reason,
                 })?);
             }
-            let mut v =
-                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                    .with_crls(crls);
+            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).with_crls(crls);
             if mode == ClientAuth::Optional {
                 v = v.allow_unauthenticated();
             }
