@@ -2,7 +2,6 @@
 //! here, so the demo exercises exactly the production start-up path.
 
 use crate::config;
-use crate::proxy::egress::{EgressCheck, Resolver};
 use crate::runtime::{BuildError, Runtime, Shared};
 use crate::server::Server;
 use std::net::SocketAddr;
@@ -33,9 +32,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
-    let resolver = Arc::new(Resolver::default());
-    let egress: Arc<dyn EgressCheck> = Arc::new(crate::proxy::egress::AllowAll);
-    let runtime = Runtime::build(config, &resolver, &egress)?;
+    let runtime = Runtime::build(config)?;
     let limits = runtime.config.limits.clone();
 
     let mut bound = Vec::new();
@@ -54,7 +51,7 @@ pub async fn run(
         source,
     })?;
 
-    let shared = Shared::new(runtime, config_path.to_path_buf(), resolver, egress);
+    let shared = Shared::new(runtime, config_path.to_path_buf());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = Server {
         shared: shared.clone(),

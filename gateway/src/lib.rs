@@ -11,6 +11,7 @@ pub mod error;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
+pub mod residency;
 pub mod runtime;
 pub mod server;
 pub mod tls;

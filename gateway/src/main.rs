@@ -27,6 +27,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Domestic-only egress: build the allow-list, report where every target is.
+    #[command(subcommand)]
+    Residency(ResidencyCommand),
     /// Run the real gateway with embedded defaults: generated certificates, a sample FHIR
     /// backend with synthetic patients, on loopback.
     Demo {
@@ -39,6 +42,27 @@ enum Command {
         /// Port of the admin listener (health, readiness, metrics).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum ResidencyCommand {
+    /// Turn APNIC delegated statistics (delegated-apnic-extended-latest) into an
+    /// allow-list file of one country's IPv4/IPv6 ranges.
+    ImportApnic {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "JP")]
+        country: String,
+    },
+    /// List every target, its declared jurisdiction, its resolved addresses and whether
+    /// each is allowed. Exits non-zero if anything is not.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -57,6 +81,28 @@ fn main() -> ExitCode {
             },
         },
         Command::Run { config } => block_on(async move { phr_gateway::app::run(&config, |_, _| {}).await }),
+        Command::Residency(ResidencyCommand::ImportApnic { file, out, country }) => {
+            match phr_gateway::residency::cli::import_apnic(&file, &out, &country) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Residency(ResidencyCommand::Report { config, json }) => {
+            let mut ok = false;
+            let code = block_on(async {
+                let (text, all_ok) = phr_gateway::residency::cli::report(&config, json).await?;
+                println!("{text}");
+                ok = all_ok;
+                Ok::<(), String>(())
+            });
+            if code == ExitCode::SUCCESS && !ok {
+                return ExitCode::FAILURE;
+            }
+            code
+        }
         Command::Demo {
             data_dir,
             port,

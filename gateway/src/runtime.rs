@@ -7,8 +7,9 @@
 
 use crate::config::{self, Config};
 use crate::metrics::RouteMetrics;
-use crate::proxy::egress::{EgressCheck, Resolver};
+use crate::proxy::egress::UpstreamResolver;
 use crate::proxy::UpstreamPool;
+use crate::residency::{allow_list::AllowList, policy::Policy};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -65,12 +66,14 @@ pub enum BuildError {
         upstream: String,
         source: crate::tls::TlsError,
     },
+    #[error("residency allow-list: {0}")]
+    AllowList(String),
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
 }
 
 impl Runtime {
-    pub fn build(config: Config, resolver: &Arc<Resolver>, egress: &Arc<dyn EgressCheck>) -> Result<Self, BuildError> {
+    pub fn build(config: Config) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
             let server = crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
@@ -79,9 +82,15 @@ impl Runtime {
             })?;
             tls.insert(l.name.clone(), server);
         }
+        let r = &config.residency;
+        let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)
+            .map_err(|e| BuildError::AllowList(e.to_string()))?;
+        tracing::debug!(ranges = ?allow.range_counts(), "residency allow-list loaded");
+        let policy = Arc::new(Policy::new(allow));
+        let resolver = Arc::new(UpstreamResolver::new(r.hosts_file.as_deref()));
         let mut pools = HashMap::new();
         for (name, u) in &config.upstreams {
-            let pool = UpstreamPool::build(name, u, resolver.clone(), egress.clone()).map_err(|source| {
+            let pool = UpstreamPool::build(name, u, resolver.clone(), policy.clone()).map_err(|source| {
                 BuildError::UpstreamTls {
                     upstream: name.clone(),
                     source,
@@ -127,9 +136,7 @@ impl Runtime {
     /// Builds everything a config needs without serving it: what `check-config` runs
     /// beyond parsing (certificates, keys, CA bundles, CRLs).
     pub fn check(config: &Config) -> Result<(), BuildError> {
-        let resolver = Arc::new(Resolver::default());
-        let egress: Arc<dyn EgressCheck> = Arc::new(crate::proxy::egress::AllowAll);
-        Runtime::build(config.clone(), &resolver, &egress).map(|_| ())
+        Runtime::build(config.clone()).map(|_| ())
     }
 
     /// The most specific route for a host (without port) and a path.
@@ -148,24 +155,15 @@ impl Runtime {
 pub struct Shared {
     pub current: ArcSwap<Runtime>,
     pub config_path: PathBuf,
-    pub resolver: Arc<Resolver>,
-    pub egress: Arc<dyn EgressCheck>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(
-        runtime: Runtime,
-        config_path: PathBuf,
-        resolver: Arc<Resolver>,
-        egress: Arc<dyn EgressCheck>,
-    ) -> Arc<Self> {
+    pub fn new(runtime: Runtime, config_path: PathBuf) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(runtime),
             config_path,
-            resolver,
-            egress,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })
@@ -196,7 +194,7 @@ impl Shared {
         if before != after {
             return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
-        let runtime = Runtime::build(config, &self.resolver, &self.egress)?;
+        let runtime = Runtime::build(config)?;
         self.current.store(Arc::new(runtime));
         Ok(())
     }

@@ -122,6 +122,8 @@ impl Config {
                 fix(&mut c.key_file);
             }
         }
+        self.residency.allowed_networks_files.iter_mut().for_each(fix);
+        self.residency.hosts_file.as_mut().map(fix);
         for u in self.upstreams.values_mut() {
             u.ca_file.as_mut().map(fix);
             u.client_cert_file.as_mut().map(fix);

@@ -204,7 +204,7 @@ pub struct Upstream {
     #[serde(default)]
     pub allow_plaintext: bool,
     /// Where the upstream stores and processes data (ISO 3166-1 alpha-2). DATA-JP-1.
-    pub jurisdiction: Option<String>,
+    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
     /// The upstream runs inside the operator's own cluster (private or loopback addresses).
     #[serde(default)]
     pub in_cluster: bool,
@@ -249,14 +249,28 @@ pub struct Route {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Residency {
+    /// Every target must declare this jurisdiction; start-up refuses any other.
     #[serde(default = "default_jurisdiction")]
-    pub required: String,
+    pub required: crate::residency::jurisdiction::Jurisdiction,
+    /// Networks (CIDRs) that outbound connections may reach, checked on the address
+    /// actually connected, for every new connection.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+    /// Files of CIDRs, one per line (e.g. made by `phr-gateway residency import-apnic`).
+    #[serde(default)]
+    pub allowed_networks_files: Vec<PathBuf>,
+    /// A hosts file ("IP name [name...]" per line) consulted before DNS and re-read when
+    /// it changes: pins upstream names without trusting the resolver.
+    pub hosts_file: Option<PathBuf>,
 }
 
 impl Default for Residency {
     fn default() -> Self {
         Self {
             required: default_jurisdiction(),
+            allowed_networks: Vec::new(),
+            allowed_networks_files: Vec::new(),
+            hosts_file: None,
         }
     }
 }
@@ -288,8 +302,8 @@ fn default_eject_after() -> u32 {
 fn default_pool_idle() -> usize {
     64
 }
-fn default_jurisdiction() -> String {
-    "JP".to_string()
+fn default_jurisdiction() -> crate::residency::jurisdiction::Jurisdiction {
+    crate::residency::jurisdiction::Jurisdiction::JP
 }
 fn d2s() -> Duration {
     Duration::from_secs(2)

@@ -50,6 +50,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     check_upstreams(config, &mut issues);
     check_routes(config, &mut issues);
     check_limits(config, &mut issues);
+    check_residency(config, &mut issues);
     issues.0
 }
 
@@ -261,5 +262,35 @@ fn check_limits(config: &Config, issues: &mut Issues) {
             "HSTS shorter than a day protects little",
             "use at least \"1day\" (the default is one year)",
         );
+    }
+}
+
+/// DATA-JP-1..3: every target declares the required jurisdiction; the allow-list loads.
+fn check_residency(config: &Config, issues: &mut Issues) {
+    use crate::residency::{allow_list::AllowList, jurisdiction::check_declaration};
+    for t in crate::residency::targets::from_config(config) {
+        if let Err(e) = check_declaration(&config.residency.required, &t) {
+            issues.add(
+                format!("{}.jurisdiction", t.config_section().trim_matches(['[', ']'])),
+                e.to_string(),
+                format!(
+                    "declare jurisdiction = \"{}\" only once the hosting contract places the target there",
+                    config.residency.required
+                ),
+            );
+        }
+    }
+    if let Err(e) = AllowList::load(
+        &config.residency.allowed_networks,
+        &config.residency.allowed_networks_files,
+    ) {
+        issues.add(
+            "residency.allowed_networks",
+            e.to_string(),
+            "write one CIDR per entry (e.g. \"203.0.113.0/24\"); files hold one per line",
+        );
+    }
+    if let Some(f) = &config.residency.hosts_file {
+        issues.file("residency.hosts_file".into(), f);
     }
 }

@@ -3,7 +3,7 @@
 //! address actually connected, for every new connection; pooled connections reuse a
 //! connection that was checked when it was opened.
 
-use super::egress::{EgressCheck, Resolver};
+use super::egress::{EgressPolicy, UpstreamResolver};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -40,11 +40,10 @@ pub enum ConnectError {
 /// A connector for one upstream; cloned into hyper-util's pool.
 #[derive(Clone)]
 pub struct Connector {
-    pub(super) upstream: Arc<str>,
     pub(super) tls: Option<TlsConnector>,
     pub(super) connect_timeout: Duration,
-    pub(super) resolver: Arc<Resolver>,
-    pub(super) egress: Arc<dyn EgressCheck>,
+    pub(super) resolver: Arc<UpstreamResolver>,
+    pub(super) egress: Arc<EgressPolicy>,
 }
 
 impl tower_service::Service<http::Uri> for Connector {
@@ -83,7 +82,7 @@ impl Connector {
         let mut last_err = None;
         for addr in addrs {
             // Checked per address actually dialled: DNS can answer differently each time.
-            if let Err(why) = self.egress.check(&self.upstream, &host, addr) {
+            if let Err(why) = self.egress.check(addr) {
                 last_err = Some(ConnectError::Egress(why));
                 continue;
             }
@@ -91,6 +90,8 @@ impl Connector {
                 Err(_) => last_err = Some(ConnectError::Timeout { addr: addr.to_string() }),
                 Ok(Err(source)) => last_err = Some(ConnectError::Io { addr, source }),
                 Ok(Ok(tcp)) => {
+                    // Evidence that the residency check is per connection, not per request.
+                    metrics::counter!("phr_upstream_connections_opened_total").increment(1);
                     let _ = tcp.set_nodelay(true);
                     return self.finish(tcp, addr, &host, https).await;
                 }

@@ -1,67 +1,52 @@
-//! The two hooks the connector calls for every new upstream connection: name resolution
-//! and the egress check. The residency module implements the check (DATA-JP-1); the
-//! resolver supports a static host map so operators (and tests) can pin names.
+//! What the connector asks before every new upstream connection: where does this name
+//! point (hosts file, then DNS), and may the gateway connect there (the residency
+//! policy, DATA-JP-1). Both are built from the config, so a reload swaps them with the
+//! upstream pools they serve.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::RwLock;
+use crate::residency::hosts::HostsFile;
+use crate::residency::jurisdiction::Target;
+use crate::residency::policy::Policy;
+use crate::residency::resolve::Resolver;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-/// Decides whether the gateway may open a connection to `addr` for `upstream`.
-/// Returning an error refuses the connection; there is no "allow on error".
-pub trait EgressCheck: Send + Sync {
-    fn check(&self, upstream: &str, host: &str, addr: SocketAddr) -> Result<(), String>;
+/// Name resolution for upstream connections.
+pub struct UpstreamResolver {
+    hosts: Option<HostsFile>,
+    dns: Resolver,
 }
 
-/// Allows every connection: used until the residency policy (DATA-JP-1) is configured.
-pub struct AllowAll;
-
-impl EgressCheck for AllowAll {
-    fn check(&self, _: &str, _: &str, _: SocketAddr) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-/// Resolves upstream host names: a static map first (hosts-file style), then DNS.
-#[derive(Default)]
-pub struct Resolver {
-    overrides: RwLock<HashMap<String, Vec<IpAddr>>>,
-}
-
-impl Resolver {
-    pub fn with_overrides(map: HashMap<String, Vec<IpAddr>>) -> Self {
+impl UpstreamResolver {
+    pub fn new(hosts_file: Option<&Path>) -> Self {
         Self {
-            overrides: RwLock::new(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()),
+            hosts: hosts_file.map(HostsFile::new),
+            dns: Resolver::new(),
         }
-    }
-
-    /// Replaces one name's answer: lets a test change "DNS" while the gateway runs.
-    pub fn set_override(&self, host: &str, addrs: Vec<IpAddr>) {
-        self.overrides
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(host.to_ascii_lowercase(), addrs);
     }
 
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+        if let Some(ips) = self.hosts.as_ref().and_then(|h| h.lookup(host)) {
+            return Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect());
         }
-        let pinned = self
-            .overrides
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&host.to_ascii_lowercase())
-            .map(|ips| ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect::<Vec<_>>());
-        if let Some(addrs) = pinned {
-            return Ok(addrs);
-        }
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| e.to_string())?
-            .collect();
-        if addrs.is_empty() {
-            return Err("no address".into());
-        }
-        Ok(addrs)
+        self.dns.resolve(host, port).await.map_err(|e| e.to_string())
+    }
+}
+
+/// The residency check for one upstream's connections.
+pub struct EgressPolicy {
+    pub policy: Arc<Policy>,
+    pub target: Target,
+}
+
+impl EgressPolicy {
+    /// Refuses `addr` unless the policy allows this target to reach it. Every refusal is
+    /// logged and counted here, so no caller can forget to.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), String> {
+        self.policy.check_target_address(&self.target, addr.ip()).map_err(|e| {
+            metrics::counter!("phr_egress_refused_total", "target" => self.target.name.clone()).increment(1);
+            tracing::warn!(target_name = %self.target.name, %addr, error = %e, "outbound connection refused by the residency policy");
+            e.to_string()
+        })
     }
 }

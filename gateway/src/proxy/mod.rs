@@ -14,7 +14,7 @@ pub use endpoint::Endpoint;
 use crate::config::Upstream;
 use crate::error::GatewayError;
 use bytes::Bytes;
-use egress::{EgressCheck, Resolver};
+use egress::{EgressPolicy, UpstreamResolver};
 use http::{Request, Response};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
@@ -45,12 +45,15 @@ impl UpstreamPool {
     pub fn build(
         name: &str,
         config: &Upstream,
-        resolver: Arc<Resolver>,
-        egress: Arc<dyn EgressCheck>,
+        resolver: Arc<UpstreamResolver>,
+        policy: Arc<crate::residency::policy::Policy>,
     ) -> Result<Self, crate::tls::TlsError> {
         let tls = crate::tls::upstream::build(config)?.map(tokio_rustls::TlsConnector::from);
+        let egress = Arc::new(EgressPolicy {
+            policy,
+            target: crate::residency::targets::upstream_target(name, config),
+        });
         let connector = connector::Connector {
-            upstream: Arc::from(name),
             tls,
             connect_timeout: config.connect_timeout,
             resolver,
@@ -119,7 +122,6 @@ impl UpstreamPool {
         while let Some(s) = source {
             if let Some(ce) = s.downcast_ref::<ConnectError>() {
                 if let ConnectError::Egress(reason) = ce {
-                    metrics::counter!("phr_egress_refused_total", "upstream" => upstream.clone()).increment(1);
                     return GatewayError::EgressRefused {
                         upstream,
                         reason: reason.clone(),

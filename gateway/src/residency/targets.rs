@@ -1,0 +1,27 @@
+//! Every place the configuration sends data to or keeps data in, as residency
+//! [`Target`]s. Anything the gateway connects to must appear here, or it escapes both
+//! the start-up declaration check and the report (DATA-JP-1).
+
+use super::jurisdiction::{Target, TargetKind};
+use crate::config::Config;
+
+pub fn from_config(config: &Config) -> Vec<Target> {
+    let mut targets: Vec<Target> = config
+        .upstreams
+        .iter()
+        .map(|(name, u)| upstream_target(name, u))
+        .collect();
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    targets
+}
+
+/// The target an upstream's connections are checked as.
+pub fn upstream_target(name: &str, u: &crate::config::Upstream) -> Target {
+    Target {
+        kind: TargetKind::Upstream,
+        name: name.to_string(),
+        url_or_host: u.endpoints.join(", "),
+        jurisdiction: u.jurisdiction,
+        in_cluster: u.in_cluster,
+    }
+}
