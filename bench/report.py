@@ -137,6 +137,10 @@ def markdown(meta_path, tsv_path):
     for t in ("gateway", "nginx", "haproxy"):
         if f"tls_{t}" in meta:
             w(f"- TLS {TARGET_LABEL[t]}: {meta[f'tls_{t}']}")
+    if "gateway_route" in meta:
+        w(f"- Gateway: route config `{meta['gateway_route']}` "
+          "(open = `phi = false`, `auth.mode = \"none\"`: no token check), default log level; "
+          f"it wrote {int(meta.get('gateway_log_bytes', '0')):,} bytes of log in the whole run")
     w(f"- CPU/request: utime+stime of the proxy process tree from `/proc/PID/stat` "
       f"(clock tick = {1000 / clk:.0f} ms) ÷ 2xx responses")
     w("")

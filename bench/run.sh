@@ -263,8 +263,15 @@ EOF
 # worker/thread, TLS 1.3 only, ALPN h2+http/1.1, and a pooled keep-alive
 # HTTP/1.1 connection pool to the backend; it sets PROXY_PID and PROXY_URL.
 
-start_gateway() {
-    cat >"$WORK/gateway.toml" <<EOF
+# Writes the gateway config to $1. With $2 = open, the route is marked as
+# carrying no health information and needing no token (phi = false,
+# auth.mode = "none"): the benchmark measures proxying, not token checks, and
+# has no identity provider. Builds from before route authentication existed
+# reject those keys (strict parsing), so start_gateway falls back to the plain
+# route for them.
+write_gateway_config() {
+    local file=$1 variant=$2
+    cat >"$file" <<EOF
 [gateway]
 instance_id = "bench"
 
@@ -286,20 +293,42 @@ endpoints = ["http://$HOST:$BACKEND_PORT"]
 allow_plaintext = true
 jurisdiction = "JP"
 in_cluster = true
+pool_max_idle = 128          # same idle pool size as nginx's "keepalive 128"
 
 [[routes]]
 name = "bench"
 path_prefix = "/"
 upstream = "backend"
 EOF
-    if ! "$GATEWAY_BIN" check-config --config "$WORK/gateway.toml" >"$WORK/gateway-check.log" 2>&1; then
-        cat "$WORK/gateway-check.log" >&2
-        die "phr-gateway check-config rejected the bench config; compare start_gateway() in bench/run.sh with config/gateway.toml"
+    if [[ $variant == open ]]; then
+        cat >>"$file" <<EOF
+phi = false
+
+[routes.auth]
+mode = "none"
+EOF
     fi
-    log "starting phr-gateway on $HOST:$GATEWAY_PORT (core $PROXY_CPU, 1 worker thread)"
-    # The gateway is pinned to one core, so one tokio worker thread.
-    spawn "$WORK/gateway.log" env PHR_GATEWAY_WORKER_THREADS=1 RUST_LOG="${RUST_LOG:-warn}" \
-        taskset -c "$PROXY_CPU" "$GATEWAY_BIN" run --config "$WORK/gateway.toml"
+}
+
+start_gateway() {
+    local conf="$WORK/gateway.toml" variant
+    for variant in open plain; do
+        write_gateway_config "$conf" "$variant"
+        if "$GATEWAY_BIN" check-config --config "$conf" >"$WORK/gateway-check-$variant.log" 2>&1; then
+            break
+        fi
+        if [[ $variant == plain ]]; then
+            cat "$WORK/gateway-check-open.log" "$WORK/gateway-check-plain.log" >&2
+            die "phr-gateway check-config rejected the bench config; compare write_gateway_config() in bench/run.sh with config/gateway.toml"
+        fi
+    done
+    echo "gateway_route=$variant" >>"$WORK/meta"
+    log "starting phr-gateway on $HOST:$GATEWAY_PORT (core $PROXY_CPU, 1 worker thread, route config: $variant)"
+    # The gateway is pinned to one core, so one tokio worker thread. Logging
+    # stays at the gateway's default (PHR_GATEWAY_LOG unset); its log goes to a
+    # file in the work dir and the bytes it wrote are reported.
+    spawn "$WORK/gateway.log" env PHR_GATEWAY_WORKER_THREADS=1 \
+        taskset -c "$PROXY_CPU" "$GATEWAY_BIN" run --config "$conf"
     PROXY_PID=$SPAWNED_PID
     wait_http_200 "http://$HOST:$GATEWAY_ADMIN_PORT/readyz" "$PROXY_PID" "phr-gateway" "$WORK/gateway.log"
     PROXY_URL="https://$HOST:$GATEWAY_PORT"
@@ -549,6 +578,10 @@ bench_target() {
     measure moderate h1 small "$target" "$h1_base/small"
     measure moderate h2 small "$target" "$h2_base/small"
     stop_proxy
+    if [[ $target == gateway ]]; then
+        echo "gateway_log_bytes=$(stat -c %s "$WORK/gateway.log")" >>"$WORK/meta"
+        cp "$WORK/gateway.log" "$WORK/raw/gateway.log"
+    fi
 }
 
 write_meta() {
