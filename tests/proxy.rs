@@ -220,9 +220,15 @@ async fn websocket_echo_through_the_gateway() {
     let ws = start_ws_echo().await;
     let backend = start_backend().await;
     let routes = format!(
-        "{}\n{}websocket = true\n",
+        "{}\n{}",
         plain_route("api", "/api/", &[backend], ""),
-        plain_route("ws", "/ws", &[ws], "")
+        route_with(
+            "ws",
+            "/ws",
+            &[ws],
+            "",
+            "websocket = true\nphi = false\n[routes.auth]\nmode = \"none\""
+        )
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &routes));
     let tls = tls_connect(gw.addr, client(&pki)).await.unwrap();

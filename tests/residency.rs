@@ -51,7 +51,7 @@ async fn tls_backend(pki: &Pki, ip: &str, name: &'static str) -> SocketAddr {
 
 fn upstream(name: &str, host: &str, port: u16, ca: &std::path::Path, extra: &str) -> String {
     format!(
-        "[upstreams.{name}]\nendpoints = [\"https://{host}:{port}\"]\nca_file = \"{}\"\n{extra}\n\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}/\"\nupstream = \"{name}\"\n",
+        "[upstreams.{name}]\nendpoints = [\"https://{host}:{port}\"]\nca_file = \"{}\"\n{extra}\n\n[[routes]]\nname = \"{name}\"\npath_prefix = \"/{name}/\"\nupstream = \"{name}\"\nphi = false\n[routes.auth]\nmode = \"none\"\n",
         ca.display()
     )
 }

@@ -24,7 +24,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, req)) }
+                async move { Ok::<_, Infallible>(handle(&shared, req).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tcp), service)
@@ -33,13 +33,13 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
     }
 }
 
-fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
         (&Method::GET, "/metrics") => text(StatusCode::OK, crate::metrics::install().render()),
-        (&Method::POST, "/reload") => match shared.reload() {
+        (&Method::POST, "/reload") => match shared.reload().await {
             Ok(()) => text(StatusCode::OK, "reloaded\n".into()),
             Err(e) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -32,7 +32,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
-    let runtime = Runtime::build(config)?;
+    let revocations = Arc::new(crate::auth::MemoryRevocations::new());
+    let runtime = Runtime::build(config, revocations.clone())?;
+    // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.
+    runtime.start().await?;
     let limits = runtime.config.limits.clone();
 
     let mut bound = Vec::new();
@@ -51,7 +54,7 @@ pub async fn run(
         source,
     })?;
 
-    let shared = Shared::new(runtime, config_path.to_path_buf());
+    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = Server {
         shared: shared.clone(),
@@ -101,7 +104,7 @@ async fn wait_for_signals(shared: &Shared) {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => { let _ = shared.reload(); }
+            _ = hup.recv() => { let _ = shared.reload().await; }
             _ = term.recv() => return,
             _ = int.recv() => return,
         }

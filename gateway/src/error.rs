@@ -32,6 +32,15 @@ pub enum GatewayError {
     UpstreamFailed { upstream: String, reason: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// Authentication refused the request (status, challenge and code from the error).
+    #[error("{}", .error.client_message())]
+    Auth {
+        error: crate::auth::AuthError,
+        challenge: Option<String>,
+    },
+    /// The route needs tokens but no authenticator is configured: refuse, never allow.
+    #[error("authentication is not available")]
+    AuthUnavailable,
 }
 
 impl GatewayError {
@@ -46,6 +55,8 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Auth { error, .. } => StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -62,6 +73,8 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
             Self::ShuttingDown => "shutting_down",
+            Self::Auth { error, .. } => error.code(),
+            Self::AuthUnavailable => "auth_unavailable",
         }
     }
 }

@@ -16,6 +16,7 @@
 //! [`crate::error::rescue`] writes the refusal. There is no path from an error to
 //! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
 
+use crate::auth::{identity_headers, AuthMode, AuthRequest, HeaderNames, Identity};
 use crate::error::{rescue, GatewayError};
 use crate::proxy::{headers, websocket, PeerAddr, UpstreamBody};
 use crate::runtime::{RouteRuntime, Runtime, Shared};
@@ -28,6 +29,18 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// The identity header names, built once.
+struct IdentityHeaderNames {
+    names: HeaderNames,
+    all: Vec<http::HeaderName>,
+}
+
+static IDENTITY_HEADERS: std::sync::LazyLock<IdentityHeaderNames> = std::sync::LazyLock::new(|| {
+    let names = HeaderNames::default();
+    let all = names.all();
+    IdentityHeaderNames { names, all }
+});
 
 /// Response bodies: streamed from the upstream, or made by the gateway.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -49,6 +62,8 @@ pub struct RequestContext {
     pub conn: Arc<ConnInfo>,
     pub started: Instant,
     pub route: Option<Arc<RouteRuntime>>,
+    /// Who the token says is calling (phase 4); `None` on routes without auth.
+    pub identity: Option<Identity>,
     /// The upstream address that answered (DATA-JP-1 evidence).
     pub upstream_addr: Option<SocketAddr>,
 }
@@ -74,6 +89,7 @@ impl Pipeline {
             conn,
             started: Instant::now(),
             route: None,
+            identity: None,
             upstream_addr: None,
         };
         req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
@@ -107,7 +123,9 @@ async fn process(
     ctx.route = Some(route.clone());
     // Phase 3: limits.
     check_body_size(&req, route.max_body_bytes)?;
-    // Phases 4 and 5 (authentication, authorisation) plug in here.
+    // Phase 4: authenticate.
+    ctx.identity = authenticate(runtime, ctx, &route, &req).await?;
+    // Phase 5 (authorisation) plugs in here.
     // Phases 6 and 7: pick an endpoint and forward.
     forward(runtime, ctx, &route, req).await
 }
@@ -158,6 +176,46 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     Some(match raw.strip_prefix('[') {
         Some(v6) => v6.split_once(']').map(|(h, _)| h).unwrap_or(raw),
         None => raw.split_once(':').map(|(h, _)| h).unwrap_or(raw),
+    })
+}
+
+/// Phase 4: who is calling (AUTH-ID-1, AUTH-2FA-1..3, なりすまし対策). The route's policy
+/// decides whether a token is required; a missing authenticator on a route that needs one
+/// refuses rather than lets the request through.
+async fn authenticate(
+    runtime: &Runtime,
+    ctx: &RequestContext,
+    route: &RouteRuntime,
+    req: &Request<Incoming>,
+) -> Result<Option<Identity>, GatewayError> {
+    let Some(auth) = &runtime.auth else {
+        return match route.auth.mode {
+            AuthMode::None => Ok(None),
+            _ => Err(GatewayError::AuthUnavailable),
+        };
+    };
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(""),
+    };
+    let url = format!("https://{authority}{}", req.uri().path());
+    let request = AuthRequest {
+        method: req.method(),
+        url: &url,
+        headers: req.headers(),
+        policy: &route.auth,
+        client_cert_sha256: ctx.conn.client.as_ref().map(|c| c.sha256),
+    };
+    auth.authenticate_route(&request).await.map_err(|error| {
+        metrics::counter!("phr_auth_refused_total", "code" => error.code()).increment(1);
+        GatewayError::Auth {
+            challenge: auth.challenge(&error),
+            error,
+        }
     })
 }
 
@@ -213,6 +271,15 @@ async fn forward(
     let trusted = runtime.peer_is_trusted(ctx.conn.peer.ip());
     headers::set_forwarded(&mut parts.headers, ctx.conn.peer.ip(), trusted, original_host.as_ref());
     headers::set_client_identity(&mut parts.headers, ctx.conn.client.as_ref());
+    // Identity headers come only from the gateway: every client-sent copy goes first.
+    for name in IDENTITY_HEADERS.all.iter() {
+        parts.headers.remove(name);
+    }
+    if let Some(identity) = &ctx.identity {
+        for (name, value) in identity_headers(identity, &IDENTITY_HEADERS.names) {
+            parts.headers.insert(name, value);
+        }
+    }
     let host = match (pool.preserve_host, original_host) {
         (true, Some(h)) => h,
         _ => HeaderValue::from_str(parts.uri.authority().map(|a| a.as_str()).unwrap_or_default())

@@ -5,6 +5,8 @@
 //! every part of it built; requests in flight keep the snapshot they started with. So a
 //! reload is all-or-nothing, and a broken file keeps the last good set running.
 
+use crate::auth::fetch::GatewayJwksFetcher;
+use crate::auth::{Authenticator, MemoryRevocations, RevocationList, RoutePolicy};
 use crate::config::{self, Config};
 use crate::metrics::RouteMetrics;
 use crate::proxy::egress::UpstreamResolver;
@@ -28,6 +30,7 @@ pub struct RouteRuntime {
     pub websocket: bool,
     pub max_body_bytes: u64,
     pub metrics: RouteMetrics,
+    pub auth: RoutePolicy,
 }
 
 impl RouteRuntime {
@@ -49,6 +52,8 @@ pub struct Runtime {
     routes: Vec<Arc<RouteRuntime>>,
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     pub hsts: Option<HeaderValue>,
+    /// Present when issuers are configured.
+    pub auth: Option<Arc<Authenticator>>,
 }
 
 /// Why a config could not be turned into a running state.
@@ -68,12 +73,16 @@ pub enum BuildError {
     },
     #[error("residency allow-list: {0}")]
     AllowList(String),
+    #[error("auth: {0}")]
+    Auth(String),
+    #[error("auth: {0}. Fix: check that every issuer's JWKS URL answers (and is inside the residency allow-list)")]
+    KeysNotLoaded(#[from] crate::auth::KeysNotLoaded),
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
 }
 
 impl Runtime {
-    pub fn build(config: Config) -> Result<Self, BuildError> {
+    pub fn build(config: Config, revocations: Arc<dyn RevocationList>) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
             let server = crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
@@ -98,6 +107,17 @@ impl Runtime {
             })?;
             pools.insert(name.clone(), Arc::new(pool));
         }
+        let auth = match config.auth.issuers.is_empty() {
+            true => None,
+            false => {
+                let fetcher = GatewayJwksFetcher::new(&config.auth.issuers, resolver.clone(), policy.clone())
+                    .map_err(BuildError::Auth)?;
+                let a = Authenticator::new(config.auth.clone(), Arc::new(fetcher), revocations).map_err(|errs| {
+                    BuildError::Auth(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
+                })?;
+                Some(Arc::new(a))
+            }
+        };
         let mut routes: Vec<Arc<RouteRuntime>> = config
             .routes
             .iter()
@@ -111,6 +131,7 @@ impl Runtime {
                     websocket: r.websocket,
                     max_body_bytes: r.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
                     metrics: RouteMetrics::new(&r.name),
+                    auth: r.auth.clone(),
                 })
             })
             .collect();
@@ -126,6 +147,7 @@ impl Runtime {
             s => HeaderValue::from_str(&format!("max-age={s}; includeSubDomains")).ok(),
         };
         Ok(Self {
+            auth,
             config,
             routes,
             tls,
@@ -136,7 +158,15 @@ impl Runtime {
     /// Builds everything a config needs without serving it: what `check-config` runs
     /// beyond parsing (certificates, keys, CA bundles, CRLs).
     pub fn check(config: &Config) -> Result<(), BuildError> {
-        Runtime::build(config.clone()).map(|_| ())
+        Runtime::build(config.clone(), Arc::new(MemoryRevocations::new())).map(|_| ())
+    }
+
+    /// What must happen before this runtime may serve: every issuer's keys loaded.
+    pub async fn start(&self) -> Result<(), BuildError> {
+        if let Some(auth) = &self.auth {
+            auth.start().await?;
+        }
+        Ok(())
     }
 
     /// The most specific route for a host (without port) and a path.
@@ -155,15 +185,18 @@ impl Runtime {
 pub struct Shared {
     pub current: ArcSwap<Runtime>,
     pub config_path: PathBuf,
+    /// Revoked tokens and subjects; survives reloads, refreshed from the store.
+    pub revocations: Arc<MemoryRevocations>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, config_path: PathBuf) -> Arc<Self> {
+    pub fn new(runtime: Runtime, config_path: PathBuf, revocations: Arc<MemoryRevocations>) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(runtime),
             config_path,
+            revocations,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })
@@ -171,8 +204,8 @@ impl Shared {
 
     /// Re-reads the config file and swaps in the new runtime, or keeps the old one and
     /// says why. Certificates, keys, CA bundles and CRLs are re-read as part of it.
-    pub fn reload(&self) -> Result<(), BuildError> {
-        let result = self.try_reload();
+    pub async fn reload(&self) -> Result<(), BuildError> {
+        let result = self.try_reload().await;
         let outcome = if result.is_ok() { "ok" } else { "rejected" };
         metrics::counter!("phr_config_reloads_total", "result" => outcome).increment(1);
         match &result {
@@ -186,7 +219,7 @@ impl Shared {
         result
     }
 
-    fn try_reload(&self) -> Result<(), BuildError> {
+    async fn try_reload(&self) -> Result<(), BuildError> {
         let config = config::load(&self.config_path)?;
         let old = self.current.load();
         let before: Vec<_> = old.config.listeners.iter().map(|l| (&l.name, l.bind)).collect();
@@ -194,7 +227,8 @@ impl Shared {
         if before != after {
             return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
-        let runtime = Runtime::build(config)?;
+        let runtime = Runtime::build(config, self.revocations.clone())?;
+        runtime.start().await?;
         self.current.store(Arc::new(runtime));
         Ok(())
     }

@@ -288,11 +288,29 @@ key_file = "{key}"
     )
 }
 
-/// An upstream + route pair for a plain loopback backend.
+/// An upstream + route pair for a plain loopback backend, without authentication
+/// (`phi = false`: these tests are about the proxy, not about medical data).
 pub fn plain_route(name: &str, prefix: &str, endpoints: &[SocketAddr], extra: &str) -> String {
+    route_with(
+        name,
+        prefix,
+        endpoints,
+        extra,
+        "phi = false\n[routes.auth]\nmode = \"none\"\n",
+    )
+}
+
+/// An upstream + route pair with extra keys for the upstream and the route.
+pub fn route_with(
+    name: &str,
+    prefix: &str,
+    endpoints: &[SocketAddr],
+    upstream_extra: &str,
+    route_extra: &str,
+) -> String {
     let eps: Vec<String> = endpoints.iter().map(|a| format!("\"http://{a}\"")).collect();
     format!(
-        "[upstreams.{name}]\nendpoints = [{}]\nallow_plaintext = true\nin_cluster = true\njurisdiction = \"JP\"\n{extra}\n\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n",
+        "[upstreams.{name}]\nendpoints = [{}]\nallow_plaintext = true\nin_cluster = true\njurisdiction = \"JP\"\n{upstream_extra}\n\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n{route_extra}\n",
         eps.join(", ")
     )
 }

@@ -123,6 +123,10 @@ impl Config {
             }
         }
         self.residency.allowed_networks_files.iter_mut().for_each(fix);
+        for i in &mut self.auth.issuers {
+            i.jwks_file.as_mut().map(fix);
+            i.ca_file.as_mut().map(fix);
+        }
         self.residency.hosts_file.as_mut().map(fix);
         for u in self.upstreams.values_mut() {
             u.ca_file.as_mut().map(fix);

@@ -38,6 +38,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub residency: Residency,
+    /// Token issuers and token checks (AUTH-ID-1, AUTH-2FA-1..3).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Identity of this gateway instance and how it treats the hop in front of it.
@@ -243,6 +246,14 @@ pub struct Route {
     pub websocket: bool,
     /// Overrides `limits.max_body_bytes` for this route.
     pub max_body_bytes: Option<u64>,
+    /// The route carries personal health information. PHI routes cannot be
+    /// `auth.mode = "none"` (AUTH-ID-1): no anonymous access to medical data.
+    #[serde(default = "yes")]
+    pub phi: bool,
+    /// Token requirements: `mode` (required | optional | none), `two_factor`,
+    /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
+    #[serde(default)]
+    pub auth: crate::auth::RoutePolicy,
 }
 
 /// Domestic-only storage and egress (DATA-JP-1..3).
@@ -275,6 +286,9 @@ impl Default for Residency {
     }
 }
 
+fn yes() -> bool {
+    true
+}
 fn default_instance_id() -> String {
     std::env::var("HOSTNAME").unwrap_or_else(|_| "phr-gateway".to_string())
 }

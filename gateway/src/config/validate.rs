@@ -51,6 +51,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     check_routes(config, &mut issues);
     check_limits(config, &mut issues);
     check_residency(config, &mut issues);
+    check_auth(config, &mut issues);
     issues.0
 }
 
@@ -292,5 +293,32 @@ fn check_residency(config: &Config, issues: &mut Issues) {
     }
     if let Some(f) = &config.residency.hosts_file {
         issues.file("residency.hosts_file".into(), f);
+    }
+}
+
+/// AUTH-ID-1: issuers are usable, route policies are consistent, and no PHI route is open.
+fn check_auth(config: &Config, issues: &mut Issues) {
+    for e in config.auth.validate() {
+        issues.add(e.key, e.message, "see the [auth] section of config/gateway.toml");
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        let key = format!("routes[{i}].auth");
+        for e in r.auth.validate(&key) {
+            issues.add(e.key, e.message, "see the [routes.auth] keys in config/gateway.toml");
+        }
+        if r.phi && r.auth.mode == crate::auth::AuthMode::None {
+            issues.add(
+                format!("{key}.mode"),
+                "a route carrying personal health information cannot be unauthenticated",
+                "use mode = \"required\", or set phi = false if the route serves no medical data",
+            );
+        }
+        if r.auth.mode != crate::auth::AuthMode::None && config.auth.issuers.is_empty() {
+            issues.add(
+                format!("{key}.mode"),
+                "the route needs tokens but no issuer is configured",
+                "add an [[auth.issuers]] table, or set mode = \"none\" and phi = false for a public route",
+            );
+        }
     }
 }

@@ -77,6 +77,10 @@ jurisdiction = "JP"
 name = "fhir"
 path_prefix = "/fhir/"
 upstream = "sample-fhir"
+phi = false
+
+[routes.auth]
+mode = "none"
 "#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),

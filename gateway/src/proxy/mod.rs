@@ -29,6 +29,29 @@ use std::time::Duration;
 /// body the gateway already holds (empty, or rewritten by a later safeguard).
 pub type UpstreamBody = Either<Limited<Incoming>, Full<Bytes>>;
 
+/// A client for the gateway's own requests (JWKS fetches), through the same connector
+/// and residency check as forwarded traffic.
+pub type GatewayClient = Client<connector::Connector, Full<Bytes>>;
+
+pub fn gateway_client(
+    target: crate::residency::jurisdiction::Target,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+    resolver: Arc<UpstreamResolver>,
+    policy: Arc<crate::residency::policy::Policy>,
+) -> GatewayClient {
+    let connector = connector::Connector {
+        tls: tls.map(tokio_rustls::TlsConnector::from),
+        connect_timeout,
+        resolver,
+        egress: Arc::new(EgressPolicy { policy, target }),
+    };
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
 /// One configured upstream at run time.
 pub struct UpstreamPool {
     pub name: Arc<str>,

@@ -11,8 +11,24 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         .iter()
         .map(|(name, u)| upstream_target(name, u))
         .collect();
-    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    for issuer in &config.auth.issuers {
+        if let Some(url) = &issuer.jwks_url {
+            targets.push(jwks_target(issuer, url));
+        }
+    }
+    targets.sort_by(|a, b| (a.kind as u8, &a.name).cmp(&(b.kind as u8, &b.name)));
     targets
+}
+
+/// The target a JWKS fetch is checked as: the gateway sends requests there.
+pub fn jwks_target(issuer: &crate::auth::IssuerConfig, url: &str) -> Target {
+    Target {
+        kind: TargetKind::Jwks,
+        name: issuer.issuer.clone(),
+        url_or_host: url.to_string(),
+        jurisdiction: issuer.jurisdiction,
+        in_cluster: issuer.in_cluster,
+    }
 }
 
 /// The target an upstream's connections are checked as.

@@ -40,3 +40,17 @@ pub fn build(upstream: &Upstream) -> Result<Option<Arc<ClientConfig>>, TlsError>
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(Arc::new(config)))
 }
+
+/// A client config that trusts exactly the CAs in `ca_file` (JWKS endpoints).
+pub fn client_config_for_ca(ca_file: &std::path::Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = read_roots(ca_file).map_err(|reason| TlsError::UpstreamCa {
+        file: ca_file.to_path_buf(),
+        reason,
+    })?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(crate::config::TlsVersion::Tls12))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
