@@ -91,5 +91,10 @@ pub fn rescue(err: &GatewayError, request_id: &str) -> Response<Full<Bytes>> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let GatewayError::Auth { challenge: Some(c), .. } = err {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+    }
     resp
 }
