@@ -38,6 +38,12 @@ pub enum GatewayError {
         error: crate::auth::AuthError,
         challenge: Option<String>,
     },
+    /// The FHIR adapter refused the request or the response (ACL-PHR-1).
+    #[error("{0}")]
+    Fhir(#[from] fhir_adapter::FhirError),
+    /// The client's body could not be read.
+    #[error("the request body could not be read")]
+    ClientBody(String),
     /// The route needs tokens but no authenticator is configured: refuse, never allow.
     #[error("authentication is not available")]
     AuthUnavailable,
@@ -57,6 +63,8 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Auth { error, .. } => StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Fhir(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -75,20 +83,37 @@ impl GatewayError {
             Self::ShuttingDown => "shutting_down",
             Self::Auth { error, .. } => error.code(),
             Self::AuthUnavailable => "auth_unavailable",
+            Self::Fhir(e) => e.issue_code(),
+            Self::ClientBody(_) => "bad_body",
         }
     }
 }
 
 /// Turns an error into the response the client sees. Internal details (addresses,
 /// OS errors) stay in the log line, not in the body.
-pub fn rescue(err: &GatewayError, request_id: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "error": { "code": err.code(), "message": err.to_string(), "request_id": request_id }
-    });
-    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+/// On FHIR routes (`fhir`) the body is a FHIR OperationOutcome instead of JSON.
+pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full<Bytes>> {
+    let (body, content_type) = match (fhir, err) {
+        (true, GatewayError::Fhir(e)) => (fhir_adapter::error_response(e, request_id).1, "application/fhir+json"),
+        (true, e) => {
+            let status = e.status().as_u16();
+            let code = fhir_adapter::issue_code_for_status(status);
+            (
+                fhir_adapter::operation_outcome(status, code, &e.to_string(), request_id),
+                "application/fhir+json",
+            )
+        }
+        (false, e) => {
+            let json = serde_json::json!({
+                "error": { "code": e.code(), "message": e.to_string(), "request_id": request_id }
+            });
+            (json.to_string().into_bytes(), "application/json")
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = err.status();
     resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let GatewayError::Auth { challenge: Some(c), .. } = err {

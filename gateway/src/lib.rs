@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fhir;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -5,10 +5,11 @@
 //! request ─► 1. request id            (ours, or a trusted hop's)      Pipeline::handle
 //!         ─► 2. route                 (host + longest path prefix)    route_request
 //!         ─► 3. limits                (body size)                     check_body_size
-//!         ─► 4. authenticate          (issue 4: bearer JWT, 2FA, DPoP)
-//!         ─► 5. authorise             (issue 5: SMART scopes, patient compartment)
+//!         ─► 4. authenticate          (bearer JWT, two-factor, DPoP, cert binding)  authenticate
+//!         ─► 5. authorise             (SMART scopes, patient compartment)  fhir::authorize
 //!         ─► 6. upstream peer         (round-robin, ejection; residency check on connect)
 //!         ─► 7. forward               (header hygiene, pooled upstream, timeouts)  forward
+//! response ◄─ 7b. compartment check   (FHIR routes: filter other patients)  fhir::check_response
 //! response ◄─ 8. respond              (request id, HSTS, metrics)     finish
 //! ```
 //!
@@ -64,6 +65,12 @@ pub struct RequestContext {
     pub route: Option<Arc<RouteRuntime>>,
     /// Who the token says is calling (phase 4); `None` on routes without auth.
     pub identity: Option<Identity>,
+    /// The host the client addressed (`:authority` or `Host`).
+    pub original_host: Option<HeaderValue>,
+    /// What the FHIR adapter learned (phase 5 and 7b): interaction, resource, patients.
+    pub fhir: Option<crate::fhir::FhirFacts>,
+    /// `scheme://host:port` of the endpoint that was chosen.
+    pub upstream_base: Option<String>,
     /// The upstream address that answered (DATA-JP-1 evidence).
     pub upstream_addr: Option<SocketAddr>,
 }
@@ -90,6 +97,9 @@ impl Pipeline {
             started: Instant::now(),
             route: None,
             identity: None,
+            original_host: None,
+            fhir: None,
+            upstream_base: None,
             upstream_addr: None,
         };
         req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
@@ -104,7 +114,8 @@ impl Pipeline {
                     detail = %detail(&err),
                     "request refused"
                 );
-                rescue(&err, ctx.id.to_str().unwrap_or_default()).map(Either::Right)
+                let fhir = ctx.route.as_ref().is_some_and(|r| r.fhir);
+                rescue(&err, ctx.id.to_str().unwrap_or_default(), fhir).map(Either::Right)
             }
         };
         finish(&runtime, &ctx, &mut resp);
@@ -125,9 +136,52 @@ async fn process(
     check_body_size(&req, route.max_body_bytes)?;
     // Phase 4: authenticate.
     ctx.identity = authenticate(runtime, ctx, &route, &req).await?;
-    // Phase 5 (authorisation) plugs in here.
-    // Phases 6 and 7: pick an endpoint and forward.
-    forward(runtime, ctx, &route, req).await
+    let mut out = Outgoing::new(ctx, &route, req)?;
+    // Phase 5: authorise (FHIR routes: SMART scopes and the patient compartment).
+    let exchange = match route.fhir {
+        true => Some(crate::fhir::authorize(runtime, ctx, &route, &mut out).await?),
+        false => None,
+    };
+    // Phases 6 and 7: pick an endpoint (residency is checked as it connects) and forward.
+    let resp = forward(runtime, ctx, &route, out).await?;
+    // Phase 7b: the compartment check on what comes back.
+    match exchange {
+        Some(exchange) => crate::fhir::check_response(ctx, &route, exchange, resp).await,
+        None => Ok(resp.map(Either::Left)),
+    }
+}
+
+/// The request as it will leave the gateway: phases may rewrite it before `forward`.
+pub struct Outgoing {
+    pub parts: http::request::Parts,
+    pub body: UpstreamBody,
+    /// The client's side of a WebSocket upgrade, taken before the request is consumed.
+    pub client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+impl Outgoing {
+    fn new(ctx: &mut RequestContext, route: &RouteRuntime, mut req: Request<Incoming>) -> Result<Self, GatewayError> {
+        let upgrade = websocket::is_upgrade(req.headers());
+        if upgrade && !route.websocket {
+            return Err(GatewayError::UpgradeNotAllowed);
+        }
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        ctx.original_host = match parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => parts.headers.get(header::HOST).cloned(),
+        };
+        let body: UpstreamBody = if body.is_end_stream() {
+            Either::Right(Full::new(Bytes::new()))
+        } else {
+            Either::Left(Limited::new(body, route.max_body_bytes as usize))
+        };
+        Ok(Self {
+            parts,
+            body,
+            client_upgrade,
+        })
+    }
 }
 
 /// Phase 2: the request's host and path select a route. Paths with dot segments or
@@ -231,27 +285,21 @@ fn check_body_size(req: &Request<Incoming>, limit: u64) -> Result<(), GatewayErr
 
 /// Phases 6 and 7: choose an endpoint, rewrite the request for it, send it, and hand the
 /// response back (splicing a WebSocket if the upstream switched protocols).
-async fn forward(
+pub(crate) async fn forward(
     runtime: &Runtime,
     ctx: &mut RequestContext,
     route: &RouteRuntime,
-    mut req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, GatewayError> {
-    let upgrade = websocket::is_upgrade(req.headers());
-    if upgrade && !route.websocket {
-        return Err(GatewayError::UpgradeNotAllowed);
-    }
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    out: Outgoing,
+) -> Result<Response<Incoming>, GatewayError> {
+    let Outgoing {
+        mut parts,
+        body,
+        client_upgrade,
+    } = out;
     let pool = &route.upstream;
     let endpoint = pool.pick().ok_or_else(|| GatewayError::NoHealthyEndpoint {
         upstream: pool.name.to_string(),
     })?;
-
-    let (mut parts, body) = req.into_parts();
-    let original_host = match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    };
     let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let forwarded_path = match route.strip_prefix {
         true => {
@@ -266,10 +314,16 @@ async fn forward(
     };
     parts.uri = Uri::try_from(format!("{}{}", endpoint.base, forwarded_path))
         .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
+    ctx.upstream_base = Some(endpoint.base.clone());
     parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade);
+    headers::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
     let trusted = runtime.peer_is_trusted(ctx.conn.peer.ip());
-    headers::set_forwarded(&mut parts.headers, ctx.conn.peer.ip(), trusted, original_host.as_ref());
+    headers::set_forwarded(
+        &mut parts.headers,
+        ctx.conn.peer.ip(),
+        trusted,
+        ctx.original_host.as_ref(),
+    );
     headers::set_client_identity(&mut parts.headers, ctx.conn.client.as_ref());
     // Identity headers come only from the gateway: every client-sent copy goes first.
     for name in IDENTITY_HEADERS.all.iter() {
@@ -280,18 +334,14 @@ async fn forward(
             parts.headers.insert(name, value);
         }
     }
-    let host = match (pool.preserve_host, original_host) {
+    parts.headers.insert(&headers::X_REQUEST_ID, ctx.id.clone());
+    let host = match (pool.preserve_host, ctx.original_host.clone()) {
         (true, Some(h)) => h,
         _ => HeaderValue::from_str(parts.uri.authority().map(|a| a.as_str()).unwrap_or_default())
             .map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
     };
     parts.headers.insert(header::HOST, host);
 
-    let body: UpstreamBody = if body.is_end_stream() {
-        Either::Right(Full::new(Bytes::new()))
-    } else {
-        Either::Left(Limited::new(body, route.max_body_bytes as usize))
-    };
     let mut resp = match pool.send(endpoint, Request::from_parts(parts, body)).await {
         Err(GatewayError::BodyTooLarge { .. }) => {
             return Err(GatewayError::BodyTooLarge {
@@ -308,7 +358,7 @@ async fn forward(
         }
         _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
     }
-    Ok(resp.map(Either::Left))
+    Ok(resp)
 }
 
 /// Phase 8: what every response carries, and the request's metrics.

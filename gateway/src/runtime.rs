@@ -31,6 +31,9 @@ pub struct RouteRuntime {
     pub max_body_bytes: u64,
     pub metrics: RouteMetrics,
     pub auth: RoutePolicy,
+    pub fhir: bool,
+    pub fhir_policy: fhir_adapter::Policy,
+    pub public_base_url: Option<String>,
 }
 
 impl RouteRuntime {
@@ -132,6 +135,9 @@ impl Runtime {
                     max_body_bytes: r.max_body_bytes.unwrap_or(config.limits.max_body_bytes),
                     metrics: RouteMetrics::new(&r.name),
                     auth: r.auth.clone(),
+                    fhir: r.fhir,
+                    fhir_policy: fhir_policy(r, &config.limits),
+                    public_base_url: r.public_base_url.clone(),
                 })
             })
             .collect();
@@ -235,5 +241,26 @@ impl Shared {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The adapter's policy for a route: body limits and the extra operations it allows.
+fn fhir_policy(route: &config::Route, limits: &config::Limits) -> fhir_adapter::Policy {
+    let max = route.max_body_bytes.unwrap_or(limits.max_body_bytes);
+    fhir_adapter::Policy {
+        limits: fhir_adapter::Limits {
+            max_body_bytes: usize::try_from(max).unwrap_or(usize::MAX),
+            ..Default::default()
+        },
+        allowed_operations: route
+            .fhir_operations
+            .iter()
+            .filter_map(|(name, letters)| {
+                Some(fhir_adapter::AllowedOperation {
+                    name: name.clone(),
+                    permission: fhir_adapter::Perms::from_v2(letters)?,
+                })
+            })
+            .collect(),
     }
 }

@@ -250,6 +250,17 @@ pub struct Route {
     /// `auth.mode = "none"` (AUTH-ID-1): no anonymous access to medical data.
     #[serde(default = "yes")]
     pub phi: bool,
+    /// A FHIR R4 route: requests are classified and checked against the token's SMART
+    /// scopes and patient compartment; errors are OperationOutcome (ACL-PHR-1).
+    #[serde(default)]
+    pub fhir: bool,
+    /// The gateway's public URL (scheme://host[:port]) for rewriting backend URLs in
+    /// FHIR responses; default: `https://` + the Host the client used.
+    pub public_base_url: Option<String>,
+    /// FHIR operations allowed besides $everything/$export/$validate, with the SMART
+    /// letters they need, e.g. `{ "$lastn" = "rs" }`.
+    #[serde(default)]
+    pub fhir_operations: std::collections::BTreeMap<String, String>,
     /// Token requirements: `mode` (required | optional | none), `two_factor`,
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]

@@ -217,6 +217,15 @@ fn check_routes(config: &Config, issues: &mut Issues) {
                 "remove one of the two routes",
             );
         }
+        for (op, letters) in &r.fhir_operations {
+            if !op.starts_with('$') || fhir_adapter::Perms::from_v2(letters).is_none() {
+                issues.add(
+                    format!("{key}.fhir_operations.{op}"),
+                    format!("{op:?} = {letters:?} is not an operation name with SMART v2 letters"),
+                    "write it as \"$lastn\" = \"rs\" (letters in cruds order)",
+                );
+            }
+        }
         if !config.upstreams.contains_key(&r.upstream) {
             let known: Vec<_> = config.upstreams.keys().map(String::as_str).collect();
             issues.add(

@@ -1,0 +1,258 @@
+//! The FHIR phases of the request path, for routes with `fhir = true`: authorisation
+//! before forwarding (phase 5) and the compartment check on the way back (phase 7b).
+//! The decisions themselves are the `fhir-adapter` crate's; this file moves bytes
+//! between it and the proxy.
+//!
+//! Requirement IDs: ACL-ROLE-1 and ACL-PHR-1 (a patient's token reaches only that
+//! patient's data), EX-SEG-1 (unknown operations denied), LOG-ACC-1 (the patients and
+//! resources touched are known for the access record).
+
+use crate::error::GatewayError;
+use crate::pipeline::{Outgoing, RequestContext};
+use crate::runtime::{RouteRuntime, Runtime};
+use bytes::Bytes;
+use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use std::collections::BTreeSet;
+
+/// Largest upstream FHIR response the gateway will buffer to check.
+const MAX_CHECKED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What phase 5 decided, carried to the response check.
+pub struct Exchange {
+    classified: Classified,
+    decision: Decision,
+    scopes: Scopes,
+    patient: Option<String>,
+}
+
+/// The FHIR facts of one request for its access record (LOG-ACC-1).
+#[derive(Debug, Clone, Default)]
+pub struct FhirFacts {
+    pub interaction: &'static str,
+    pub resource_type: Option<&'static str>,
+    pub resource_id: Option<String>,
+    pub operation: Option<String>,
+    pub patients: BTreeSet<String>,
+}
+
+/// Phase 5: classify the interaction, check the token's SMART scopes and the patient
+/// compartment, and rewrite the outgoing request to exactly what was authorised.
+pub async fn authorize(
+    runtime: &Runtime,
+    ctx: &mut RequestContext,
+    route: &RouteRuntime,
+    out: &mut Outgoing,
+) -> Result<Exchange, GatewayError> {
+    let body = buffer_request_body(out, route.max_body_bytes).await?;
+    let path = out.parts.uri.path();
+    let relative = path.get(route.prefix.len()..).unwrap_or("");
+    let request = FhirRequest {
+        method: out.parts.method.as_str(),
+        path: relative,
+        query: out.parts.uri.query(),
+        content_type: out
+            .parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        body: (!body.is_empty()).then_some(&body[..]),
+    };
+    let classified = fhir_adapter::classify(&request, &route.fhir_policy.limits)?;
+    let identity = ctx.identity.as_ref();
+    let scopes = Scopes::parse(identity.into_iter().flat_map(|i| i.scopes.iter().map(String::as_str)));
+    let patient = identity.and_then(|i| i.patient.clone());
+    let access = AccessContext {
+        scopes: &scopes,
+        patient: patient.as_deref(),
+    };
+    let decision = fhir_adapter::authorize(&classified, &access, &route.fhir_policy)?;
+
+    for target in &decision.pre_reads {
+        pre_read(runtime, ctx, route, target, &decision).await?;
+    }
+
+    // Forward the canonical path that was authorised, never the raw one.
+    let query = match &decision.rewritten_query {
+        Some(q) => q.as_str(),
+        None => out.parts.uri.query().unwrap_or(""),
+    };
+    let prefix = route.prefix.trim_end_matches('/');
+    let uri = match query {
+        "" => format!("{prefix}/{}", classified.path),
+        q => format!("{prefix}/{}?{q}", classified.path),
+    };
+    out.parts.uri = uri
+        .parse()
+        .map_err(|_| GatewayError::BadPath("the FHIR path cannot be forwarded"))?;
+    let body = match &decision.rewritten_body {
+        Some(b) => Bytes::from(b.clone()),
+        None => body,
+    };
+    out.parts.headers.remove(header::CONTENT_LENGTH);
+    out.body = Either::Right(Full::new(body));
+    if decision.response_check {
+        // The response check reads JSON only.
+        out.parts
+            .headers
+            .insert(header::ACCEPT, HeaderValue::from_static("application/fhir+json"));
+    }
+    ctx.fhir = Some(facts(&classified, &decision, None));
+    Ok(Exchange {
+        classified,
+        decision,
+        scopes,
+        patient,
+    })
+}
+
+/// Phase 7b: check (and if needed filter) what the backend returned, and point its URLs
+/// at the gateway.
+pub async fn check_response(
+    ctx: &mut RequestContext,
+    route: &RouteRuntime,
+    exchange: Exchange,
+    resp: Response<Incoming>,
+) -> Result<Response<crate::pipeline::ResponseBody>, GatewayError> {
+    let (backend_base, public_base) = bases(ctx, route);
+    let (mut parts, body) = resp.into_parts();
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let rewritten = parts
+            .headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| fhir_adapter::rewrite_base_url(v, &backend_base, &public_base))
+            .and_then(|v| HeaderValue::from_str(&v).ok());
+        if let Some(v) = rewritten {
+            parts.headers.insert(name, v);
+        }
+    }
+    if !(exchange.decision.response_check && parts.status.is_success()) {
+        return Ok(Response::from_parts(parts, Either::Left(body)));
+    }
+    let bytes = Limited::new(body, MAX_CHECKED_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::UpstreamFailed {
+            upstream: route.upstream.name.to_string(),
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    let access = AccessContext {
+        scopes: &exchange.scopes,
+        patient: exchange.patient.as_deref(),
+    };
+    let check = fhir_adapter::check_response(&exchange.decision, &access, &bytes)?;
+    ctx.fhir = Some(facts(&exchange.classified, &exchange.decision, Some(&check)));
+    let mut out = match check.body {
+        fhir_adapter::ResponseBody::Unchanged => bytes,
+        fhir_adapter::ResponseBody::Rewritten(b) => Bytes::from(b),
+    };
+    if let Some(b) = fhir_adapter::rewrite_body_base_urls(&out, &backend_base, &public_base)? {
+        out = Bytes::from(b);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, Either::Right(Full::new(out))))
+}
+
+/// Reads the current version of a resource before a write by id under a patient scope:
+/// only the backend knows whose `Observation/abc` is.
+async fn pre_read(
+    runtime: &Runtime,
+    ctx: &mut RequestContext,
+    route: &RouteRuntime,
+    target: &str,
+    decision: &Decision,
+) -> Result<(), GatewayError> {
+    let uri = format!("{}/{target}", route.prefix.trim_end_matches('/'));
+    let mut req = Request::builder().method(Method::GET).uri(uri);
+    if let Some(host) = ctx.original_host.clone() {
+        req = req.header(header::HOST, host);
+    }
+    let req = req
+        .header(header::ACCEPT, "application/fhir+json")
+        .body(Either::Right(Full::new(Bytes::new())))
+        .map_err(|_| GatewayError::BadPath("the pre-read path is not valid"))?;
+    let (parts, body) = req.into_parts();
+    let resp = crate::pipeline::forward(
+        runtime,
+        ctx,
+        route,
+        Outgoing {
+            parts,
+            body,
+            client_upgrade: None,
+        },
+    )
+    .await?;
+    if resp.status() == StatusCode::NOT_FOUND {
+        // Nothing there yet: an update then acts as a create, whose body was checked.
+        return Ok(());
+    }
+    let status = resp.status();
+    let bytes = Limited::new(resp.into_body(), MAX_CHECKED_RESPONSE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| GatewayError::UpstreamFailed {
+            upstream: route.upstream.name.to_string(),
+            reason: e.to_string(),
+        })?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(GatewayError::UpstreamFailed {
+            upstream: route.upstream.name.to_string(),
+            reason: format!("pre-read of {target} answered {status}"),
+        });
+    }
+    fhir_adapter::check_existing(decision, &bytes)?;
+    Ok(())
+}
+
+/// Collects a request body the adapter must read, within the route's limit.
+async fn buffer_request_body(out: &mut Outgoing, limit: u64) -> Result<Bytes, GatewayError> {
+    let body = std::mem::replace(&mut out.body, Either::Right(Full::new(Bytes::new())));
+    match body {
+        Either::Right(full) => Ok(full.collect().await.map(|b| b.to_bytes()).unwrap_or_default()),
+        Either::Left(limited) => match limited.collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(GatewayError::BodyTooLarge { limit })
+            }
+            Err(e) => Err(GatewayError::ClientBody(e.to_string())),
+        },
+    }
+}
+
+/// The backend's FHIR base URL and the gateway's, for rewriting links.
+fn bases(ctx: &RequestContext, route: &RouteRuntime) -> (String, String) {
+    let prefix = route.prefix.trim_end_matches('/');
+    let upstream = ctx.upstream_base.clone().unwrap_or_default();
+    let backend = if route.strip_prefix {
+        upstream
+    } else {
+        format!("{upstream}{prefix}")
+    };
+    let host = ctx
+        .original_host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let public = match &route.public_base_url {
+        Some(base) => format!("{}{prefix}", base.trim_end_matches('/')),
+        None => format!("https://{host}{prefix}"),
+    };
+    (backend, public)
+}
+
+fn facts(c: &Classified, d: &Decision, r: Option<&fhir_adapter::ResponseCheck>) -> FhirFacts {
+    let f = fhir_adapter::access_facts(c, Some(d), r);
+    FhirFacts {
+        interaction: f.interaction,
+        resource_type: f.resource_type,
+        resource_id: f.resource_id.map(str::to_string),
+        operation: f.operation.map(str::to_string),
+        patients: f.patients,
+    }
+}
