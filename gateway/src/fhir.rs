@@ -68,7 +68,12 @@ pub async fn authorize(
         scopes: &scopes,
         patient: patient.as_deref(),
     };
-    let decision = fhir_adapter::authorize(&classified, &access, &route.fhir_policy)?;
+    let mut decision = fhir_adapter::authorize(&classified, &access, &route.fhir_policy)?;
+    // Defence in depth: whatever a patient-confined request gets back is checked, even
+    // when the query was confined, so a backend that ignores a parameter leaks nothing.
+    if decision.patient.is_some() {
+        decision.response_check = true;
+    }
 
     for target in &decision.pre_reads {
         pre_read(runtime, ctx, route, target, &decision).await?;

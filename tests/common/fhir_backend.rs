@@ -1,0 +1,172 @@
+//! A small FHIR R4 backend for the end-to-end tests: two patients ("pa", "pb"), each with
+//! one resource of every type below. It does NOT confine anything itself, so any leak
+//! through the gateway shows up in a test. `code=leak` on a search returns every
+//! patient's resources whatever the other parameters say (a misbehaving backend).
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+pub const TYPES: [(&str, &str); 6] = [
+    ("Observation", "subject"),
+    ("Condition", "subject"),
+    ("MedicationRequest", "subject"),
+    ("Encounter", "subject"),
+    ("DocumentReference", "subject"),
+    ("AllergyIntolerance", "patient"),
+];
+
+fn short(t: &str) -> String {
+    t.chars()
+        .filter(|c| c.is_ascii_uppercase())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// Every resource of the store.
+pub fn resources() -> Vec<Value> {
+    let mut all = Vec::new();
+    for p in ["pa", "pb"] {
+        all.push(json!({"resourceType": "Patient", "id": p, "name": [{"family": format!("Family-{p}")}]}));
+        for (t, field) in TYPES {
+            let mut r = json!({"resourceType": t, "id": format!("{}-{p}", short(t))});
+            r[field] = json!({"reference": format!("Patient/{p}")});
+            if t == "Observation" {
+                r["status"] = json!("final");
+                r["code"] = json!({"text": "bp"});
+            }
+            all.push(r);
+        }
+    }
+    all
+}
+
+fn owner(r: &Value) -> Option<String> {
+    if r["resourceType"] == "Patient" {
+        return r["id"].as_str().map(str::to_string);
+    }
+    for f in ["subject", "patient"] {
+        if let Some(s) = r[f]["reference"].as_str() {
+            return s.strip_prefix("Patient/").map(str::to_string);
+        }
+    }
+    None
+}
+
+pub async fn start() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc =
+                    service_fn(move |req| async move { Ok::<_, std::convert::Infallible>(handle(addr, req).await) });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn bundle(kind: &str, entries: Vec<Value>, base: &str) -> Value {
+    let n = entries.len();
+    json!({"resourceType": "Bundle", "type": kind, "total": n,
+           "link": [{"relation": "self", "url": format!("{base}/Observation")}],
+           "entry": entries.into_iter().map(|r| json!({"fullUrl": format!("{base}/{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap()), "resource": r})).collect::<Vec<_>>()})
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert("content-type", "application/fhir+json".parse().unwrap());
+    resp
+}
+
+async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let base = format!("http://{addr}/fhir");
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path()
+        .trim_start_matches("/fhir")
+        .trim_matches('/')
+        .to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let params: Vec<(String, String)> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_string(), v.replace("%2F", "/"))
+        })
+        .collect();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let all = resources();
+    match (method.as_str(), segs.as_slice()) {
+        ("GET", ["metadata"]) => reply(
+            StatusCode::OK,
+            json!({"resourceType": "CapabilityStatement", "status": "active", "kind": "instance", "fhirVersion": "4.0.1"}),
+        ),
+        ("GET", ["Patient", id, "$everything"]) => {
+            let mine: Vec<Value> = all.into_iter().filter(|r| owner(r).as_deref() == Some(*id)).collect();
+            reply(StatusCode::OK, bundle("searchset", mine, &base))
+        }
+        ("GET", [t, id]) => match all.into_iter().find(|r| r["resourceType"] == *t && r["id"] == *id) {
+            Some(r) => reply(StatusCode::OK, r),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}),
+            ),
+        },
+        ("GET", [t]) => {
+            let leak = params.iter().any(|(k, v)| k == "code" && v == "leak");
+            let who: Option<String> = params
+                .iter()
+                .find(|(k, _)| ["patient", "subject", "_id"].contains(&k.as_str()))
+                .map(|(_, v)| v.trim_start_matches("Patient/").to_string());
+            let found: Vec<Value> = all
+                .into_iter()
+                .filter(|r| r["resourceType"] == *t)
+                .filter(|r| leak || who.as_ref().is_none_or(|w| owner(r).as_deref() == Some(w.as_str())))
+                .collect();
+            reply(StatusCode::OK, bundle("searchset", found, &base))
+        }
+        ("POST", [t]) => {
+            let mut r: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            r["id"] = json!("new-1");
+            let mut resp = reply(StatusCode::CREATED, r);
+            resp.headers_mut()
+                .insert("location", format!("{base}/{t}/new-1/_history/1").parse().unwrap());
+            resp
+        }
+        ("PUT", [_, _]) => reply(StatusCode::OK, serde_json::from_slice(&body).unwrap_or(json!({}))),
+        ("POST", []) => {
+            let b: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
+            let kind = if b["type"] == "transaction" {
+                "transaction-response"
+            } else {
+                "batch-response"
+            };
+            let n = b["entry"].as_array().map(|e| e.len()).unwrap_or(0);
+            let entries: Vec<Value> = (0..n).map(|_| json!({"response": {"status": "200 OK"}})).collect();
+            reply(
+                StatusCode::OK,
+                json!({"resourceType": "Bundle", "type": kind, "entry": entries}),
+            )
+        }
+        _ => reply(StatusCode::BAD_REQUEST, json!({"resourceType": "OperationOutcome"})),
+    }
+}

@@ -1,0 +1,238 @@
+//! End-to-end: FHIR routes through the real binary (ACL-PHR-1, ACL-ROLE-1, EX-SEG-1).
+//! Patient A's token reaches A's data and nothing of B's, whatever the URL, query or
+//! body says; practitioner and system tokens get what their scopes say.
+
+mod common;
+#[path = "common/fhir_backend.rs"]
+mod fhir_backend;
+#[path = "../gateway/tests/auth/common.rs"]
+mod tokens;
+
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+struct Fhir {
+    gw: Gateway,
+    pki: Pki,
+}
+
+async fn start() -> Fhir {
+    let pki = Pki::new();
+    let backend = fhir_backend::start().await;
+    let jwks = pki.path("jwks.json");
+    std::fs::write(&jwks, tokens::default_jwks()).unwrap();
+    let rest = format!(
+        "[[auth.issuers]]\nissuer = \"{}\"\njwks_file = \"{}\"\naudiences = [\"{}\"]\n\n{}",
+        tokens::ISS,
+        jwks.display(),
+        tokens::AUD,
+        route_with(
+            "fhir",
+            "/fhir/",
+            &[backend],
+            "",
+            "fhir = true\n[routes.auth]\nmode = \"required\"\n"
+        ),
+    );
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
+    Fhir { gw, pki }
+}
+
+fn token(scope: &str, patient: Option<&str>) -> String {
+    let mut c = tokens::claims();
+    c["scope"] = json!(scope);
+    if let Some(p) = patient {
+        c["patient"] = json!(p);
+    }
+    tokens::sign("ec1", Algorithm::ES256, "ec1", &c)
+}
+
+impl Fhir {
+    async fn send(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, http::HeaderMap, Value) {
+        let mut c = Conn::open(self.gw.addr, client_config(&self.pki.ca_pem, &ClientOpts::default()))
+            .await
+            .unwrap();
+        let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/fhir+json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let (status, headers, bytes) = c.request(req.body(Full::new(body)).unwrap()).await.unwrap();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, v)
+    }
+}
+
+/// The patient ids in a Bundle's entries (or of a single resource).
+fn owners(v: &Value) -> Vec<String> {
+    let one = |r: &Value| -> Option<String> {
+        if r["resourceType"] == "Patient" {
+            return r["id"].as_str().map(str::to_string);
+        }
+        ["subject", "patient"]
+            .iter()
+            .find_map(|f| r[f]["reference"].as_str())
+            .map(|s| s.trim_start_matches("Patient/").to_string())
+    };
+    match v["entry"].as_array() {
+        Some(entries) => entries.iter().filter_map(|e| one(&e["resource"])).collect(),
+        None => one(v).into_iter().collect(),
+    }
+}
+
+fn assert_outcome(status: u16, v: &Value, expected: u16, what: &str) {
+    assert_eq!(status, expected, "{what}: {v}");
+    assert_eq!(v["resourceType"], "OperationOutcome", "{what}: {v}");
+    assert!(v.to_string().contains("request id"), "{what}: no request id in {v}");
+}
+
+#[tokio::test]
+async fn a_patient_reaches_only_their_own_data() {
+    let f = start().await;
+    let a = token("launch/patient openid patient/*.cruds", Some("pa"));
+    let a = Some(a.as_str());
+
+    // Own data: read, search (confined by the gateway), write.
+    assert_eq!(f.send(a, "GET", "/fhir/Patient/pa", None).await.0, 200);
+    for (t, _) in fhir_backend::TYPES {
+        let id = format!(
+            "{}-pa",
+            t.chars()
+                .filter(|c| c.is_ascii_uppercase())
+                .collect::<String>()
+                .to_lowercase()
+        );
+        let (status, _, v) = f.send(a, "GET", &format!("/fhir/{t}/{id}"), None).await;
+        assert_eq!(status, 200, "{t}/{id}: {v}");
+        let (status, _, v) = f.send(a, "GET", &format!("/fhir/{t}"), None).await;
+        assert_eq!(status, 200, "{t} search: {v}");
+        assert_eq!(owners(&v), vec!["pa".to_string()], "{t} search not confined: {v}");
+    }
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}, "subject": {"reference": "Patient/pa"}});
+    let (status, headers, _) = f.send(a, "POST", "/fhir/Observation", Some(obs.clone())).await;
+    assert_eq!(status, 201);
+    let location = headers["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://localhost/fhir/Observation/new-1"),
+        "Location not rewritten to the gateway: {location}"
+    );
+    let (status, _, v) = f.send(a, "GET", "/fhir/Patient/pa/$everything", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(owners(&v).iter().all(|p| p == "pa") && !owners(&v).is_empty(), "{v}");
+
+    // Every road to B's data is closed, with an OperationOutcome.
+    let refused: Vec<(&str, &str, Option<Value>)> = vec![
+        ("GET", "/fhir/Patient/pb", None),
+        ("GET", "/fhir/Observation/o-pb", None),
+        ("GET", "/fhir/Condition/c-pb", None),
+        ("GET", "/fhir/AllergyIntolerance/ai-pb", None),
+        ("GET", "/fhir/Observation?patient=pb", None),
+        ("GET", "/fhir/Observation?subject=Patient/pb", None),
+        ("GET", "/fhir/Observation?subject:Patient=pb", None),
+        ("GET", "/fhir/Patient/pb/Observation", None),
+        ("GET", "/fhir/Observation?subject.name=Family-pb", None),
+        ("GET", "/fhir/Patient?_has:Observation:subject:status=final", None),
+        ("GET", "/fhir/Patient/pb/$everything", None),
+        ("GET", "/fhir/Encounter?_include=*", None),
+        (
+            "POST",
+            "/fhir/Observation",
+            Some(
+                json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/pb"}}),
+            ),
+        ),
+        (
+            "PUT",
+            "/fhir/Observation/o-pb",
+            Some(
+                json!({"resourceType": "Observation", "id": "o-pb", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/pa"}}),
+            ),
+        ),
+        (
+            "POST",
+            "/fhir/",
+            Some(json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"request": {"method": "GET", "url": "Patient/pa"}},
+            {"request": {"method": "GET", "url": "Patient/pb"}}]})),
+        ),
+        (
+            "POST",
+            "/fhir/",
+            Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/pb"}},
+             "request": {"method": "POST", "url": "Observation"}}]})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, _, v) = f.send(a, method, path, body).await;
+        assert_outcome(status, &v, 403, &format!("{method} {path}"));
+    }
+
+    // A backend that leaks (ignores the patient parameter) is filtered on the way back.
+    let (status, _, v) = f.send(a, "GET", "/fhir/Observation?code=leak", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(owners(&v), vec!["pa".to_string()], "{v}");
+    assert_eq!(v["total"], 1);
+
+    // Payload and auth errors are OperationOutcomes too.
+    let (status, headers, v) = f.send(None, "GET", "/fhir/Patient/pa", None).await;
+    assert_outcome(status, &v, 401, "no token");
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, _, v) = f.send(a, "GET", "/fhir/Patient/pa?_format=xml", None).await;
+    assert_outcome(status, &v, 415, "xml");
+    let (status, _, v) = f.send(a, "GET", "/fhir/patient/pa", None).await;
+    assert_outcome(status, &v, 400, "wrong case");
+    assert_eq!(
+        f.send(None, "GET", "/fhir/metadata", None).await.0,
+        401,
+        "metadata is behind the route's auth mode"
+    );
+    assert_eq!(f.send(a, "GET", "/fhir/metadata", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn practitioner_and_system_tokens_follow_their_scopes() {
+    let f = start().await;
+    let user = token("openid fhirUser user/*.rs", None);
+    let user = Some(user.as_str());
+    assert_eq!(f.send(user, "GET", "/fhir/Patient/pb", None).await.0, 200);
+    let (status, _, v) = f.send(user, "GET", "/fhir/Observation", None).await;
+    assert_eq!(status, 200);
+    let mut seen = owners(&v);
+    seen.sort();
+    assert_eq!(seen, vec!["pa", "pb"], "user/ scopes are not confined to one patient");
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}, "subject": {"reference": "Patient/pb"}});
+    let (status, _, v) = f.send(user, "POST", "/fhir/Observation", Some(obs)).await;
+    assert_outcome(status, &v, 403, "user/*.rs cannot create");
+
+    let system = token("system/Observation.rs", None);
+    let system = Some(system.as_str());
+    assert_eq!(f.send(system, "GET", "/fhir/Observation/o-pb", None).await.0, 200);
+    let (status, _, v) = f.send(system, "GET", "/fhir/Condition/c-pa", None).await;
+    assert_outcome(status, &v, 403, "system/Observation.rs cannot read Condition");
+
+    let granular = token("patient/Observation.rs?code=leak", Some("pa"));
+    let (status, _, v) = f
+        .send(Some(&granular), "GET", "/fhir/Observation?code=leak", None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(owners(&v), vec!["pa".to_string()]);
+    let (status, _, v) = f.send(Some(&granular), "GET", "/fhir/Observation", None).await;
+    assert_outcome(status, &v, 403, "granular scope without its parameter");
+}
