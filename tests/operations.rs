@@ -139,28 +139,39 @@ async fn metrics_count_requests_by_route_and_status() {
 async fn demo_serves_synthetic_patients() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let gw = Gateway::start_with_args(
-        &[
-            "demo",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--port",
-            "0",
-            "--admin-port",
-            "0",
-        ],
-        data.join("gateway.toml"),
-    );
+    let args = [
+        "demo",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+    ];
+    let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
     let ca = std::fs::read_to_string(data.join("ca.pem")).unwrap();
+    let tokens = std::fs::read_to_string(data.join("tokens.env")).unwrap();
+    let token = |name: &str| {
+        let line = tokens.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_once('=').unwrap().1.to_string()
+    };
     let mut c = Conn::open(gw.addr, client_config(&ca, &ClientOpts::default()))
         .await
         .unwrap();
-    let (status, headers, body) = c.get("/fhir/Patient/p1").await.unwrap();
-    assert_eq!(status, 200);
+    let mut get = async |path: &str, tok: Option<String>| {
+        let mut req = http::Request::get(path).header("host", "localhost");
+        if let Some(t) = tok {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        c.request(req.body(Default::default()).unwrap()).await.unwrap()
+    };
+    let (status, headers, body) = get("/fhir/Patient/p1", Some(token("PATIENT_TOKEN"))).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["resourceType"], "Patient");
     assert!(headers.contains_key("strict-transport-security"));
-    assert!(
-        gw.log_text().contains("curl --cacert"),
-        "the demo prints working commands"
-    );
+    // The demo shows the safeguards: another patient's record and no token are refused.
+    assert_eq!(get("/fhir/Patient/p2", Some(token("PATIENT_TOKEN"))).await.0, 403);
+    assert_eq!(get("/fhir/Patient/p2", Some(token("DOCTOR_TOKEN"))).await.0, 200);
+    assert_eq!(get("/fhir/Patient/p1", None).await.0, 401);
+    gw.wait_log("curl --cacert").await;
 }

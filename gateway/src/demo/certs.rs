@@ -92,7 +92,7 @@ impl Ca {
     }
 }
 
-fn write(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+pub(super) fn write(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
