@@ -598,7 +598,11 @@ write_meta() {
         echo "kernel=$(uname -r)"
         echo "mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
         echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "gateway=$gw_version (repo commit $gw_commit$(git -C "$REPO_DIR" diff --quiet HEAD -- gateway 2>/dev/null || echo ', gateway/ has uncommitted changes'))"
+        if [[ -n ${GATEWAY_DESC:-} ]]; then
+            echo "gateway=$gw_version ($GATEWAY_DESC)"
+        else
+            echo "gateway=$gw_version (repo commit $gw_commit$(git -C "$REPO_DIR" diff --quiet HEAD -- gateway 2>/dev/null || echo ', gateway/ has uncommitted changes'))"
+        fi
         echo "rustc=$(rustc --version 2>/dev/null || echo n/a)"
         echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')"
         echo "haproxy=$(haproxy -v 2>&1 | head -n1 | awk '{print $3}')"
