@@ -33,7 +33,9 @@ pub async fn run(
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
     let revocations = Arc::new(crate::auth::MemoryRevocations::new());
-    let runtime = Runtime::build(config, revocations.clone())?;
+    let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> =
+        Arc::new(crate::limits::subject_blocks::MemoryBlockStore::new());
+    let runtime = Runtime::build(config, revocations.clone(), blocks.clone())?;
     // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.
     runtime.start().await?;
     let limits = runtime.config.limits.clone();
@@ -54,7 +56,7 @@ pub async fn run(
         source,
     })?;
 
-    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations);
+    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations, blocks);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = Server {
         shared: shared.clone(),

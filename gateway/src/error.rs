@@ -41,6 +41,22 @@ pub enum GatewayError {
     /// The FHIR adapter refused the request or the response (ACL-PHR-1).
     #[error("{0}")]
     Fhir(#[from] fhir_adapter::FhirError),
+    /// A rate-limit policy refused the request (AV-DOS-1).
+    #[error("rate limit of policy {:?} exceeded", .0.policy)]
+    RateLimited(Box<crate::limits::decision::Decision>),
+    /// Too many failed authentications from this source or for this subject (AUTH-LOCK-1).
+    #[error("too many failed authentications; try again later")]
+    AuthLocked { retry_after: std::time::Duration },
+    /// The subject is on the block list (bulk access, or an operator's decision).
+    #[error("this account is blocked; contact the operator")]
+    SubjectBlocked,
+    /// The upload filter refused the body's content (EX-FILE-1).
+    #[error("{message}")]
+    UploadRefused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// The client's body could not be read.
     #[error("the request body could not be read")]
     ClientBody(String),
@@ -64,6 +80,13 @@ impl GatewayError {
             Self::Auth { error, .. } => StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Fhir(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+            Self::RateLimited(d) => match d.denial {
+                Some(crate::limits::decision::Denial::StoreUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            },
+            Self::AuthLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::SubjectBlocked => StatusCode::FORBIDDEN,
+            Self::UploadRefused { status, .. } => *status,
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
     }
@@ -84,6 +107,10 @@ impl GatewayError {
             Self::Auth { error, .. } => error.code(),
             Self::AuthUnavailable => "auth_unavailable",
             Self::Fhir(e) => e.issue_code(),
+            Self::RateLimited(_) => "rate_limited",
+            Self::AuthLocked { .. } => "auth_locked",
+            Self::SubjectBlocked => "subject_blocked",
+            Self::UploadRefused { code, .. } => code,
             Self::ClientBody(_) => "bad_body",
         }
     }
@@ -116,6 +143,14 @@ pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    match err {
+        GatewayError::RateLimited(d) => crate::limits::headers::insert_headers(resp.headers_mut(), &[d]),
+        GatewayError::AuthLocked { retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        _ => {}
+    }
     if let GatewayError::Auth { challenge: Some(c), .. } = err {
         if let Ok(v) = HeaderValue::from_str(c) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);

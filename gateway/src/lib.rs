@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod fhir;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

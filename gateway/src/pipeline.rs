@@ -1,15 +1,18 @@
 //! The request path, in one file, top to bottom.
 //!
 //! ```text
-//! accept ─► connection cap, TLS handshake (rustls), client identity   server.rs, tls/
+//! accept ─► connection caps (total, per IP, handshake rate), TLS handshake (rustls),
+//!           client identity (mTLS)                                     server.rs, tls/
 //! request ─► 1. request id            (ours, or a trusted hop's)      Pipeline::handle
 //!         ─► 2. route                 (host + longest path prefix)    route_request
-//!         ─► 3. limits                (body size)                     check_body_size
+//!         ─► 3. limits before auth    (body size, source IP, route, auth back-off)  limits::before_auth
 //!         ─► 4. authenticate          (bearer JWT, two-factor, DPoP, cert binding)  authenticate
 //!         ─► 5. authorise             (SMART scopes, patient compartment)  fhir::authorize
+//!         ─► 5b. limits after auth    (subject/client/cert, FHIR cost, block list, upload filter)
 //!         ─► 6. upstream peer         (round-robin, ejection; residency check on connect)
 //!         ─► 7. forward               (header hygiene, pooled upstream, timeouts)  forward
 //! response ◄─ 7b. compartment check   (FHIR routes: filter other patients)  fhir::check_response
+//!          ◄─ bulk-access detector    (distinct patients per subject)   limits::after_response
 //! response ◄─ 8. respond              (request id, HSTS, metrics)     finish
 //! ```
 //!
@@ -19,6 +22,7 @@
 
 use crate::auth::{identity_headers, AuthMode, AuthRequest, HeaderNames, Identity};
 use crate::error::{rescue, GatewayError};
+use crate::limits::phases as limits;
 use crate::proxy::{headers, websocket, PeerAddr, UpstreamBody};
 use crate::runtime::{RouteRuntime, Runtime, Shared};
 use crate::tls::ClientIdentity;
@@ -104,7 +108,10 @@ impl Pipeline {
         };
         req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
         let mut resp = match process(&runtime, &mut ctx, req).await {
-            Ok(resp) => resp,
+            Ok(resp) => {
+                limits::after_response(&runtime.protection, &ctx);
+                resp
+            }
             Err(err) => {
                 tracing::warn!(
                     request_id = ctx.id.to_str().unwrap_or_default(),
@@ -132,16 +139,29 @@ async fn process(
     // Phase 2: route.
     let route = route_request(runtime, &req)?.clone();
     ctx.route = Some(route.clone());
-    // Phase 3: limits.
+    // Phase 3: limits that need no identity (source address, route, auth back-off).
     check_body_size(&req, route.max_body_bytes)?;
+    limits::before_auth(&runtime.protection, &route, ctx).await?;
     // Phase 4: authenticate.
-    ctx.identity = authenticate(runtime, ctx, &route, &req).await?;
+    ctx.identity = match authenticate(runtime, ctx, &route, &req).await {
+        Err(e @ GatewayError::Auth { .. }) => {
+            limits::auth_failed(&runtime.protection, ctx);
+            return Err(e);
+        }
+        other => other?,
+    };
     let mut out = Outgoing::new(ctx, &route, req)?;
     // Phase 5: authorise (FHIR routes: SMART scopes and the patient compartment).
     let exchange = match route.fhir {
         true => Some(crate::fhir::authorize(runtime, ctx, &route, &mut out).await?),
         false => None,
     };
+    // Phase 5b: limits keyed by identity (cost from the FHIR interaction), block list,
+    // and the upload filter on the body's content.
+    limits::after_auth(&runtime.protection, &*runtime.blocks, &route, ctx).await?;
+    if runtime.protection.upload_routes.contains(&*route.name) {
+        inspect_upload(runtime, &route, &mut out).await?;
+    }
     // Phases 6 and 7: pick an endpoint (residency is checked as it connects) and forward.
     let resp = forward(runtime, ctx, &route, out).await?;
     // Phase 7b: the compartment check on what comes back.
@@ -149,6 +169,29 @@ async fn process(
         Some(exchange) => crate::fhir::check_response(ctx, &route, exchange, resp).await,
         None => Ok(resp.map(Either::Left)),
     }
+}
+
+/// EX-FILE-1: the body is buffered (within the route's limit) and inspected by content.
+async fn inspect_upload(runtime: &Runtime, route: &RouteRuntime, out: &mut Outgoing) -> Result<(), GatewayError> {
+    use http_body_util::BodyExt;
+    let body = std::mem::replace(&mut out.body, Either::Right(Full::new(Bytes::new())));
+    let bytes = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(GatewayError::BodyTooLarge {
+                limit: route.max_body_bytes,
+            })
+        }
+        Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
+    };
+    let declared = out
+        .parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    limits::inspect_upload(&runtime.protection, &route.name, declared, &bytes)?;
+    out.body = Either::Right(Full::new(bytes));
+    Ok(())
 }
 
 /// The request as it will leave the gateway: phases may rewrite it before `forward`.

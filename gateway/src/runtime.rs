@@ -8,6 +8,8 @@
 use crate::auth::fetch::GatewayJwksFetcher;
 use crate::auth::{Authenticator, MemoryRevocations, RevocationList, RoutePolicy};
 use crate::config::{self, Config};
+use crate::limits::enforce::Protection;
+use crate::limits::subject_blocks::{BlockStore, MemoryBlockStore};
 use crate::metrics::RouteMetrics;
 use crate::proxy::egress::UpstreamResolver;
 use crate::proxy::UpstreamPool;
@@ -34,6 +36,8 @@ pub struct RouteRuntime {
     pub fhir: bool,
     pub fhir_policy: fhir_adapter::Policy,
     pub public_base_url: Option<String>,
+    /// Rate-limit policies this route applies, in order.
+    pub rate_limits: Vec<crate::limits::enforce::RoutePolicy>,
 }
 
 impl RouteRuntime {
@@ -57,6 +61,10 @@ pub struct Runtime {
     pub hsts: Option<HeaderValue>,
     /// Present when issuers are configured.
     pub auth: Option<Arc<Authenticator>>,
+    /// Rate limits, connection limits, auth back-off, bulk detector, upload filter.
+    pub protection: Arc<Protection>,
+    /// The subject block list (kept by `Shared`, so it survives reloads).
+    pub blocks: Arc<dyn BlockStore>,
 }
 
 /// Why a config could not be turned into a running state.
@@ -76,6 +84,8 @@ pub enum BuildError {
     },
     #[error("residency allow-list: {0}")]
     AllowList(String),
+    #[error("limits: {0}")]
+    Protection(String),
     #[error("auth: {0}")]
     Auth(String),
     #[error("auth: {0}. Fix: check that every issuer's JWKS URL answers (and is inside the residency allow-list)")]
@@ -85,7 +95,11 @@ pub enum BuildError {
 }
 
 impl Runtime {
-    pub fn build(config: Config, revocations: Arc<dyn RevocationList>) -> Result<Self, BuildError> {
+    pub fn build(
+        config: Config,
+        revocations: Arc<dyn RevocationList>,
+        blocks: Arc<dyn BlockStore>,
+    ) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
             let server = crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
@@ -121,6 +135,8 @@ impl Runtime {
                 Some(Arc::new(a))
             }
         };
+        let protection =
+            Arc::new(Protection::build(&config.protection(), blocks.clone()).map_err(BuildError::Protection)?);
         let mut routes: Vec<Arc<RouteRuntime>> = config
             .routes
             .iter()
@@ -138,6 +154,7 @@ impl Runtime {
                     fhir: r.fhir,
                     fhir_policy: fhir_policy(r, &config.limits),
                     public_base_url: r.public_base_url.clone(),
+                    rate_limits: protection.route_policies(&r.rate_limits),
                 })
             })
             .collect();
@@ -153,6 +170,8 @@ impl Runtime {
             s => HeaderValue::from_str(&format!("max-age={s}; includeSubDomains")).ok(),
         };
         Ok(Self {
+            blocks,
+            protection,
             auth,
             config,
             routes,
@@ -164,7 +183,12 @@ impl Runtime {
     /// Builds everything a config needs without serving it: what `check-config` runs
     /// beyond parsing (certificates, keys, CA bundles, CRLs).
     pub fn check(config: &Config) -> Result<(), BuildError> {
-        Runtime::build(config.clone(), Arc::new(MemoryRevocations::new())).map(|_| ())
+        Runtime::build(
+            config.clone(),
+            Arc::new(MemoryRevocations::new()),
+            Arc::new(MemoryBlockStore::new()),
+        )
+        .map(|_| ())
     }
 
     /// What must happen before this runtime may serve: every issuer's keys loaded.
@@ -172,6 +196,7 @@ impl Runtime {
         if let Some(auth) = &self.auth {
             auth.start().await?;
         }
+        self.protection.spawn_sweeper();
         Ok(())
     }
 
@@ -193,16 +218,24 @@ pub struct Shared {
     pub config_path: PathBuf,
     /// Revoked tokens and subjects; survives reloads, refreshed from the store.
     pub revocations: Arc<MemoryRevocations>,
+    /// Subjects blocked by the bulk-access detector or an operator; survives reloads.
+    pub blocks: Arc<dyn BlockStore>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
 }
 
 impl Shared {
-    pub fn new(runtime: Runtime, config_path: PathBuf, revocations: Arc<MemoryRevocations>) -> Arc<Self> {
+    pub fn new(
+        runtime: Runtime,
+        config_path: PathBuf,
+        revocations: Arc<MemoryRevocations>,
+        blocks: Arc<dyn BlockStore>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(runtime),
             config_path,
             revocations,
+            blocks,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })
@@ -233,7 +266,7 @@ impl Shared {
         if before != after {
             return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
-        let runtime = Runtime::build(config, self.revocations.clone())?;
+        let runtime = Runtime::build(config, self.revocations.clone(), self.blocks.clone())?;
         runtime.start().await?;
         self.current.store(Arc::new(runtime));
         Ok(())

@@ -50,6 +50,16 @@ impl Server {
                 drop(tcp);
                 continue;
             };
+            // Per-source caps before any TLS work is paid for (AV-DOS-1, EX-NET-3).
+            let runtime = self.shared.current.load();
+            let Some(per_ip) = runtime.protection.connections.try_acquire(peer.ip()) else {
+                continue;
+            };
+            if !runtime.protection.connections.check_handshake(peer.ip()).allowed {
+                metrics::counter!("phr_connections_refused_total", "reason" => "handshake_rate").increment(1);
+                continue;
+            }
+            drop(runtime);
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let name = name.clone();
@@ -57,6 +67,7 @@ impl Server {
                 metrics::gauge!("phr_active_connections").increment(1.0);
                 this.serve_connection(name, tcp, peer).await;
                 metrics::gauge!("phr_active_connections").decrement(1.0);
+                drop(per_ip);
                 drop(permit);
             });
         }

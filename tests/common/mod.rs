@@ -273,6 +273,16 @@ idle_timeout = "5s"
 drain_timeout = "10s"
 max_body_bytes = 1024
 
+# Tests open many connections from 127.0.0.1; the per-IP defaults are for production.
+[connection_limits]
+max_connections_per_ip = 10000
+tls_handshakes_per_ip_per_second = 10000
+tls_handshake_burst = 10000
+
+# The auth tests send many bad tokens on purpose; the back-off has its own test.
+[auth_backoff]
+after_failures = 100000
+
 [[listeners]]
 name = "public"
 bind = "127.0.0.1:0"

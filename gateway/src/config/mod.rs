@@ -41,6 +41,36 @@ pub struct Config {
     /// Token issuers and token checks (AUTH-ID-1, AUTH-2FA-1..3).
     #[serde(default)]
     pub auth: crate::auth::AuthConfig,
+    /// Named request-rate policies (AV-DOS-1); routes pick them with `rate_limits`.
+    #[serde(default)]
+    pub rate_limits: crate::limits::config::RateLimitsConfig,
+    /// Per-IP connection and TLS-handshake limits (AV-DOS-1, EX-NET-3).
+    #[serde(default)]
+    pub connection_limits: crate::limits::config::ConnectionLimitsConfig,
+    /// Failed-authentication back-off (AUTH-LOCK-1).
+    #[serde(default)]
+    pub auth_backoff: crate::limits::config::AuthBackoffConfig,
+    /// Mass-read detector (LOG-ACC-1); absent means off.
+    pub bulk_access: Option<crate::limits::config::BulkAccessConfig>,
+    /// Content filter for upload routes (EX-FILE-1).
+    #[serde(default)]
+    pub upload_filter: crate::limits::config::UploadFilterConfig,
+    /// Redis for `shared = true` rate-limit policies (several instances).
+    pub redis: Option<crate::limits::config::RedisConfig>,
+}
+
+impl Config {
+    /// The limits' own view of their sections.
+    pub fn protection(&self) -> crate::limits::config::LimitsConfig {
+        crate::limits::config::LimitsConfig {
+            rate_limits: self.rate_limits.clone(),
+            connection_limits: self.connection_limits.clone(),
+            auth_backoff: self.auth_backoff.clone(),
+            bulk_access: self.bulk_access.clone(),
+            upload_filter: self.upload_filter.clone(),
+            redis: self.redis.clone(),
+        }
+    }
 }
 
 /// Identity of this gateway instance and how it treats the hop in front of it.
@@ -261,6 +291,9 @@ pub struct Route {
     /// letters they need, e.g. `{ "$lastn" = "rs" }`.
     #[serde(default)]
     pub fhir_operations: std::collections::BTreeMap<String, String>,
+    /// Rate-limit policies (names from `[rate_limits.policies]`) applied to this route.
+    #[serde(default)]
+    pub rate_limits: Vec<String>,
     /// Token requirements: `mode` (required | optional | none), `two_factor`,
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]

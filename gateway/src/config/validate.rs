@@ -52,6 +52,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     check_limits(config, &mut issues);
     check_residency(config, &mut issues);
     check_auth(config, &mut issues);
+    check_protection(config, &mut issues);
     issues.0
 }
 
@@ -327,6 +328,36 @@ fn check_auth(config: &Config, issues: &mut Issues) {
                 format!("{key}.mode"),
                 "the route needs tokens but no issuer is configured",
                 "add an [[auth.issuers]] table, or set mode = \"none\" and phi = false for a public route",
+            );
+        }
+    }
+}
+
+/// AV-DOS-1, AUTH-LOCK-1, EX-FILE-1: the limits' own checks, and routes naming policies
+/// and upload rules that exist.
+fn check_protection(config: &Config, issues: &mut Issues) {
+    if let Err(found) = config.protection().validate() {
+        for i in found {
+            issues.add(i.key.clone(), i.problem.to_string(), i.problem.fix());
+        }
+    }
+    for (i, r) in config.routes.iter().enumerate() {
+        for name in &r.rate_limits {
+            if !config.rate_limits.policies.contains_key(name) {
+                issues.add(
+                    format!("routes[{i}].rate_limits"),
+                    format!("no policy named {name:?}"),
+                    "add a [rate_limits.policies.NAME] table or correct the name",
+                );
+            }
+        }
+    }
+    for name in config.upload_filter.routes.keys() {
+        if !config.routes.iter().any(|r| &r.name == name) {
+            issues.add(
+                format!("upload_filter.routes.{name}"),
+                "no route has this name, so the filter would never run",
+                "use the name of a [[routes]] entry",
             );
         }
     }

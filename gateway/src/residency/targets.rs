@@ -16,6 +16,15 @@ pub fn from_config(config: &Config) -> Vec<Target> {
             targets.push(jwks_target(issuer, url));
         }
     }
+    if let Some(redis) = &config.redis {
+        targets.push(Target {
+            kind: TargetKind::Redis,
+            name: "redis".into(),
+            url_or_host: redact_password(&redis.url),
+            jurisdiction: redis.jurisdiction,
+            in_cluster: redis.in_cluster,
+        });
+    }
     targets.sort_by(|a, b| (a.kind as u8, &a.name).cmp(&(b.kind as u8, &b.name)));
     targets
 }
@@ -39,5 +48,13 @@ pub fn upstream_target(name: &str, u: &crate::config::Upstream) -> Target {
         url_or_host: u.endpoints.join(", "),
         jurisdiction: u.jurisdiction,
         in_cluster: u.in_cluster,
+    }
+}
+
+/// `redis://:secret@host:6379` → `redis://***@host:6379`: reports and errors never show it.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_string(),
     }
 }

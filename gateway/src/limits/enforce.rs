@@ -1,0 +1,115 @@
+//! The limits as the request path uses them: built from the config with the rest of the
+//! runtime, and called from the pipeline's phases (pre-auth, post-auth, after response)
+//! and from the accept loop (connections and handshakes).
+
+use super::auth_backoff::AuthBackoff;
+use super::bulk_detector::BulkAccessDetector;
+use super::config::{KeyKind, LimitsConfig, PolicyConfig};
+use super::connections::ConnectionLimiter;
+use super::decision::Decision;
+use super::local::LocalLimiter;
+use super::shared::{RedisStore, SharedLimiter};
+use super::subject_blocks::BlockStore;
+use super::upload_filter::UploadFilter;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One policy's limiter, local (governor) or shared (Redis).
+pub enum Limiter {
+    Local(LocalLimiter),
+    Shared(SharedLimiter),
+}
+
+impl Limiter {
+    pub async fn check(&self, key: &str, cost: u32) -> Decision {
+        match self {
+            Self::Local(l) => l.check(key, cost),
+            Self::Shared(s) => s.check(key, cost).await,
+        }
+    }
+}
+
+/// A policy a route applies: what it counts by, its costs, its limiter.
+pub struct RoutePolicy {
+    pub key: KeyKind,
+    pub config: PolicyConfig,
+    pub limiter: Arc<Limiter>,
+}
+
+/// Everything the limits keep at run time.
+pub struct Protection {
+    pub policies: HashMap<String, Arc<Limiter>>,
+    pub configs: HashMap<String, PolicyConfig>,
+    pub connections: ConnectionLimiter,
+    pub auth_backoff: AuthBackoff,
+    pub bulk: Option<BulkAccessDetector>,
+    pub uploads: UploadFilter,
+    /// Routes with an upload rule: only their bodies are buffered for inspection.
+    pub upload_routes: std::collections::HashSet<String>,
+}
+
+impl Protection {
+    /// Builds every limiter; `blocks` survives reloads (it is the operator's list).
+    pub fn build(config: &LimitsConfig, blocks: Arc<dyn BlockStore>) -> Result<Self, String> {
+        let store = match &config.redis {
+            Some(r) => Some(RedisStore::new(r).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let mut policies = HashMap::new();
+        for (name, p) in &config.rate_limits.policies {
+            let limiter = match (p.shared, &store) {
+                (true, Some(store)) => Limiter::Shared(SharedLimiter::from_policy(name, p, store.clone())),
+                (true, None) => {
+                    return Err(format!(
+                        "rate_limits.policies.{name}: shared = true needs a [redis] section"
+                    ))
+                }
+                (false, _) => Limiter::Local(LocalLimiter::from_policy(name, p).map_err(|e| e.to_string())?),
+            };
+            policies.insert(name.clone(), Arc::new(limiter));
+        }
+        Ok(Self {
+            policies,
+            configs: config.rate_limits.policies.clone().into_iter().collect(),
+            connections: ConnectionLimiter::new(&config.connection_limits).map_err(|e| e.to_string())?,
+            auth_backoff: AuthBackoff::new(&config.auth_backoff),
+            bulk: config
+                .bulk_access
+                .as_ref()
+                .map(|b| BulkAccessDetector::new(b, Some(blocks))),
+            uploads: UploadFilter::new(&config.upload_filter),
+            upload_routes: config.upload_filter.routes.keys().cloned().collect(),
+        })
+    }
+
+    /// The policies a route names, in order.
+    pub fn route_policies(&self, names: &[String]) -> Vec<RoutePolicy> {
+        names
+            .iter()
+            .filter_map(|n| {
+                Some(RoutePolicy {
+                    key: self.configs.get(n)?.key,
+                    config: self.configs.get(n)?.clone(),
+                    limiter: self.policies.get(n)?.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Runs periodic eviction of expired keys, so memory stays bounded between floods.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                let Some(this) = weak.upgrade() else { return };
+                for l in this.policies.values() {
+                    if let Limiter::Local(l) = &**l {
+                        l.sweep();
+                    }
+                }
+            }
+        });
+    }
+}
