@@ -14,7 +14,8 @@ import math
 import sys
 
 TSV_FIELDS = ("kind proto size target conns streams rate ok failed tool_s wall_s "
-              "p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_total_ticks").split()
+              "p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_softirq_ticks "
+              "core_total_ticks").split()
 
 TARGET_LABEL = {"direct": "direct (backend)", "gateway": "phr-gateway",
                 "nginx": "nginx", "haproxy": "HAProxy"}
@@ -71,9 +72,12 @@ def read_rows(path, clk_tck):
             r["rps"] = ok / tool_s
             backend_s = int(r["backend_ticks"]) / clk_tck
             r["backend_us_req"] = backend_s * 1e6 / ok if ok else None
-            # Share of the proxy core busy with anything (proxy included).
-            core_total = int(r["core_total_ticks"])
-            r["core_busy"] = int(r["core_busy_ticks"]) / core_total if core_total else None
+            # Share of the proxy core used by other programs: busy (without
+            # softirq) minus the proxy's own CPU time; should be ~0.
+            core_total = int(r["core_total_ticks"]) or 1
+            own = 0 if r["proxy_ticks"] == "NA" else int(r["proxy_ticks"])
+            r["core_other"] = max(0, int(r["core_busy_ticks"]) - own) / core_total
+            r["core_softirq"] = int(r["core_softirq_ticks"]) / core_total
             if r["proxy_ticks"] == "NA":
                 r["proxy_us_req"] = None
                 r["proxy_busy"] = None
@@ -95,6 +99,10 @@ def fmt(v, spec="{:.2f}", none="–"):
 
 def pct(v):
     return None if v is None else v * 100
+
+
+def warn(*rows):
+    return " ⚠" if any(r and r["core_other"] > 0.05 for r in rows) else ""
 
 
 def ratio(a, b):
@@ -141,6 +149,10 @@ def markdown(meta_path, tsv_path):
         w(f"- Gateway: route config `{meta['gateway_route']}` "
           "(open = `phi = false`, `auth.mode = \"none\"`: no token check), default log level; "
           f"it wrote {int(meta.get('gateway_log_bytes', '0')):,} bytes of log in the whole run")
+    disturbed = [r for r in rows if r["core_other"] > 0.05]
+    if disturbed:
+        w(f"- **⚠ {len(disturbed)} of {len(rows)} runs were disturbed** by other programs "
+          "using the proxy core (marked ⚠ below); their figures are not reliable")
     w(f"- CPU/request: utime+stime of the proxy process tree from `/proc/PID/stat` "
       f"(clock tick = {1000 / clk:.0f} ms) ÷ 2xx responses")
     w("")
@@ -166,10 +178,10 @@ def markdown(meta_path, tsv_path):
                 cells = [PROTO_LABEL[proto], SIZE_LABEL[size]]
                 for t in others:
                     o = idx.get(("sat", proto, size, t))
-                    cells.append(fmt(ratio(g["rps"], o and o["rps"])))
+                    cells.append(fmt(ratio(g["rps"], o and o["rps"])) + warn(g, o))
                 for t in others:
                     o = idx.get(("sat", proto, size, t))
-                    cells.append(fmt(ratio(g["cpu_us_req"], o and o["cpu_us_req"])))
+                    cells.append(fmt(ratio(g["cpu_us_req"], o and o["cpu_us_req"])) + warn(g, o))
                 w("| " + " | ".join(cells) + " |")
         w("")
 
@@ -177,14 +189,15 @@ def markdown(meta_path, tsv_path):
     w("")
     w("Proxy busy = proxy CPU time ÷ wall time of the run (100 % = the proxy "
       "saturated its core; clearly below that, the load-generator core was the "
-      "bottleneck and req/s says more about the client than the proxy). Core busy = "
-      "all use of the proxy core (/proc/stat) incl. kernel softirq work for loopback "
-      "traffic; a large gap to proxy busy on the direct rows means something else "
-      "ran on that core during the run.")
+      "bottleneck and req/s says more about the client than the proxy). Softirq = "
+      "kernel network work for the loopback traffic on the proxy core, charged to no "
+      "process. Other = the proxy core's use by any other program during the run "
+      "(/proc/stat); it should be ~0 %, and rows where it exceeds 5 % are marked ⚠ "
+      "(disturbed: rerun on a quiet machine).")
     w("")
     w("| Protocol | Response | Target | req/s | p50 ms | p99 ms | failed | "
-      "CPU µs/req | proxy busy | core busy | backend CPU µs/req |")
-    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      "CPU µs/req | proxy busy | softirq | other | backend CPU µs/req |")
+    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for proto in ("h1", "h2"):
         for size in ("small", "64k"):
             for t in targets:
@@ -198,7 +211,8 @@ def markdown(meta_path, tsv_path):
                   f"{r['rps']:,.0f} | {int(r['p50_us']) / 1000:.2f} | "
                   f"{int(r['p99_us']) / 1000:.2f} | {r['failed']} | {cpu} | "
                   f"{fmt(pct(r['proxy_busy']), '{:.0f} %')} | "
-                  f"{fmt(pct(r['core_busy']), '{:.0f} %')} | "
+                  f"{fmt(pct(r['core_softirq']), '{:.0f} %')} | "
+                  f"{fmt(pct(r['core_other']), '{:.0f} %')}{' ⚠' if r['core_other'] > 0.05 else ''} | "
                   f"{fmt(r['backend_us_req'], '{:.1f}')} |")
     w("")
     w("† direct: no proxy; the backend's CPU/request is shown.")
@@ -211,8 +225,8 @@ def markdown(meta_path, tsv_path):
         w("Latency added = target p99 − direct p99 at the same offered rate and protocol.")
         w("")
         w("| Protocol | Target | offered req/s | achieved req/s | p50 µs | p99 µs | "
-          "p99 added vs direct µs | failed | CPU µs/req |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "p99 added vs direct µs | failed | CPU µs/req | other |")
+        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for proto in ("h1", "h2"):
             d = idx.get(("moderate", proto, "small", "direct"))
             for t in targets:
@@ -226,7 +240,7 @@ def markdown(meta_path, tsv_path):
                     cpu += " †"
                 w(f"| {PROTO_LABEL[proto]} | {TARGET_LABEL[t]} | {r['rate']} | "
                   f"{r['rps']:,.0f} | {r['p50_us']} | {r['p99_us']} | {added} | "
-                  f"{r['failed']} | {cpu} |")
+                  f"{r['failed']} | {cpu} | {fmt(pct(r['core_other']), '{:.0f} %')}{warn(r)} |")
         w("")
     print("\n".join(out))
 

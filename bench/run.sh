@@ -127,12 +127,13 @@ cpu_ticks() {
     echo "$total"
 }
 
-# Busy and total ticks of one CPU from /proc/stat ("busy total"), to see how
-# much of the proxy core was used by anything other than the proxy (softirq
-# work for loopback traffic, or other programs disturbing the run).
+# Ticks of one CPU from /proc/stat: "busy softirq total", busy excluding
+# softirq. Softirq is kernel work for the loopback traffic that is not charged
+# to any process; busy minus the proxy's own CPU time is therefore what other
+# programs took from the proxy core during a run (it should be ~0).
 core_ticks() {
     awk -v cpu="cpu$1" '$1 == cpu { t = 0; for (i = 2; i <= NF; i++) t += $i;
-                                     print t - $5 - $6, t }' /proc/stat
+                                     print t - $5 - $6 - $8, $8, t }' /proc/stat
 }
 
 now() { date +%s.%N; }
@@ -452,7 +453,8 @@ verify_target() {
 # ---------------------------------------------------------------- load runs
 # Every run appends one TSV row to $WORK/results.tsv:
 #   kind proto size target conns streams rate ok failed tool_s wall_s
-#   p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_total_ticks
+#   p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_softirq_ticks
+#   core_total_ticks   (proxy core, from /proc/stat)
 # 'ok' counts only 2xx responses; CPU/request is computed over them.
 
 # HTTP/1.1 saturation: wrk, one thread (one core), keep-alive connections.
@@ -502,7 +504,7 @@ measure() {
     local kind=$1 proto=$2 size=$3 target=$4 url=$5
     local raw="$WORK/raw/$kind-$proto-$size-$target.txt"
     local conns streams=1 rate=0 dur=$DURATION
-    local p0 p1 b0 b1 t0 t1 c0 c1 ct0 ct1
+    local p0 p1 b0 b1 t0 t1 c0 c1 cs0 cs1 ct0 ct1
     case "$kind/$proto" in
         sat/h1) conns=$CONNECTIONS ;;
         sat/h2) conns=$H2_CONNECTIONS; streams=$H2_STREAMS ;;
@@ -516,7 +518,7 @@ measure() {
 
     b0=$(cpu_ticks "$BACKEND_PID"); p0=0
     [[ -n $PROXY_PID ]] && p0=$(cpu_ticks "$PROXY_PID")
-    read -r c0 ct0 < <(core_ticks "$PROXY_CPU")
+    read -r c0 cs0 ct0 < <(core_ticks "$PROXY_CPU")
     t0=$(now)
     case "$kind/$proto" in
         sat/h1) load_h1 "$url" "$dur" "$raw" ;;
@@ -525,18 +527,22 @@ measure() {
         moderate/h2) load_h2load "$url" "$dur" "$raw" -c "$conns" -m "$streams" --rps "$((rate / conns))" ;;
     esac
     t1=$(now)
-    read -r c1 ct1 < <(core_ticks "$PROXY_CPU")
+    read -r c1 cs1 ct1 < <(core_ticks "$PROXY_CPU")
     b1=$(cpu_ticks "$BACKEND_PID"); p1=0
     [[ -n $PROXY_PID ]] && p1=$(cpu_ticks "$PROXY_PID")
 
     local proxy_ticks=NA
     [[ -n $PROXY_PID ]] && proxy_ticks=$((p1 - p0))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$kind" "$proto" "$size" "$target" "$conns" "$streams" "$rate" \
         "$R_OK" "$R_FAILED" "$R_TOOL_S" "$(python3 -c "print(round($t1-$t0,3))")" \
         "$R_P50" "$R_P99" "$proxy_ticks" "$((b1 - b0))" \
-        "$((c1 - c0))" "$((ct1 - ct0))" >>"$WORK/results.tsv"
-    log "    → $R_OK ok, $R_FAILED failed, p50 ${R_P50}µs p99 ${R_P99}µs, proxy ticks $proxy_ticks, backend ticks $((b1 - b0))"
+        "$((c1 - c0))" "$((cs1 - cs0))" "$((ct1 - ct0))" >>"$WORK/results.tsv"
+    local other=$(( (c1 - c0) - ${proxy_ticks/NA/0} ))
+    log "    → $R_OK ok, $R_FAILED failed, p50 ${R_P50}µs p99 ${R_P99}µs, proxy ticks $proxy_ticks, backend ticks $((b1 - b0)), other on proxy core $other of $((ct1 - ct0))"
+    if ((other * 100 > 5 * (ct1 - ct0))); then
+        log "    WARNING: other programs used the proxy core during this run; its figures are disturbed"
+    fi
     ((R_FAILED == 0)) || log "    WARNING: $R_FAILED failed requests in this run"
 }
 
