@@ -1,6 +1,7 @@
 //! Starting and stopping the gateway: `phr-gateway run` and `phr-gateway demo` both end
 //! here, so the demo exercises exactly the production start-up path.
 
+use crate::audit::service;
 use crate::config;
 use crate::runtime::{BuildError, Runtime, Shared};
 use crate::server::Server;
@@ -16,6 +17,8 @@ use tokio::sync::{watch, Semaphore};
 pub enum StartError {
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("access records: {0}")]
+    Audit(String),
     #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
     Bind {
         what: String,
@@ -32,9 +35,13 @@ pub async fn run(
 ) -> Result<(), StartError> {
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
+    // The store and the access-record writer first: no request is served unrecorded.
+    let store = service::open_store(&config).map_err(StartError::Audit)?;
+    let audit = service::start_writer(&config, &store).map_err(StartError::Audit)?;
     let revocations = Arc::new(crate::auth::MemoryRevocations::new());
-    let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> =
-        Arc::new(crate::limits::subject_blocks::MemoryBlockStore::new());
+    let store_blocks = Arc::new(service::StoreBlocks::new(store.clone()));
+    service::spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());
+    let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> = store_blocks;
     let runtime = Runtime::build(config, revocations.clone(), blocks.clone())?;
     // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.
     runtime.start().await?;
@@ -56,7 +63,7 @@ pub async fn run(
         source,
     })?;
 
-    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations, blocks);
+    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations, blocks, audit);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = Server {
         shared: shared.clone(),
@@ -88,6 +95,12 @@ pub async fn run(
     match tokio::time::timeout(limits.drain_timeout, server.connections.acquire_many(all)).await {
         Ok(_) => tracing::info!("drained; exiting"),
         Err(_) => tracing::warn!("drain deadline passed with connections still open; exiting"),
+    }
+    if let Some(audit) = &shared.audit {
+        // Flush what is queued and write a final signed checkpoint.
+        if let Err(e) = audit.shutdown().await {
+            tracing::error!(error = %e, "access-record writer did not shut down cleanly; the spool holds the rest");
+        }
     }
     Ok(())
 }

@@ -57,6 +57,10 @@ pub enum GatewayError {
         code: &'static str,
         message: String,
     },
+    /// Neither the database nor the local spool took the access record (LOG-ACC-1):
+    /// the response is withheld rather than served unrecorded.
+    #[error("access records cannot be written; the request was not served")]
+    AuditUnavailable,
     /// The client's body could not be read.
     #[error("the request body could not be read")]
     ClientBody(String),
@@ -86,6 +90,7 @@ impl GatewayError {
             },
             Self::AuthLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::SubjectBlocked => StatusCode::FORBIDDEN,
+            Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UploadRefused { status, .. } => *status,
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
         }
@@ -110,6 +115,7 @@ impl GatewayError {
             Self::RateLimited(_) => "rate_limited",
             Self::AuthLocked { .. } => "auth_locked",
             Self::SubjectBlocked => "subject_blocked",
+            Self::AuditUnavailable => "audit_unavailable",
             Self::UploadRefused { code, .. } => code,
             Self::ClientBody(_) => "bad_body",
         }

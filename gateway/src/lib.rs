@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
@@ -12,9 +13,11 @@ pub mod error;
 pub mod fhir;
 pub mod limits;
 pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod proxy;
 pub mod residency;
 pub mod runtime;
 pub mod server;
+pub mod store;
 pub mod tls;

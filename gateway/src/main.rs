@@ -1,6 +1,7 @@
 //! The `phr-gateway` command.
 
 use clap::{Parser, Subcommand};
+use phr_gateway::ops;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,6 +28,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Token revocation (ACL-ACCT-1): every instance sharing the store refuses within 2 s.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// The subject block list (bulk-access detector, operators).
+    #[command(subcommand)]
+    Subjects(SubjectsCommand),
+    /// Access records: verify the chain, export, review, purge.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Access-record keys: rotation and crypto-shredding.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Domestic-only egress: build the allow-list, report where every target is.
     #[command(subcommand)]
     Residency(ResidencyCommand),
@@ -42,6 +55,102 @@ enum Command {
         /// Port of the admin listener (health, readiness, metrics).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Revoke one token by `jti`, or every token of a subject issued before now.
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        jti: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubjectsCommand {
+    /// Block a subject on every instance.
+    Block {
+        #[arg(long, short)]
+        config: PathBuf,
+        subject: String,
+        #[arg(long, default_value = "blocked by an operator")]
+        note: String,
+    },
+    /// Lift a block (for example after a bulk-access alert was reviewed).
+    Unblock {
+        #[arg(long, short)]
+        config: PathBuf,
+        subject: String,
+    },
+    /// List blocked subjects.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every hash chain and signed checkpoint; names the first modified, deleted,
+    /// inserted or reordered record and exits non-zero.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Decrypt records to JSON lines, or to a FHIR Bundle of AuditEvents (IHE BALP).
+    Export {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// RFC 3339, e.g. 2026-11-01T00:00:00Z
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "fhir"])]
+        format: String,
+    },
+    /// The periodic review: top subjects, off-hours access, many patients, refusals.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Remove records older than audit.retention_days (verification still passes).
+    Purge {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a new key-encryption key and re-wrap every data key under it.
+    Rotate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        new_key_file: PathBuf,
+    },
+    /// Destroy one data key: its records become unreadable (crypto-shredding).
+    Destroy {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        key_id: String,
     },
 }
 
@@ -70,16 +179,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::CheckConfig { config } => match phr_gateway::config::load(&config) {
-            Err(e) => fail(&e),
-            Ok(cfg) => match phr_gateway::runtime::Runtime::check(&cfg) {
-                Err(e) => fail(&e),
-                Ok(()) => {
-                    println!("{}: configuration is valid", config.display());
-                    ExitCode::SUCCESS
-                }
-            },
-        },
+        Command::CheckConfig { config } => block_on(async move {
+            let cfg = phr_gateway::config::load(&config).map_err(|e| e.to_string())?;
+            phr_gateway::runtime::Runtime::check(&cfg).map_err(|e| e.to_string())?;
+            println!("{}: configuration is valid", config.display());
+            Ok::<(), String>(())
+        }),
         Command::Run { config } => block_on(async move { phr_gateway::app::run(&config, |_, _| {}).await }),
         Command::Residency(ResidencyCommand::ImportApnic { file, out, country }) => {
             match phr_gateway::residency::cli::import_apnic(&file, &out, &country) {
@@ -103,12 +208,69 @@ fn main() -> ExitCode {
             }
             code
         }
+        Command::Tokens(TokensCommand::Revoke {
+            config,
+            issuer,
+            jti,
+            subject,
+        }) => ops(async move { ops::revoke(&config, &issuer, jti.as_deref(), subject.as_deref()).await }),
+        Command::Subjects(SubjectsCommand::Block { config, subject, note }) => {
+            ops(async move { ops::block(&config, &subject, &note).await })
+        }
+        Command::Subjects(SubjectsCommand::Unblock { config, subject }) => {
+            ops(async move { ops::unblock(&config, &subject).await })
+        }
+        Command::Subjects(SubjectsCommand::List { config }) => ops(async move { ops::list_blocked(&config).await }),
+        Command::Audit(AuditCommand::Verify { config }) => ops(async move { ops::verify(&config).await }),
+        Command::Audit(AuditCommand::Export {
+            config,
+            from,
+            to,
+            patient,
+            subject,
+            format,
+        }) => ops(async move {
+            let mut out = std::io::stdout().lock();
+            let summary = ops::export_records(
+                &config,
+                from.as_deref(),
+                to.as_deref(),
+                patient,
+                subject,
+                format == "fhir",
+                &mut out,
+            )
+            .await?;
+            eprintln!("{summary}");
+            Ok(String::new())
+        }),
+        Command::Audit(AuditCommand::Report { config, from, to }) => {
+            ops(async move { ops::report(&config, from.as_deref(), to.as_deref()).await })
+        }
+        Command::Audit(AuditCommand::Purge { config }) => ops(async move { ops::purge(&config).await }),
+        Command::Keys(KeysCommand::Rotate { config, new_key_file }) => {
+            ops(async move { ops::rotate_key(&config, &new_key_file).await })
+        }
+        Command::Keys(KeysCommand::Destroy { config, key_id }) => {
+            ops(async move { ops::destroy_key(&config, &key_id).await })
+        }
         Command::Demo {
             data_dir,
             port,
             admin_port,
         } => block_on(async move { phr_gateway::demo::run(&data_dir, port, admin_port).await }),
     }
+}
+
+/// Runs an operator command and prints its result.
+fn ops(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+    block_on(async move {
+        let text = fut.await?;
+        if !text.is_empty() {
+            println!("{}", text.trim_end());
+        }
+        Ok::<(), String>(())
+    })
 }
 
 fn block_on<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {

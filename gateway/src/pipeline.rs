@@ -13,13 +13,15 @@
 //!         ─► 7. forward               (header hygiene, pooled upstream, timeouts)  forward
 //! response ◄─ 7b. compartment check   (FHIR routes: filter other patients)  fhir::check_response
 //!          ◄─ bulk-access detector    (distinct patients per subject)   limits::after_response
-//! response ◄─ 8. respond              (request id, HSTS, metrics)     finish
+//!          ◄─ 8. respond              (request id, HSTS, metrics)       finish
+//!          ◄─ 9. access record        (committed before release)        audit::service
 //! ```
 //!
 //! Every phase returns `Result<_, GatewayError>`; the first error ends the request and
 //! [`crate::error::rescue`] writes the refusal. There is no path from an error to
 //! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
 
+use crate::audit::service::{record_for, RequestMeta};
 use crate::auth::{identity_headers, AuthMode, AuthRequest, HeaderNames, Identity};
 use crate::error::{rescue, GatewayError};
 use crate::limits::phases as limits;
@@ -107,26 +109,51 @@ impl Pipeline {
             upstream_addr: None,
         };
         req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
-        let mut resp = match process(&runtime, &mut ctx, req).await {
+        let meta = self.shared.audit.as_ref().map(|_| RequestMeta {
+            instance: runtime.config.gateway.instance_id.clone(),
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+                .to_string(),
+            bytes_in: req.body().size_hint().exact().unwrap_or(0),
+        });
+        let (mut resp, refusal) = match process(&runtime, &mut ctx, req).await {
             Ok(resp) => {
                 limits::after_response(&runtime.protection, &ctx);
-                resp
+                (resp, None)
             }
-            Err(err) => {
-                tracing::warn!(
-                    request_id = ctx.id.to_str().unwrap_or_default(),
-                    route = ctx.route.as_ref().map(|r| &*r.name),
-                    code = err.code(),
-                    status = err.status().as_u16(),
-                    detail = %detail(&err),
-                    "request refused"
-                );
-                let fhir = ctx.route.as_ref().is_some_and(|r| r.fhir);
-                rescue(&err, ctx.id.to_str().unwrap_or_default(), fhir).map(Either::Right)
-            }
+            Err(err) => (self.refuse(&ctx, &err), Some(err.code())),
         };
         finish(&runtime, &ctx, &mut resp);
+        // Phase 9: the access record, committed (or spooled) before the response is
+        // released (LOG-ACC-1). If it cannot be written, the response is not released.
+        if let (Some(audit), Some(meta)) = (&self.shared.audit, &meta) {
+            let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
+            let record = record_for(&ctx, meta, resp.status().as_u16(), refusal, bytes_out);
+            if let Err(e) = audit.record(record).await {
+                tracing::error!(error = %e, "access record could not be written: refusing the response");
+                resp = self.refuse(&ctx, &GatewayError::AuditUnavailable);
+                finish(&runtime, &ctx, &mut resp);
+            }
+        }
         resp
+    }
+
+    /// A refusal as the client sees it, logged once.
+    fn refuse(&self, ctx: &RequestContext, err: &GatewayError) -> Response<ResponseBody> {
+        tracing::warn!(
+            request_id = ctx.id.to_str().unwrap_or_default(),
+            route = ctx.route.as_ref().map(|r| &*r.name),
+            code = err.code(),
+            status = err.status().as_u16(),
+            detail = %detail(err),
+            "request refused"
+        );
+        let fhir = ctx.route.as_ref().is_some_and(|r| r.fhir);
+        rescue(err, ctx.id.to_str().unwrap_or_default(), fhir).map(Either::Right)
     }
 }
 

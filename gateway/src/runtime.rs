@@ -220,6 +220,8 @@ pub struct Shared {
     pub revocations: Arc<MemoryRevocations>,
     /// Subjects blocked by the bulk-access detector or an operator; survives reloads.
     pub blocks: Arc<dyn BlockStore>,
+    /// The access-record writer; `None` only with `audit.enabled = false`.
+    pub audit: Option<crate::audit::writer::AuditHandle>,
     pub ready: AtomicBool,
     pub draining: AtomicBool,
 }
@@ -230,12 +232,14 @@ impl Shared {
         config_path: PathBuf,
         revocations: Arc<MemoryRevocations>,
         blocks: Arc<dyn BlockStore>,
+        audit: Option<crate::audit::writer::AuditHandle>,
     ) -> Arc<Self> {
         Arc::new(Self {
             current: ArcSwap::from_pointee(runtime),
             config_path,
             revocations,
             blocks,
+            audit,
             ready: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })

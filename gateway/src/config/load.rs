@@ -123,6 +123,12 @@ impl Config {
             }
         }
         self.residency.allowed_networks_files.iter_mut().for_each(fix);
+        fix(&mut self.audit.kek_file);
+        fix(&mut self.audit.signing_key_file);
+        fix(&mut self.audit.spool_file);
+        if self.store.url.is_none() {
+            self.store.url = Some(format!("sqlite://{}?mode=rwc", base.join("phr-gateway.db").display()));
+        }
         for i in &mut self.auth.issuers {
             i.jwks_file.as_mut().map(fix);
             i.ca_file.as_mut().map(fix);

@@ -57,6 +57,89 @@ pub struct Config {
     pub upload_filter: crate::limits::config::UploadFilterConfig,
     /// Redis for `shared = true` rate-limit policies (several instances).
     pub redis: Option<crate::limits::config::RedisConfig>,
+    /// The gateway's database: access records, revocations, the block list.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Access records (LOG-ACC-1, LOG-PROT-1, DATA-ENC-1/2).
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// Where the gateway keeps its state. SQLite next to the config by default; PostgreSQL
+/// (`postgres://…`) when several instances share revocations and one audit store.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`. Default: `phr-gateway.db`
+    /// next to the config file.
+    pub url: Option<String>,
+    /// Where a PostgreSQL server is (DATA-JP-1); a local SQLite file is the gateway's own disk.
+    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
+    #[serde(default)]
+    pub in_cluster: bool,
+}
+
+/// How access records are written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// Off only for benchmarks of the proxy alone; the compliance report says so.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The key-encryption key (32 bytes, mode 0600). Created on first start if missing.
+    #[serde(default = "default_kek_file")]
+    pub kek_file: PathBuf,
+    /// Take the key-encryption key (base64) from this environment variable instead.
+    pub kek_env: Option<String>,
+    /// Ed25519 key that signs chain checkpoints (PKCS#8 PEM, mode 0600). Created if missing.
+    #[serde(default = "default_signing_key_file")]
+    pub signing_key_file: PathBuf,
+    /// Local encrypted spool used while the database is unreachable.
+    #[serde(default = "default_spool_file")]
+    pub spool_file: PathBuf,
+    /// "durable" (default): a response is released only after its record is committed
+    /// or spooled. "relaxed": acknowledged before commit (load tests only).
+    #[serde(default)]
+    pub mode: AuditMode,
+    /// Records older than this are removed by `phr-gateway audit purge`. 1825 days is
+    /// our default, not a guideline number (LOG-RET-1).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            kek_file: default_kek_file(),
+            kek_env: None,
+            signing_key_file: default_signing_key_file(),
+            spool_file: default_spool_file(),
+            mode: AuditMode::Durable,
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    #[default]
+    Durable,
+    Relaxed,
+}
+
+fn default_kek_file() -> PathBuf {
+    PathBuf::from("audit-kek.key")
+}
+fn default_signing_key_file() -> PathBuf {
+    PathBuf::from("audit-signing.pem")
+}
+fn default_spool_file() -> PathBuf {
+    PathBuf::from("audit-spool.bin")
+}
+fn default_retention_days() -> u32 {
+    1825
 }
 
 impl Config {

@@ -80,6 +80,17 @@ impl MemoryBlockStore {
     }
 
     /// The block of `subject`, if any (for `subjects list`).
+    /// Every blocked subject (to reconcile with the store's list).
+    pub fn subjects(&self) -> Vec<String> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The block of `subject`, if any.
     pub fn get(&self, subject: &str) -> Option<BlockRecord> {
         self.blocks
             .read()

@@ -16,6 +16,15 @@ pub fn from_config(config: &Config) -> Vec<Target> {
             targets.push(jwks_target(issuer, url));
         }
     }
+    if let Some(url) = config.store.url.as_deref().filter(|u| u.starts_with("postgres")) {
+        targets.push(Target {
+            kind: TargetKind::Database,
+            name: "store".into(),
+            url_or_host: redact_password(url),
+            jurisdiction: config.store.jurisdiction,
+            in_cluster: config.store.in_cluster,
+        });
+    }
     if let Some(redis) = &config.redis {
         targets.push(Target {
             kind: TargetKind::Redis,

@@ -1,0 +1,205 @@
+//! The audit writer: group commit, spool fallback, checkpoints
+//! (LOG-ACC-1, LOG-PROT-1, DATA-ENC-1).
+//!
+//! LOG-ACC-1 is only met if every served request is recorded. In the default
+//! [`DurabilityMode::Durable`] mode [`AuditHandle::record`] returns only once
+//! the record is committed to the database or fsync'd to the local spool;
+//! if neither is possible it returns an error and the gateway answers 503
+//! instead of serving an unrecorded request. To keep that affordable, one
+//! writer task batches whatever is queued (up to `max_batch` records or
+//! `linger`) into one transaction: one fsync per batch, not per request.
+//! The writer alone assigns sequence numbers and chain hashes, so each
+//! instance's chain is strictly ordered.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::super::store::Store;
+use super::chain::CheckpointSigner;
+use super::crypto::KeyEncryptionKey;
+use super::group_commit::Writer;
+use super::record::AccessRecord;
+use super::spool::Spool;
+use super::AuditError;
+
+/// When `record` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DurabilityMode {
+    /// After commit or spool fsync (the default, and the one LOG-ACC-1 needs).
+    #[default]
+    Durable,
+    /// At once; a full queue drops the record and counts it in
+    /// [`WriterStats::dropped`]. For load tests only, never the default.
+    Relaxed,
+}
+
+/// Writer tuning; [`WriterConfig::new`] gives the defaults.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// This instance's chain name; must be unique among running gateways.
+    pub instance: String,
+    /// Spool file (mode 0600) used while the database is unreachable.
+    pub spool_path: std::path::PathBuf,
+    /// Durable (default) or relaxed.
+    pub mode: DurabilityMode,
+    /// Queue between request tasks and the writer.
+    pub queue_capacity: usize,
+    /// Most records in one transaction.
+    pub max_batch: usize,
+    /// How long to wait for more records after the first one of a batch.
+    pub linger: Duration,
+    /// Signed checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or this much time, whichever comes first.
+    pub checkpoint_interval: Duration,
+    /// New data key after this many records...
+    pub data_key_max_records: u64,
+    /// ...or this age (so a day's records can be shredded together).
+    pub data_key_max_age: Duration,
+    /// How often to retry the database while records are spooled.
+    pub retry_interval: Duration,
+}
+
+impl WriterConfig {
+    /// Defaults: durable, batches of up to 512 with 1 ms linger, checkpoint
+    /// every 10 000 records or 60 s, data key per start and per day.
+    pub fn new(instance: impl Into<String>, spool_path: impl Into<std::path::PathBuf>) -> WriterConfig {
+        WriterConfig {
+            instance: instance.into(),
+            spool_path: spool_path.into(),
+            mode: DurabilityMode::Durable,
+            queue_capacity: 8192,
+            max_batch: 512,
+            linger: Duration::from_millis(1),
+            checkpoint_every: 10_000,
+            checkpoint_interval: Duration::from_secs(60),
+            data_key_max_records: 1_000_000,
+            data_key_max_age: Duration::from_secs(24 * 3600),
+            retry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records committed to the database (directly or by replay).
+    pub committed: u64,
+    /// Database transactions that committed records.
+    pub transactions: u64,
+    /// Records written to the spool.
+    pub spooled: u64,
+    /// Spooled records later committed.
+    pub replayed: u64,
+    /// Records dropped by a full queue (relaxed mode only).
+    pub dropped: u64,
+    /// Records that could be neither committed nor spooled.
+    pub failed: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+}
+
+/// Counter slots: committed, transactions, spooled, replayed, dropped, failed, checkpoints.
+#[derive(Default)]
+pub(super) struct Counters(pub(super) [AtomicU64; 7]);
+
+pub(super) type Ack = oneshot::Sender<Result<(), AuditError>>;
+
+pub(super) enum Msg {
+    Record(Box<AccessRecord>, Option<Ack>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Cloneable handle used by request tasks.
+#[derive(Clone)]
+pub struct AuditHandle {
+    tx: mpsc::Sender<Msg>,
+    mode: DurabilityMode,
+    counters: Arc<Counters>,
+}
+
+impl AuditHandle {
+    /// Records one access. Durable mode: resolves once committed or spooled
+    /// (an `Err` means the request must be refused). Relaxed: at once.
+    pub async fn record(&self, rec: AccessRecord) -> Result<(), AuditError> {
+        match self.mode {
+            DurabilityMode::Relaxed => match self.tx.try_send(Msg::Record(Box::new(rec), None)) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.counters.0[4].fetch_add(1, Relaxed);
+                    tracing::warn!("audit queue full: access record dropped (relaxed mode)");
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditError::WriterStopped),
+            },
+            DurabilityMode::Durable => {
+                let (ack, done) = oneshot::channel();
+                self.tx
+                    .send(Msg::Record(Box::new(rec), Some(ack)))
+                    .await
+                    .map_err(|_| AuditError::WriterStopped)?;
+                done.await.map_err(|_| AuditError::WriterStopped)?
+            }
+        }
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> WriterStats {
+        let c = |i: usize| self.counters.0[i].load(Relaxed);
+        WriterStats {
+            committed: c(0),
+            transactions: c(1),
+            spooled: c(2),
+            replayed: c(3),
+            dropped: c(4),
+            failed: c(5),
+            checkpoints: c(6),
+        }
+    }
+
+    /// Flushes everything queued, tries a last replay, writes a shutdown
+    /// checkpoint and stops the writer.
+    pub async fn shutdown(&self) -> Result<(), AuditError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Shutdown(tx))
+            .await
+            .map_err(|_| AuditError::WriterStopped)?;
+        rx.await.map_err(|_| AuditError::WriterStopped)
+    }
+}
+
+/// Starts the writer task.
+pub struct AuditWriter;
+
+impl AuditWriter {
+    /// Opens the spool (replaying it first thing), creates this start's data
+    /// key and spawns the writer. The store may be unreachable: records are
+    /// then spooled until it returns.
+    pub fn start(
+        store: Store,
+        kek: Arc<dyn KeyEncryptionKey>,
+        signer: Arc<CheckpointSigner>,
+        config: WriterConfig,
+    ) -> Result<(AuditHandle, JoinHandle<()>), AuditError> {
+        if config.instance.is_empty() || config.max_batch == 0 || config.queue_capacity == 0 {
+            return Err(AuditError::Config(
+                "audit writer needs an instance name, max_batch > 0 and queue_capacity > 0".into(),
+            ));
+        }
+        let spool = Spool::open(&config.spool_path)?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        let counters = Arc::new(Counters::default());
+        let handle = AuditHandle {
+            tx,
+            mode: config.mode,
+            counters: counters.clone(),
+        };
+        let w = Writer::new(store, kek, signer, rx, counters, spool, config)?;
+        Ok((handle, tokio::spawn(w.run())))
+    }
+}

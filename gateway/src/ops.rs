@@ -1,0 +1,183 @@
+//! Operator commands that work on the store: token revocation (ACL-ACCT-1), the subject
+//! block list, the access records (verify, export, review report, purge: LOG-ACC-1,
+//! LOG-PROT-1, LOG-RET-1) and the record keys (rotation, crypto-shredding: DATA-ENC-2,
+//! 情報の破棄). Each reads the same config file as `run`, so it talks to the same store
+//! with the same keys.
+
+use crate::audit::export::{export, ExportFormat, ExportQuery};
+use crate::audit::service::{load_kek, load_signer, open_store};
+use crate::audit::time::parse_rfc3339;
+use crate::config::Config;
+use std::path::Path;
+
+fn config(path: &Path) -> Result<Config, String> {
+    crate::config::load(path).map_err(|e| e.to_string())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Revokes one token (`jti`) or every token of a subject issued before now.
+pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Option<&str>) -> Result<String, String> {
+    let store = open_store(&config(path)?)?;
+    match (jti, subject) {
+        (Some(jti), None) => {
+            store.revoke_jti(issuer, jti).await.map_err(|e| e.to_string())?;
+            Ok(format!(
+                "revoked token {jti} of {issuer}; every instance refuses it within 2 s"
+            ))
+        }
+        (None, Some(sub)) => {
+            store
+                .revoke_subject(issuer, sub, now_unix())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "revoked every token of subject {sub} ({issuer}) issued before now"
+            ))
+        }
+        _ => Err("give exactly one of --jti and --subject".into()),
+    }
+}
+
+pub async fn block(path: &Path, subject: &str, note: &str) -> Result<String, String> {
+    let store = open_store(&config(path)?)?;
+    store.block_subject(subject, note).await.map_err(|e| e.to_string())?;
+    Ok(format!("blocked {subject}"))
+}
+
+pub async fn unblock(path: &Path, subject: &str) -> Result<String, String> {
+    let store = open_store(&config(path)?)?;
+    match store.unblock_subject(subject).await.map_err(|e| e.to_string())? {
+        true => Ok(format!(
+            "unblocked {subject}; every instance lets it through within 2 s"
+        )),
+        false => Err(format!("{subject} was not blocked")),
+    }
+}
+
+pub async fn list_blocked(path: &Path) -> Result<String, String> {
+    let store = open_store(&config(path)?)?;
+    let list = store.list_blocked().await.map_err(|e| e.to_string())?;
+    Ok(list
+        .iter()
+        .map(|b| format!("{}\t{}\t{}\n", b.subject, b.created_at, b.reason))
+        .collect())
+}
+
+/// Checks every chain and signed checkpoint; `Err` names the first bad record.
+pub async fn verify(path: &Path) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let signer = load_signer(&cfg)?;
+    let report = crate::audit::verify::verify(&store, &[signer.verifying_key()])
+        .await
+        .map_err(|e| e.to_string())?;
+    match report.is_intact() {
+        true => Ok(report.to_string()),
+        false => Err(report.to_string()),
+    }
+}
+
+/// "Until now" with room for clock skew, without overflowing time arithmetic.
+fn far_future() -> i64 {
+    crate::audit::time::now_ms() + 86_400_000
+}
+
+fn time_ms(value: Option<&str>, default: i64) -> Result<i64, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_rfc3339(v).map_err(|_| format!("{v:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z")),
+    }
+}
+
+/// Decrypts records of a time range (optionally one patient or subject) to `out`.
+pub async fn export_records(
+    path: &Path,
+    from: Option<&str>,
+    to: Option<&str>,
+    patient: Option<String>,
+    subject: Option<String>,
+    fhir: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let kek = load_kek(&cfg, false)?;
+    let query = ExportQuery {
+        from_ms: time_ms(from, 0)?,
+        to_ms: time_ms(to, far_future())?,
+        patient,
+        subject,
+    };
+    let format = if fhir { ExportFormat::Fhir } else { ExportFormat::Jsonl };
+    let summary = export(&store, &*kek, &query, format, out)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "{} records exported, {} unreadable (destroyed keys)",
+        summary.exported, summary.unreadable
+    ))
+}
+
+/// The periodic review (LOG-ACC-1): top subjects, off-hours access, many patients, refusals.
+pub async fn report(path: &Path, from: Option<&str>, to: Option<&str>) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let kek = load_kek(&cfg, false)?;
+    let review = crate::audit::report::ReviewConfig::default();
+    crate::audit::report::review_report(&store, &*kek, time_ms(from, 0)?, time_ms(to, far_future())?, &review)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Removes records older than `audit.retention_days`, with a signed checkpoint.
+pub async fn purge(path: &Path) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let signer = load_signer(&cfg)?;
+    let now = crate::audit::time::now_ms();
+    let r = crate::audit::purge::purge(&store, &signer, cfg.audit.retention_days, now)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!("{r:?}"))
+}
+
+/// Adds a new key-encryption key and re-wraps every data key under it; records are not
+/// rewritten. Then point `audit.kek_file` at the new file and retire the old one.
+pub async fn rotate_key(path: &Path, new_key_file: &Path) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let old = load_kek(&cfg, false)?;
+    let new = crate::audit::crypto::LocalKek::generate_file(new_key_file).map_err(|e| e.to_string())?;
+    let r = crate::audit::keys::rotate_kek(&store, &*old, &new)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "re-wrapped {} data keys under {} ({} already were). Now set audit.kek_file = {:?} and restart.",
+        r.rewrapped,
+        new_key_file.display(),
+        r.already_new,
+        new_key_file.display()
+    ))
+}
+
+/// Crypto-shredding: destroys one data key; its records become unreadable for good.
+pub async fn destroy_key(path: &Path, key_id: &str) -> Result<String, String> {
+    let cfg = config(path)?;
+    let store = open_store(&cfg)?;
+    let signer = load_signer(&cfg)?;
+    match crate::audit::keys::destroy_data_key(&store, &signer, key_id)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        true => Ok(format!(
+            "data key {key_id} destroyed; its records can no longer be decrypted"
+        )),
+        false => Err(format!("no data key {key_id}")),
+    }
+}

@@ -1,0 +1,220 @@
+//! The gateway's own database: access records, their keys and checkpoints,
+//! token revocations and the subject block list, in SQLite or PostgreSQL.
+//!
+//! Requirements served (shared/guidelines/requirements.md):
+//! - **LOG-ACC-1 / LOG-ACC-2** (アクセス記録の取得): the access records are
+//!   kept here, one row per request, see [`audit_tables`].
+//! - **LOG-PROT-1**: rows carry a hash chain and signed checkpoints; the
+//!   schema keeps `(instance, seq)` unique so a second writer cannot fork a
+//!   chain silently.
+//! - **DATA-ENC-1** (データの暗号化): nothing sensitive is stored in clear; the
+//!   store only sees ciphertext, wrapped keys and keyed hashes.
+//! - **ACL-ACCT-1**: token revocations and blocked subjects live here so every
+//!   gateway instance refuses the same accounts, see [`revocations`].
+//!
+//! One SQL dialect for both databases: everything goes through sqlx's `Any`
+//! driver with `$1`-style parameters, which PostgreSQL uses natively and
+//! SQLite accepts as numbered parameters. Only the DDL's binary column type
+//! differs (`BLOB` / `BYTEA`). No compile-time checked macros are used, so a
+//! fresh clone builds without a database.
+
+pub mod audit_keys_checkpoints;
+pub mod audit_tables;
+pub mod revocations;
+mod schema;
+#[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyConnection;
+use sqlx::{AnyPool, Executor};
+use tokio::sync::OnceCell;
+
+pub use audit_tables::{AuditRow, CheckpointRow, KeyRow};
+pub use revocations::{BlockedSubject, RevocationSnapshot};
+
+/// Why a store operation failed.
+///
+/// Callers on the request path treat every variant as "the database cannot
+/// be trusted right now": the audit writer spools, the revocation cache keeps
+/// its last snapshot. The variants exist so operators see which step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
+    #[error("unsupported database URL scheme in {url:?}: use sqlite://PATH?mode=rwc or postgres://USER@HOST/DB")]
+    UnsupportedUrl {
+        /// The URL with any password removed.
+        url: String,
+    },
+    /// Connecting, or a statement, failed in the driver.
+    #[error("database error during {op}: {source}")]
+    Database {
+        /// What the store was doing, e.g. `"insert audit batch"`.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema in the database is newer than this build understands.
+    #[error("database schema version {found} is newer than this gateway's {supported}: upgrade the gateway")]
+    SchemaTooNew {
+        /// Version recorded in `schema_version`.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+    /// A row did not have the shape this build expects.
+    #[error("unexpected row in {table}: {detail}")]
+    Corrupt {
+        /// Table the row came from.
+        table: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+        move |source| StoreError::Database { op, source }
+    }
+}
+
+/// Which database a [`Store`] talks to; decides only the DDL's binary type
+/// and the SQLite durability pragmas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A local SQLite file in WAL mode with `synchronous=FULL`.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Connection tuning. The defaults suit one gateway instance; the timeouts
+/// are short on purpose so the audit writer falls back to its spool quickly
+/// instead of holding requests while the database is away.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size. SQLite serialises writers anyway; PostgreSQL benefits a little.
+    pub max_connections: u32,
+    /// How long to wait for a connection before giving up (and spooling).
+    pub acquire_timeout: Duration,
+    /// SQLite `busy_timeout`: how long a writer waits for another writer's lock.
+    pub sqlite_busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(3),
+            sqlite_busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A pool of connections plus the knowledge that the schema is in place.
+///
+/// Cheap to clone; clones share the pool. The schema is created on the first
+/// successful connection (see [`Store::connect_lazy`]), so a gateway can start
+/// while its database is down and catch up later.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    migrated: std::sync::Arc<OnceCell<()>>,
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store {
+    /// Connects and creates or upgrades the schema; fails if the database is
+    /// unreachable. Use this where starting without the database is wrong
+    /// (CLI tools: export, verify, purge, key rotation).
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with explicit options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        let store = Self::connect_lazy(url, options)?;
+        store.ready().await?;
+        Ok(store)
+    }
+
+    /// Builds the pool without connecting. The audit writer uses this so the
+    /// gateway starts (spooling records) even while the database is down.
+    pub fn connect_lazy(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl { url: redact(url) });
+        };
+        let busy_ms = options.sqlite_busy_timeout.as_millis();
+        let pool = AnyPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |conn: &mut AnyConnection, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers (export, verify) run beside the writer;
+                        // synchronous=FULL makes a commit survive power loss, which
+                        // the audit writer's "acked = durable" promise relies on.
+                        conn.execute("PRAGMA journal_mode=WAL").await?;
+                        conn.execute("PRAGMA synchronous=FULL").await?;
+                        conn.execute(format!("PRAGMA busy_timeout={busy_ms}").as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url)
+            .map_err(StoreError::db("parse database URL"))?;
+        Ok(Store {
+            pool,
+            backend,
+            migrated: Default::default(),
+        })
+    }
+
+    /// Which database this store talks to.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Makes sure the schema exists; runs the embedded migrations once per
+    /// process. Every operation calls this first.
+    pub async fn ready(&self) -> Result<&AnyPool, StoreError> {
+        self.migrated
+            .get_or_try_init(|| schema::migrate(&self.pool, self.backend))
+            .await?;
+        Ok(&self.pool)
+    }
+
+    /// The underlying pool, for tests and for modules that need a statement
+    /// this store does not offer. Does not run migrations.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Closes every connection; later operations fail.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
