@@ -785,7 +785,6 @@ async fn bulk_access_blocks_a_subject_after_more_distinct_patients_than_allowed(
 /// An upload rule must filter uploads, not reads: a request without a body has no
 /// content to judge. Today every GET/HEAD/DELETE on an upload route is refused 415
 /// ("detected type text/plain is not allowed"): the empty body is classified as text.
-#[ignore = "bug: bodiless requests on upload routes are refused 415 (pipeline.rs inspect_upload)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodiless_requests_on_an_upload_route_are_not_filtered() {
     let pki = Pki::new();
@@ -810,7 +809,6 @@ async fn bodiless_requests_on_an_upload_route_are_not_filtered() {
 
 /// A configuration reload must not lift lockouts, refill rate-limit budgets or forget
 /// open connections. Today `Runtime::build` builds a fresh `Protection` on every reload.
-#[ignore = "bug: POST /reload (or SIGHUP) resets every limiter's state (runtime.rs Protection::build)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_lockouts_budgets_and_connection_counts() {
     let pki = Pki::new();

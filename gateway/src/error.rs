@@ -152,7 +152,8 @@ pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full
     match err {
         GatewayError::RateLimited(d) => crate::limits::headers::insert_headers(resp.headers_mut(), &[d]),
         GatewayError::AuthLocked { retry_after } => {
-            let secs = retry_after.as_secs().max(1);
+            // Rounded up: a client told to come back early would only be refused again.
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         _ => {}

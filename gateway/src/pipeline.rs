@@ -77,6 +77,9 @@ pub struct RequestContext {
     pub fhir: Option<crate::fhir::FhirFacts>,
     /// `scheme://host:port` of the endpoint that was chosen.
     pub upstream_base: Option<String>,
+    /// The client's address: the peer, or, behind a configured trusted proxy, the last
+    /// untrusted address of its `X-Forwarded-For` (what limits and records key on).
+    pub client_ip: std::net::IpAddr,
     /// The upstream address that answered (DATA-JP-1 evidence).
     pub upstream_addr: Option<SocketAddr>,
 }
@@ -99,6 +102,7 @@ impl Pipeline {
         // Phase 1: request id.
         let mut ctx = RequestContext {
             id: request_id(&runtime, &conn, &req),
+            client_ip: client_ip(&runtime, &conn, &req),
             conn,
             started: Instant::now(),
             route: None,
@@ -172,7 +176,16 @@ async fn process(
     // Phase 4: authenticate.
     ctx.identity = match authenticate(runtime, ctx, &route, &req).await {
         Err(e @ GatewayError::Auth { .. }) => {
-            limits::auth_failed(&runtime.protection, ctx);
+            // A request without a token is not a guess; a bad token is (AUTH-LOCK-1).
+            if !matches!(
+                &e,
+                GatewayError::Auth {
+                    error: crate::auth::AuthError::MissingToken,
+                    ..
+                }
+            ) {
+                limits::auth_failed(&runtime.protection, ctx);
+            }
             return Err(e);
         }
         other => other?,
@@ -186,7 +199,11 @@ async fn process(
     // Phase 5b: limits keyed by identity (cost from the FHIR interaction), block list,
     // and the upload filter on the body's content.
     limits::after_auth(&runtime.protection, &*runtime.blocks, &route, ctx).await?;
-    if runtime.protection.upload_routes.contains(&*route.name) {
+    let has_body = match &out.body {
+        Either::Left(_) => true,
+        Either::Right(full) => !full.is_end_stream(),
+    };
+    if has_body && runtime.protection.upload_routes.contains(&*route.name) {
         inspect_upload(runtime, &route, &mut out).await?;
     }
     // Phases 6 and 7: pick an endpoint (residency is checked as it connects) and forward.
@@ -446,6 +463,25 @@ fn finish(runtime: &Runtime, ctx: &RequestContext, resp: &mut Response<ResponseB
         metrics::counter!("phr_requests_total", "route" => "none", "status" => resp.status().as_u16().to_string())
             .increment(1);
     }
+}
+
+/// Behind trusted proxies, the right-most `X-Forwarded-For` entry they did not add.
+fn client_ip(runtime: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> std::net::IpAddr {
+    let peer = conn.peer.ip();
+    if !runtime.peer_is_trusted(peer) {
+        return peer;
+    }
+    let chain = req.headers().get_all(&headers::X_FORWARDED_FOR);
+    let hops: Vec<std::net::IpAddr> = chain
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !runtime.peer_is_trusted(*ip))
+        .unwrap_or(peer)
 }
 
 /// Phase 1: accept the request id of a trusted hop if it is well-formed, else make one.

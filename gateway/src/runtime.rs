@@ -63,6 +63,7 @@ pub struct Runtime {
     pub auth: Option<Arc<Authenticator>>,
     /// Rate limits, connection limits, auth back-off, bulk detector, upload filter.
     pub protection: Arc<Protection>,
+    protection_fingerprint: String,
     /// The subject block list (kept by `Shared`, so it survives reloads).
     pub blocks: Arc<dyn BlockStore>,
 }
@@ -100,6 +101,18 @@ impl Runtime {
         revocations: Arc<dyn RevocationList>,
         blocks: Arc<dyn BlockStore>,
     ) -> Result<Self, BuildError> {
+        Self::build_after(config, revocations, blocks, None)
+    }
+
+    /// As [`Runtime::build`], reusing the previous runtime's limits when their sections
+    /// did not change: a reload must not lift lockouts, refill budgets or forget open
+    /// connections (the state is the protection).
+    pub fn build_after(
+        config: Config,
+        revocations: Arc<dyn RevocationList>,
+        blocks: Arc<dyn BlockStore>,
+        previous: Option<&Runtime>,
+    ) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
             let server = crate::tls::server::build(l).map_err(|source| BuildError::ListenerTls {
@@ -135,8 +148,13 @@ impl Runtime {
                 Some(Arc::new(a))
             }
         };
-        let protection =
-            Arc::new(Protection::build(&config.protection(), blocks.clone()).map_err(BuildError::Protection)?);
+        let limits_config = config.protection();
+        // The sections have no PartialEq; their Debug form is a faithful comparison.
+        let fingerprint = format!("{limits_config:?}");
+        let protection = match previous {
+            Some(p) if p.protection_fingerprint == fingerprint => p.protection.clone(),
+            _ => Arc::new(Protection::build(&limits_config, blocks.clone()).map_err(BuildError::Protection)?),
+        };
         let mut routes: Vec<Arc<RouteRuntime>> = config
             .routes
             .iter()
@@ -172,6 +190,7 @@ impl Runtime {
         Ok(Self {
             blocks,
             protection,
+            protection_fingerprint: fingerprint,
             auth,
             config,
             routes,
@@ -270,7 +289,7 @@ impl Shared {
         if before != after {
             return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
-        let runtime = Runtime::build(config, self.revocations.clone(), self.blocks.clone())?;
+        let runtime = Runtime::build_after(config, self.revocations.clone(), self.blocks.clone(), Some(&old))?;
         runtime.start().await?;
         self.current.store(Arc::new(runtime));
         Ok(())

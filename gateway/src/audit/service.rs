@@ -79,7 +79,7 @@ pub fn record_for(
         clock_synchronized: None,
         request_id: ctx.id.to_str().unwrap_or_default().to_string(),
         instance: meta.instance.clone(),
-        source_ip: ctx.conn.peer.ip().to_string(),
+        source_ip: ctx.client_ip.to_string(),
         tls_version: Some(ctx.conn.tls_version.to_string()),
         client_cert_fingerprint: ctx.conn.client.as_ref().map(|c| c.fingerprint_hex()),
         client_cert_subject: ctx.conn.client.as_ref().map(|c| c.subject.clone()),

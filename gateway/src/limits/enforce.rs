@@ -46,6 +46,7 @@ pub struct Protection {
     pub uploads: UploadFilter,
     /// Routes with an upload rule: only their bodies are buffered for inspection.
     pub upload_routes: std::collections::HashSet<String>,
+    sweeper: std::sync::atomic::AtomicBool,
 }
 
 impl Protection {
@@ -79,6 +80,7 @@ impl Protection {
                 .map(|b| BulkAccessDetector::new(b, Some(blocks))),
             uploads: UploadFilter::new(&config.upload_filter),
             upload_routes: config.upload_filter.routes.keys().cloned().collect(),
+            sweeper: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -98,6 +100,10 @@ impl Protection {
 
     /// Runs periodic eviction of expired keys, so memory stays bounded between floods.
     pub fn spawn_sweeper(self: &Arc<Self>) {
+        // Once per Protection: a reload that keeps it must not start a second sweeper.
+        if self.sweeper.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));

@@ -15,7 +15,7 @@ use std::time::Instant;
 /// Before any token is verified: limits that need no identity, so a flood of forged
 /// tokens is cut off before signature checks are paid for (AV-DOS-1, AUTH-LOCK-1).
 pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &RequestContext) -> Result<(), GatewayError> {
-    let ip = ctx.conn.peer.ip();
+    let ip = ctx.client_ip;
     if let Some(wait) = p.auth_backoff.is_blocked(ip, None) {
         return Err(GatewayError::AuthLocked { retry_after: wait });
     }
@@ -36,8 +36,8 @@ pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &RequestCont
 /// A 401: counts towards the source address's back-off (the subject is unknown when the
 /// token did not verify).
 pub fn auth_failed(p: &Protection, ctx: &RequestContext) {
-    for lockout in p.auth_backoff.record_failure(ctx.conn.peer.ip(), None) {
-        tracing::warn!(peer = %ctx.conn.peer.ip(), blocked_for_s = lockout.blocked_for.as_secs(), "repeated authentication failures: source blocked");
+    for lockout in p.auth_backoff.record_failure(ctx.client_ip, None) {
+        tracing::warn!(client = %ctx.client_ip, blocked_for_s = lockout.blocked_for.as_secs(), "repeated authentication failures: source blocked");
     }
 }
 
@@ -54,7 +54,7 @@ pub async fn after_auth(
         if blocks.is_blocked(&id.subject) {
             return Err(GatewayError::SubjectBlocked);
         }
-        if let Some(wait) = p.auth_backoff.is_blocked(ctx.conn.peer.ip(), Some(&id.subject)) {
+        if let Some(wait) = p.auth_backoff.is_blocked(ctx.client_ip, Some(&id.subject)) {
             return Err(GatewayError::AuthLocked { retry_after: wait });
         }
     }
