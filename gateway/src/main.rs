@@ -43,6 +43,21 @@ enum Command {
     /// Domestic-only egress: build the allow-list, report where every target is.
     #[command(subcommand)]
     Residency(ResidencyCommand),
+    /// Print tokens signed by the demo's development issuer (one per line), for demos,
+    /// load tests and integration tests. Its JWKS is `dev-issuer-jwks.json` in DATA_DIR.
+    DevToken {
+        #[arg(long, default_value = "phr-gateway-demo")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value = "openid patient/*.rs")]
+        scope: String,
+        #[arg(long)]
+        patient: Option<String>,
+        /// How many distinct tokens (distinct jti) to print.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
     /// Run the real gateway with embedded defaults: generated certificates, a sample FHIR
     /// backend with synthetic patients, on loopback.
     Demo {
@@ -253,6 +268,29 @@ fn main() -> ExitCode {
         }
         Command::Keys(KeysCommand::Destroy { config, key_id }) => {
             ops(async move { ops::destroy_key(&config, &key_id).await })
+        }
+        Command::DevToken {
+            data_dir,
+            subject,
+            scope,
+            patient,
+            count,
+        } => {
+            let issued = std::fs::create_dir_all(&data_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|_| phr_gateway::demo::issuer::DevIssuer::ensure(&data_dir))
+                .and_then(|dev| {
+                    (0..count)
+                        .map(|_| dev.token(&subject, &scope, patient.as_deref()))
+                        .collect::<Result<Vec<_>, _>>()
+                });
+            match issued {
+                Ok(tokens) => {
+                    println!("{}", tokens.join("\n"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
         }
         Command::Demo {
             data_dir,
