@@ -149,6 +149,9 @@ def markdown(meta_path, tsv_path):
         w(f"- Gateway: route config `{meta['gateway_route']}` "
           "(open = `phi = false`, `auth.mode = \"none\"`: no token check), default log level; "
           f"it wrote {int(meta.get('gateway_log_bytes', '0')):,} bytes of log in the whole run")
+    w(f"- Runs repeated because other programs used the proxy core: "
+      f"{meta.get('disturbed_repeats', '0')} (at most {meta.get('disturbed_retries', '?')} "
+      "repeats per run)")
     disturbed = [r for r in rows if r["core_other"] > 0.05]
     if disturbed:
         w(f"- **⚠ {len(disturbed)} of {len(rows)} runs were disturbed** by other programs "

@@ -37,6 +37,7 @@ TARGETS=${TARGETS:-"direct gateway nginx haproxy"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BUILD=${BUILD:-0}
+DISTURBED_RETRIES=${DISTURBED_RETRIES:-2}   # repeats of a run disturbed by other programs
 OUT=${OUT:-$BENCH_DIR/RESULTS.md}
 RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept there
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/phr-gateway}
@@ -516,33 +517,44 @@ measure() {
     ((rate > 0)) && what+=", $rate req/s"
     log "  $kind $proto /$size → $target ($url, ${dur}s, $what)"
 
-    b0=$(cpu_ticks "$BACKEND_PID"); p0=0
-    [[ -n $PROXY_PID ]] && p0=$(cpu_ticks "$PROXY_PID")
-    read -r c0 cs0 ct0 < <(core_ticks "$PROXY_CPU")
-    t0=$(now)
-    case "$kind/$proto" in
-        sat/h1) load_h1 "$url" "$dur" "$raw" ;;
-        sat/h2) load_h2load "$url" "$dur" "$raw" -c "$conns" -m "$streams" ;;
-        moderate/h1) load_h2load "$url" "$dur" "$raw" --h1 -c "$conns" -m 1 --rps "$((rate / conns))" ;;
-        moderate/h2) load_h2load "$url" "$dur" "$raw" -c "$conns" -m "$streams" --rps "$((rate / conns))" ;;
-    esac
-    t1=$(now)
-    read -r c1 cs1 ct1 < <(core_ticks "$PROXY_CPU")
-    b1=$(cpu_ticks "$BACKEND_PID"); p1=0
-    [[ -n $PROXY_PID ]] && p1=$(cpu_ticks "$PROXY_PID")
+    # On a shared machine another program may take the proxy core during a
+    # run; such a run is repeated (bounded: DISTURBED_RETRIES times) and, if
+    # it is still disturbed, kept and flagged in the report.
+    local attempt other proxy_ticks
+    for ((attempt = 0; attempt <= DISTURBED_RETRIES; attempt++)); do
+        b0=$(cpu_ticks "$BACKEND_PID"); p0=0
+        [[ -n $PROXY_PID ]] && p0=$(cpu_ticks "$PROXY_PID")
+        read -r c0 cs0 ct0 < <(core_ticks "$PROXY_CPU")
+        t0=$(now)
+        case "$kind/$proto" in
+            sat/h1) load_h1 "$url" "$dur" "$raw" ;;
+            sat/h2) load_h2load "$url" "$dur" "$raw" -c "$conns" -m "$streams" ;;
+            moderate/h1) load_h2load "$url" "$dur" "$raw" --h1 -c "$conns" -m 1 --rps "$((rate / conns))" ;;
+            moderate/h2) load_h2load "$url" "$dur" "$raw" -c "$conns" -m "$streams" --rps "$((rate / conns))" ;;
+        esac
+        t1=$(now)
+        read -r c1 cs1 ct1 < <(core_ticks "$PROXY_CPU")
+        b1=$(cpu_ticks "$BACKEND_PID"); p1=0
+        [[ -n $PROXY_PID ]] && p1=$(cpu_ticks "$PROXY_PID")
 
-    local proxy_ticks=NA
-    [[ -n $PROXY_PID ]] && proxy_ticks=$((p1 - p0))
+        proxy_ticks=NA
+        [[ -n $PROXY_PID ]] && proxy_ticks=$((p1 - p0))
+        other=$(( (c1 - c0) - ${proxy_ticks/NA/0} ))
+        log "    → $R_OK ok, $R_FAILED failed, p50 ${R_P50}µs p99 ${R_P99}µs, proxy ticks $proxy_ticks, backend ticks $((b1 - b0)), other on proxy core $other of $((ct1 - ct0))"
+        ((other * 100 > 5 * (ct1 - ct0))) || break
+        if ((attempt < DISTURBED_RETRIES)); then
+            log "    WARNING: other programs used the proxy core during this run; repeating it in 5 s"
+            echo "retry $kind $proto $size $target" >>"$WORK/retries"
+            sleep 5
+        else
+            log "    WARNING: still disturbed after $DISTURBED_RETRIES repeats; keeping it, flagged"
+        fi
+    done
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$kind" "$proto" "$size" "$target" "$conns" "$streams" "$rate" \
         "$R_OK" "$R_FAILED" "$R_TOOL_S" "$(python3 -c "print(round($t1-$t0,3))")" \
         "$R_P50" "$R_P99" "$proxy_ticks" "$((b1 - b0))" \
         "$((c1 - c0))" "$((cs1 - cs0))" "$((ct1 - ct0))" >>"$WORK/results.tsv"
-    local other=$(( (c1 - c0) - ${proxy_ticks/NA/0} ))
-    log "    → $R_OK ok, $R_FAILED failed, p50 ${R_P50}µs p99 ${R_P99}µs, proxy ticks $proxy_ticks, backend ticks $((b1 - b0)), other on proxy core $other of $((ct1 - ct0))"
-    if ((other * 100 > 5 * (ct1 - ct0))); then
-        log "    WARNING: other programs used the proxy core during this run; its figures are disturbed"
-    fi
     ((R_FAILED == 0)) || log "    WARNING: $R_FAILED failed requests in this run"
 }
 
@@ -627,6 +639,7 @@ write_meta() {
         echo "load_cpu=$LOAD_CPU"
         echo "clk_tck=$CLK_TCK"
         echo "targets=$TARGETS"
+        echo "disturbed_retries=$DISTURBED_RETRIES"
     } >>"$WORK/meta"
 }
 
@@ -648,6 +661,8 @@ main() {
         bench_target "$target"
     done
     echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta"
+    touch "$WORK/retries"
+    echo "disturbed_repeats=$(wc -l <"$WORK/retries")" >>"$WORK/meta"
     python3 "$BENCH_DIR/report.py" markdown "$WORK/meta" "$WORK/results.tsv" >"$OUT.tmp"
     mv "$OUT.tmp" "$OUT"
     log "wrote $OUT"
