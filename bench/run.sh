@@ -480,6 +480,7 @@ load_h1() {
 # min/max/mean/sd).
 load_h2load() {
     local url=$1 dur=$2 raw=$3; shift 3
+    rm -f "$raw.log"    # h2load appends to an existing log file
     timeout -k 5 $((dur + 30)) taskset -c "$LOAD_CPU" \
         h2load -t1 -D "$dur" --log-file="$raw.log" "$@" "$url" >"$raw" 2>&1 \
         || { cat "$raw" >&2; die "h2load failed: $url"; }
