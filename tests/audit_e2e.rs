@@ -1394,7 +1394,6 @@ async fn revocations_and_blocks_reach_every_gateway_sharing_the_store_within_2s(
 /// PostgreSQL the schema check's `CREATE TABLE IF NOT EXISTS` notices ("relation ...
 /// already exists, skipping", logged by sqlx at INFO) land in front of the records, so
 /// `audit export > evidence.jsonl` holds log lines and `--format fhir` is not JSON.
-#[ignore = "bug: CLI logs go to stdout, mixed into `audit export` output (main.rs init_logging)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_stdout_holds_only_the_export_on_postgres() {
     let Some(admin) = pg_url() else { return };
@@ -1419,7 +1418,6 @@ async fn export_stdout_holds_only_the_export_on_postgres() {
 /// `resource_type` and `resource_id` are null on the 403 for `GET /fhir/Patient/pb`
 /// (and for a search such as `?patient=pb` the scrubbed path keeps no trace of whose
 /// data was sought). `ctx.fhir` is only set once authorisation succeeded.
-#[ignore = "bug: refused FHIR requests carry no interaction/resource in their record (fhir.rs authorize)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_fhir_requests_record_what_was_attempted() {
     let pki = Pki::new();
@@ -1442,7 +1440,6 @@ async fn refused_fhir_requests_record_what_was_attempted() {
 /// "short on purpose so the audit writer falls back to its spool quickly instead of
 /// holding requests while the database is away". No request should wait much longer than
 /// one `acquire_timeout` (3 s).
-#[ignore = "bug: during a database outage each request is held for seconds (audit/group_commit.rs replay on the ack path)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_during_a_postgres_outage_are_not_held_for_seconds() {
     let Some(o) = outage_setup().await else { return };

@@ -61,6 +61,15 @@ pub async fn authorize(
         body: (!body.is_empty()).then_some(&body[..]),
     };
     let classified = fhir_adapter::classify(&request, &route.fhir_policy.limits)?;
+    // What was attempted is known before the decision: a refusal is recorded with it.
+    let attempted = fhir_adapter::access_facts(&classified, None, None);
+    ctx.fhir = Some(FhirFacts {
+        interaction: attempted.interaction,
+        resource_type: attempted.resource_type,
+        resource_id: attempted.resource_id.map(str::to_string),
+        operation: attempted.operation.map(str::to_string),
+        patients: attempted.patients,
+    });
     let identity = ctx.identity.as_ref();
     let scopes = Scopes::parse(identity.into_iter().flat_map(|i| i.scopes.iter().map(String::as_str)));
     let patient = identity.and_then(|i| i.patient.clone());

@@ -192,7 +192,9 @@ enum ResidencyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The server logs to stdout (collected by the platform); every other command keeps
+    // stdout for its own output (exports, reports) and logs to stderr.
+    init_logging(matches!(cli.command, Command::Run { .. } | Command::Demo { .. }));
     match cli.command {
         Command::CheckConfig { config } => block_on(async move {
             let cfg = phr_gateway::config::load(&config).map_err(|e| e.to_string())?;
@@ -338,12 +340,17 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 /// JSON log lines on stdout. No request header, cookie, token or body is ever logged.
-fn init_logging() {
+fn init_logging(to_stdout: bool) {
+    let default = if to_stdout { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PHR_GATEWAY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .json()
         .with_env_filter(filter)
-        .with_current_span(false)
-        .init();
+        .with_current_span(false);
+    if to_stdout {
+        builder.init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
 }

@@ -165,7 +165,7 @@ impl Writer {
                 Err(e) => return self.ack_all(batch, Err(e.to_string()), "random"),
             }
         }
-        if !self.spool_is_empty() && self.last_retry.elapsed() >= self.cfg.retry_interval {
+        if !self.spool_is_empty() && self.last_retry.elapsed() >= self.cfg.retry_interval && self.db_reachable().await {
             if let Err(e) = self.replay().await {
                 tracing::debug!(error = %e, "audit database still unavailable");
             }
@@ -210,6 +210,20 @@ impl Writer {
                 }));
             }
         }
+    }
+
+    /// A quick probe before replaying: while the database is down, every request's
+    /// record goes to the spool at once instead of waiting behind a connect timeout.
+    async fn db_reachable(&mut self) -> bool {
+        let probe = sqlx::query("SELECT 1").execute(self.store.pool());
+        let ok = matches!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), probe).await,
+            Ok(Ok(_))
+        );
+        if !ok {
+            self.last_retry = Instant::now();
+        }
+        ok
     }
 
     fn spool_is_empty(&self) -> bool {
@@ -334,7 +348,7 @@ impl Writer {
 
     async fn on_tick(&mut self) {
         if !self.spool_is_empty() {
-            if self.last_retry.elapsed() >= self.cfg.retry_interval {
+            if self.last_retry.elapsed() >= self.cfg.retry_interval && self.db_reachable().await {
                 if let Err(e) = self.replay().await {
                     tracing::debug!(error = %e, "audit database still unavailable");
                 }
