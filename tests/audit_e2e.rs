@@ -39,7 +39,11 @@ fn pg_url() -> Option<String> {
             panic!("PHR_TEST_POSTGRES_URL not set but PHR_TEST_REQUIRE_SERVICES=1")
         }
         _ => {
-            eprintln!("skipping: PHR_TEST_POSTGRES_URL not set");
+            // Written past the test harness's output capture, so a plain run shows it.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"skipping: PHR_TEST_POSTGRES_URL not set (set it, or run bash .ci/run)\n",
+            );
             None
         }
     }

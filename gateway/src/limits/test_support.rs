@@ -13,7 +13,11 @@ pub(super) fn redis_url_or_skip() -> Option<String> {
             if std::env::var("PHR_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
                 panic!("PHR_TEST_REDIS_URL not set but PHR_TEST_REQUIRE_SERVICES=1");
             }
-            eprintln!("skipping: PHR_TEST_REDIS_URL not set");
+            // Written past the test harness's output capture, so a plain run shows it.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"skipping: PHR_TEST_REDIS_URL not set (set it, or run bash .ci/run)\n",
+            );
             None
         }
     }
