@@ -96,7 +96,7 @@ impl Pipeline {
     }
 
     /// Runs every phase for one request and always produces a response.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<ResponseBody> {
         // One snapshot for the whole request: a reload mid-request cannot mix two configs.
         let runtime = self.shared.current.load_full();
         // Phase 1: request id.
@@ -112,7 +112,6 @@ impl Pipeline {
             upstream_base: None,
             upstream_addr: None,
         };
-        req.headers_mut().insert(&headers::X_REQUEST_ID, ctx.id.clone());
         let meta = self.shared.audit.as_ref().map(|_| RequestMeta {
             instance: runtime.config.gateway.instance_id.clone(),
             method: req.method().to_string(),
