@@ -327,3 +327,74 @@ fn refuses_expired_and_weak_certificates_at_start() {
     assert!(!out.status.success());
     assert!(err.contains("does not belong"), "{err}");
 }
+
+#[test]
+fn refuses_weak_rsa_keys_and_sha1_signatures() {
+    let pki = Pki::new();
+    let path = pki.path("gateway.toml");
+    std::fs::write(
+        &path,
+        base_config(&pki, "", &plain_route("b", "/", &[closed_port()], "")),
+    )
+    .unwrap();
+    for (args, expected) in [
+        (["-newkey", "rsa:1024", "-sha256"], "1024-bit RSA key"),
+        (["-newkey", "rsa:2048", "-sha1"], "SHA-1"),
+    ] {
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-nodes", "-days", "30", "-subj", "/CN=localhost"])
+            .args(args)
+            .args(["-keyout", pki.path("server-key.pem").to_str().unwrap()])
+            .args(["-out", pki.path("server.pem").to_str().unwrap()])
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(BIN)
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted a certificate with {expected}");
+        assert!(err.contains("server.pem") && err.contains(expected), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn certificates_are_chosen_by_sni() {
+    let pki = Pki::new();
+    let (cert, key) = pki.ca.issue_server(&["records.example.jp"]).unwrap();
+    std::fs::write(pki.path("records.pem"), cert).unwrap();
+    std::fs::write(pki.path("records-key.pem"), key).unwrap();
+    let backend = start_backend().await;
+    let second = format!(
+        "[[listeners.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        pki.path("records.pem").display(),
+        pki.path("records-key.pem").display()
+    );
+    // The extra certificate table belongs to the listener, so it goes before the routes.
+    let config = base_config(
+        &pki,
+        "",
+        &format!("{second}\n{}", plain_route("b", "/", &[backend], "")),
+    );
+    let gw = Gateway::start(&pki, &config);
+    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let names = |der: &[u8]| {
+        let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
+        let san = c.subject_alternative_name().unwrap().unwrap();
+        format!("{:?}", san.value.general_names)
+    };
+    for (sni, expected) in [("localhost", "localhost"), ("records.example.jp", "records.example.jp")] {
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(rustls::pki_types::ServerName::try_from(sni).unwrap(), tcp)
+            .await
+            .unwrap();
+        let der = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        assert!(names(&der).contains(expected), "SNI {sni} got {}", names(&der));
+    }
+}
