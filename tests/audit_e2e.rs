@@ -14,8 +14,11 @@
 mod common;
 #[path = "common/fhir_backend.rs"]
 mod fhir_backend;
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
 #[path = "../gateway/tests/auth/common.rs"]
 mod tokens;
+use tcp_proxy::TcpProxy;
 
 use bytes::Bytes;
 use common::*;
@@ -112,62 +115,6 @@ fn pg_host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap().to_string()
-}
-
-/// A TCP proxy on loopback in front of PostgreSQL that can be stopped (listener closed,
-/// every open connection cut) and restarted on the same port.
-struct TcpProxy {
-    addr: SocketAddr,
-    target: SocketAddr,
-    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl TcpProxy {
-    async fn start(target: SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let p = Self {
-            addr: listener.local_addr().unwrap(),
-            target,
-            tasks: Arc::default(),
-        };
-        p.serve(listener);
-        p
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let (target, tasks) = (self.target, self.tasks.clone());
-        let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                tasks.lock().unwrap().push(conn.abort_handle());
-            }
-        });
-        self.tasks.lock().unwrap().push(accept.abort_handle());
-    }
-
-    /// Closes the listener and every proxied connection: the database is unreachable.
-    async fn stop(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-        // Let the aborted tasks drop their sockets.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    /// Listens again on the same port.
-    async fn restart(&self) {
-        for _ in 0..50 {
-            if let Ok(l) = tokio::net::TcpListener::bind(self.addr).await {
-                return self.serve(l);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("cannot listen on {} again", self.addr);
-    }
 }
 
 // ---- configuration -----------------------------------------------------------------

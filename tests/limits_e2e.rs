@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/fhir_backend.rs"]
 mod fhir_backend;
+#[path = "common/tcp_proxy.rs"]
+mod tcp_proxy;
 #[path = "../gateway/tests/auth/common.rs"]
 mod tokens;
 
@@ -846,4 +848,72 @@ async fn reload_keeps_lockouts_budgets_and_connection_counts() {
         try_conn(&gw, &pki).await.is_err(),
         "connection count forgotten by a reload"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_fails_closed_or_open_then_recovers() {
+    let Some(url) = redis_url() else { return };
+    let target: SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("redis://IP:port");
+    let proxy = tcp_proxy::TcpProxy::start(target).await;
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let rest = format!(
+        "{}{}{}{}[redis]\nurl = \"redis://{}\"\nkey_prefix = \"{}\"\njurisdiction = \"JP\"\nin_cluster = true\n",
+        policy(
+            "strict",
+            "route",
+            1000,
+            "1s",
+            1000,
+            "shared = true\non_redis_error = \"closed\""
+        ),
+        policy(
+            "lenient",
+            "route",
+            1000,
+            "1s",
+            1000,
+            "shared = true\non_redis_error = \"open\""
+        ),
+        limited_route("closed", "/closed/", backend, &["strict"]),
+        limited_route("open", "/open/", backend, &["lenient"]),
+        proxy.addr,
+        unique_prefix("midrun"),
+    );
+    let gw = Gateway::start(&pki, &config(&pki, UNLIMITED_CONNECTIONS, NO_BACKOFF, &rest));
+    let mut c = open(&gw, &pki).await;
+    for path in ["/closed/echo", "/open/echo"] {
+        assert_eq!(c.get(path).await.unwrap().0, 200, "{path} with Redis up");
+    }
+    // Redis goes away mid-run.
+    proxy.stop().await;
+    let (s, _, b) = c.get("/closed/echo").await.unwrap();
+    assert_eq!(
+        s,
+        503,
+        "fail-closed policy with Redis down: {}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(
+        c.get("/open/echo").await.unwrap().0,
+        200,
+        "fail-open policy with Redis down"
+    );
+    // And comes back: the closed policy admits again without a restart.
+    proxy.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if c.get("/closed/echo").await.unwrap().0 == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shared limiter did not recover after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
