@@ -29,7 +29,6 @@ use phr_gateway::store::Store;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 // ---- services ----------------------------------------------------------------------
