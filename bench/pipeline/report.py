@@ -58,7 +58,10 @@ def read_rows(path, clk):
             aux = 0 if r["aux_ticks"] in ("", "NA") else int(r["aux_ticks"])
             r["aux_us"] = aux / clk * 1e6 / ok if ok and r["aux"] else None
             total = int(r["core_total"]) or 1
-            r["other"] = max(0, int(r["core_busy"]) - int(r["gw_ticks"]) - aux) / total
+            # Busy incl. softirq minus the gateway (whose stime includes the
+            # softirq work done in its syscalls) minus PostgreSQL/Redis.
+            r["other"] = max(0, int(r["core_busy"]) + int(r["core_softirq"])
+                             - int(r["gw_ticks"]) - aux) / total
             rows[r["id"]] = r
     return rows
 
