@@ -343,7 +343,11 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 fn init_logging(to_stdout: bool) {
     // rustls warns on every handshake that sends an IP address as SNI; a client could
     // flood the log with that, so only its errors are kept.
-    let default = if to_stdout { "info,rustls=error" } else { "warn,rustls=error" };
+    let default = if to_stdout {
+        "info,rustls=error"
+    } else {
+        "warn,rustls=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PHR_GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
