@@ -48,6 +48,7 @@ DISTURBED_RETRIES=${DISTURBED_RETRIES:-1}           # repeats of a run disturbed
 BUILD_WAIT_MAX=${BUILD_WAIT_MAX:-900}               # longest wait for a build to finish (s), per run
 BUILD=${BUILD:-0}
 OUT=${OUT:-$BENCH_DIR/PIPELINE.md}
+ROW_GROUPS=${ROW_GROUPS:-"off sqlite pg memory"}  # groups of rows to run; a subset (e.g. "read sqlite pg": row 4a and the records rows) writes a partial report
 RAW_DIR=${RAW_DIR:-}
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/phr-gateway}
 
@@ -179,6 +180,7 @@ core_ticks() {
 }
 
 now() { date +%s.%N; }
+want() { [[ " $ROW_GROUPS " == *" $1 "* ]]; }
 loadavg1() { cut -d' ' -f1 /proc/loadavg; }
 
 # A CI build on this machine would take the cores: wait until no cargo or
@@ -626,13 +628,14 @@ record_residency() {
 # (every record committed), the store's record count must equal the requests
 # the gateway counted (measured runs, warm-ups and the verification requests).
 record_audit_count() {
-    local audit=$1 requests=$2 records
+    local audit=$1 requests=$2 transactions=$3 records
     case $audit in
         sqlite) records=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from audit_records').fetchone()[0])" "$GW_DIR/phr-gateway.db") ;;
         pg) records=$(psql_q "SELECT count(*) FROM $PG_SCHEMA.audit_records") ;;
     esac
     log "access records ($audit): $records in the store for $requests requests"
-    printf 'records_%s=%s\nrequests_%s=%s\n' "$audit" "$records" "$audit" "$requests" >>"$WORK/meta"
+    printf 'records_%s=%s\nrequests_%s=%s\ntransactions_%s=%s\n' "$audit" "$records" "$audit" "$requests" \
+        "$audit" "$transactions" >>"$WORK/meta"
 }
 
 # ---------------------------------------------------------------- the rows
@@ -655,28 +658,39 @@ bench_audit_off() {
     stop_gateway
 }
 
+# Row 4a alone (ROW_GROUPS without "off"): the reference for the records rows
+# when only the access-record cost is wanted.
+bench_read_only() {
+    start_gateway off
+    verify_gateway
+    measure 4a "FHIR read" off /fhir/Patient/p1 static "Authorization: Bearer $TOKEN" ""
+    stop_gateway
+}
+
 bench_audit_sqlite() {
-    local bearer="Authorization: Bearer $TOKEN" requests
+    local bearer="Authorization: Bearer $TOKEN" requests transactions
     start_gateway sqlite
     verify_gateway
     measure 4b "FHIR read, records on (SQLite)" sqlite /fhir/Patient/p1 static "$bearer" ""
     measure 5b "FHIR search, records on (SQLite)" sqlite /fhir/Observation static "$bearer" ""
     requests=$(metric_sum phr_requests_total)
+    transactions=$(metric_sum phr_audit_transactions_total)
     stop_gateway
-    record_audit_count sqlite "$requests"
+    record_audit_count sqlite "$requests" "$transactions"
 }
 
 bench_audit_pg() {
     ((PG_OK)) || return 0
-    local bearer="Authorization: Bearer $TOKEN" requests
+    local bearer="Authorization: Bearer $TOKEN" requests transactions
     psql_q "CREATE SCHEMA $PG_SCHEMA" >/dev/null || die "cannot create schema $PG_SCHEMA"
     PG_SCHEMA_CREATED=1
     start_gateway pg
     verify_gateway
     measure 4c "FHIR read, records on (PostgreSQL)" pg /fhir/Patient/p1 static "$bearer" postgres
     requests=$(metric_sum phr_requests_total)
+    transactions=$(metric_sum phr_audit_transactions_total)
     stop_gateway
-    record_audit_count pg "$requests"
+    record_audit_count pg "$requests" "$transactions"
 }
 
 # "VmHWM VmRSS" of the gateway, in KiB.
@@ -769,10 +783,11 @@ main() {
     mint_tokens
     write_meta
     start_backend
-    bench_audit_off
-    bench_audit_sqlite
-    bench_audit_pg
-    bench_memory
+    want off && bench_audit_off
+    want read && ! want off && bench_read_only
+    want sqlite && bench_audit_sqlite
+    want pg && bench_audit_pg
+    want memory && bench_memory
     touch "$WORK/retries"
     {
         echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -29,6 +29,14 @@ ORDER = ["1", "2", "3", "4a", "4b", "4c", "5a", "5b", "7a", "7b"]
 AUX_LABEL = {"postgres": "PostgreSQL", "redis-server": "Redis"}
 
 
+
+def per_commit(meta, store):
+    """Average records per database transaction (the group-commit batch)."""
+    try:
+        return "{:.1f}".format(int(meta[f"records_{store}"]) / int(meta[f"transactions_{store}"]))
+    except (KeyError, ValueError, ZeroDivisionError):
+        return "?"
+
 def read_meta(path):
     meta = {}
     with open(path) as f:
@@ -182,12 +190,13 @@ def main(meta_path, tsv_path):
         cost = 1 - ratio(r["rps"], off and off["rps"]) if off else None
         w("| 8 | access records, durable, {} | {} | – | – | {} | – | – | – | – | – | 4a | {} | {} | "
           "**{} records/s**; throughput cost vs records off {} (target < 15 %); store holds {} records "
-          "for {} requests the instance counted |".format(
+          "for {} requests the instance counted, in {} transactions ({} records per commit) |".format(
               name, f(r["rps"]), f(r["gw_us"], "{:.1f}"),
               f(ratio(r["rps"], off and off["rps"]), "{:.2f}"),
               f(ratio(r["gw_us"], off and off["gw_us"]), "{:.2f}"),
               f(r["rps"]), f(cost * 100 if cost is not None else None, "{:.1f} %"),
-              meta.get(f"records_{store}", "?"), meta.get(f"requests_{store}", "?")))
+              meta.get(f"records_{store}", "?"), meta.get(f"requests_{store}", "?"),
+              meta.get(f"transactions_{store}", "?"), per_commit(meta, store)))
 
     # Row 9: residency.
     if "residency_connections" in meta:

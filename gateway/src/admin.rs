@@ -38,7 +38,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
-        (&Method::GET, "/metrics") => text(StatusCode::OK, crate::metrics::install().render()),
+        (&Method::GET, "/metrics") => {
+            if let Some(audit) = &shared.audit {
+                crate::metrics::audit_writer(&audit.stats());
+            }
+            text(StatusCode::OK, crate::metrics::install().render())
+        }
         (&Method::POST, "/reload") => match shared.reload().await {
             Ok(()) => text(StatusCode::OK, "reloaded\n".into()),
             Err(e) => text(

@@ -60,3 +60,21 @@ impl RouteMetrics {
         self.latency.record(seconds);
     }
 }
+
+/// Copies the access-record writer's counters into the registry; called at
+/// each scrape, so the writer itself never touches the metrics recorder.
+/// `phr_audit_failed_records_total` above zero means requests were refused
+/// because their record could be neither committed nor spooled (LOG-ACC-1).
+pub fn audit_writer(s: &crate::audit::writer::WriterStats) {
+    for (name, value) in [
+        ("phr_audit_records_committed_total", s.committed),
+        ("phr_audit_transactions_total", s.transactions),
+        ("phr_audit_records_spooled_total", s.spooled),
+        ("phr_audit_records_replayed_total", s.replayed),
+        ("phr_audit_records_dropped_total", s.dropped),
+        ("phr_audit_failed_records_total", s.failed),
+        ("phr_audit_checkpoints_total", s.checkpoints),
+    ] {
+        metrics::counter!(name).absolute(value);
+    }
+}

@@ -112,6 +112,9 @@ impl Pipeline {
             upstream_base: None,
             upstream_addr: None,
         };
+        // Announced now so the audit writer knows a record is on its way and
+        // can gather it into the same commit as its neighbours'.
+        let expected = self.shared.audit.as_ref().map(|a| a.expect());
         let meta = self.shared.audit.as_ref().map(|_| RequestMeta {
             instance: runtime.config.gateway.instance_id.clone(),
             method: req.method().to_string(),
@@ -136,6 +139,7 @@ impl Pipeline {
         if let (Some(audit), Some(meta)) = (&self.shared.audit, &meta) {
             let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
             let record = record_for(&ctx, meta, resp.status().as_u16(), refusal, bytes_out);
+            drop(expected);
             if let Err(e) = audit.record(record).await {
                 tracing::error!(error = %e, "access record could not be written: refusing the response");
                 resp = self.refuse(&ctx, &GatewayError::AuditUnavailable);

@@ -89,6 +89,25 @@ pub fn random_id() -> Result<String, CryptoError> {
     Ok(hex::encode(random_bytes::<16>()?))
 }
 
+/// `n` record ids, 128 bits as 32 hex digits each: the creation time in
+/// milliseconds (48 bits) followed by 80 random bits, from one call to the
+/// system's random source.
+///
+/// Why time first: `record_id` is a unique index. Random ids would land on a
+/// random leaf page of that index, so every committed record would rewrite a
+/// page of its own (in the SQLite WAL, and again at the checkpoint); ids
+/// that grow with time all go to the index's last page. 80 random bits per
+/// millisecond keep them unique across instances.
+pub fn record_ids(n: usize, now_ms: i64) -> Result<Vec<String>, CryptoError> {
+    let mut random = vec![0u8; n * 10];
+    getrandom::getrandom(&mut random).map_err(|_| CryptoError::Random)?;
+    let time = (now_ms.max(0) as u64) & 0xffff_ffff_ffff;
+    Ok(random
+        .chunks_exact(10)
+        .map(|r| format!("{time:012x}{}", hex::encode(r)))
+        .collect())
+}
+
 /// The key that wraps data keys. Implemented by [`LocalKek`]; a KMS client
 /// implements the same three methods (and never reveals the key bytes).
 pub trait KeyEncryptionKey: Send + Sync {

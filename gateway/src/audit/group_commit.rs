@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::super::store::{AuditRow, KeyRow, Store};
 use super::chain::{link_hash, CheckpointKind, CheckpointSigner, GENESIS_HASH};
-use super::crypto::{random_id, record_aad, spool_aad, DataKey, KeyEncryptionKey};
+use super::crypto::{record_aad, record_ids, spool_aad, DataKey, KeyEncryptionKey};
 use super::keys::IndexKey;
 use super::record::AccessRecord;
 use super::spool::{Spool, SpoolEntry};
@@ -84,7 +84,7 @@ impl Writer {
     }
 
     fn count(&self, i: usize, n: u64) {
-        self.counters.0[i].fetch_add(n, Relaxed);
+        self.counters.stats[i].fetch_add(n, Relaxed);
     }
 
     fn new_data_key(&mut self) -> Result<(), AuditError> {
@@ -138,10 +138,16 @@ impl Writer {
     ) -> (Batch, Option<Option<oneshot::Sender<()>>>) {
         let mut batch: Batch = vec![(String::new(), rec, ack)];
         let deadline = tokio::time::Instant::now() + self.cfg.linger;
+        // Wait only for the records announced when the batch opened: they come
+        // within an upstream response time. Waiting also for requests that
+        // arrive later would stretch every commit to `linger` under load.
+        let mut awaited = self.counters.expected.load(Relaxed);
         while batch.len() < self.cfg.max_batch {
             let msg = match self.rx.try_recv() {
                 Ok(m) => Some(m),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if awaited == 0 => break,
+                Err(mpsc::error::TryRecvError::Empty) if self.counters.expected.load(Relaxed) == 0 => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                         Ok(m) => m,
@@ -149,6 +155,7 @@ impl Writer {
                     }
                 }
             };
+            awaited = awaited.saturating_sub(1);
             match msg {
                 Some(Msg::Record(r, a)) => batch.push((String::new(), r, a)),
                 Some(Msg::Shutdown(done)) => return (batch, Some(Some(done))),
@@ -159,11 +166,9 @@ impl Writer {
     }
 
     async fn handle(&mut self, mut batch: Batch) {
-        for item in batch.iter_mut() {
-            match random_id() {
-                Ok(id) => item.0 = id,
-                Err(e) => return self.ack_all(batch, Err(e.to_string()), "random"),
-            }
+        match record_ids(batch.len(), super::time::now_ms()) {
+            Ok(ids) => batch.iter_mut().zip(ids).for_each(|(item, id)| item.0 = id),
+            Err(e) => return self.ack_all(batch, Err(e.to_string()), "random"),
         }
         if !self.spool_is_empty() && self.last_retry.elapsed() >= self.cfg.retry_interval && self.db_reachable().await {
             if let Err(e) = self.replay().await {

@@ -6,12 +6,14 @@
 //! the record is committed to the database or fsync'd to the local spool;
 //! if neither is possible it returns an error and the gateway answers 503
 //! instead of serving an unrecorded request. To keep that affordable, one
-//! writer task batches whatever is queued (up to `max_batch` records or
-//! `linger`) into one transaction: one fsync per batch, not per request.
+//! writer task batches whatever is queued, plus the records of requests
+//! already in the pipeline ([`AuditHandle::expect`], waiting at most
+//! `linger`), into one statement: one commit and fsync per batch, not per
+//! request.
 //! The writer alone assigns sequence numbers and chain hashes, so each
 //! instance's chain is strictly ordered.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,7 +52,10 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Most records in one transaction.
     pub max_batch: usize,
-    /// How long to wait for more records after the first one of a batch.
+    /// Longest wait for more records after the first one of a batch. The
+    /// writer waits only while requests that announced a record
+    /// ([`AuditHandle::expect`]) have not submitted it yet; zero commits
+    /// whatever is queued at once.
     pub linger: Duration,
     /// Signed checkpoint after this many records...
     pub checkpoint_every: u64,
@@ -65,7 +70,7 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
-    /// Defaults: durable, batches of up to 512 with 1 ms linger, checkpoint
+    /// Defaults: durable, batches of up to 512 waiting at most 2 ms for announced records, checkpoint
     /// every 10 000 records or 60 s, data key per start and per day.
     pub fn new(instance: impl Into<String>, spool_path: impl Into<std::path::PathBuf>) -> WriterConfig {
         WriterConfig {
@@ -74,7 +79,7 @@ impl WriterConfig {
             mode: DurabilityMode::Durable,
             queue_capacity: 8192,
             max_batch: 512,
-            linger: Duration::from_millis(1),
+            linger: Duration::from_millis(2),
             checkpoint_every: 10_000,
             checkpoint_interval: Duration::from_secs(60),
             data_key_max_records: 1_000_000,
@@ -103,9 +108,14 @@ pub struct WriterStats {
     pub checkpoints: u64,
 }
 
-/// Counter slots: committed, transactions, spooled, replayed, dropped, failed, checkpoints.
+/// Shared between the handles and the writer task.
 #[derive(Default)]
-pub(super) struct Counters(pub(super) [AtomicU64; 7]);
+pub(super) struct Counters {
+    /// Slots: committed, transactions, spooled, replayed, dropped, failed, checkpoints.
+    pub(super) stats: [AtomicU64; 7],
+    /// Records announced by [`AuditHandle::expect`] and not yet submitted.
+    pub(super) expected: AtomicUsize,
+}
 
 pub(super) type Ack = oneshot::Sender<Result<(), AuditError>>;
 
@@ -122,7 +132,27 @@ pub struct AuditHandle {
     counters: Arc<Counters>,
 }
 
+/// A request that will submit an access record; see [`AuditHandle::expect`].
+/// Dropping it (just before submitting, or when the request ends without a
+/// record) tells the writer not to wait for that record.
+pub struct Expected(Arc<Counters>);
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.expected.fetch_sub(1, Relaxed);
+    }
+}
+
 impl AuditHandle {
+    /// Announces a record to come. The writer's batch waits (at most
+    /// `linger`) only while announced records are outstanding, so batches
+    /// grow with load (fewer commits, each with its fsync, per record) and a
+    /// lone request is committed at once.
+    pub fn expect(&self) -> Expected {
+        self.counters.expected.fetch_add(1, Relaxed);
+        Expected(self.counters.clone())
+    }
+
     /// Records one access. Durable mode: resolves once committed or spooled
     /// (an `Err` means the request must be refused). Relaxed: at once.
     pub async fn record(&self, rec: AccessRecord) -> Result<(), AuditError> {
@@ -130,7 +160,7 @@ impl AuditHandle {
             DurabilityMode::Relaxed => match self.tx.try_send(Msg::Record(Box::new(rec), None)) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.counters.0[4].fetch_add(1, Relaxed);
+                    self.counters.stats[4].fetch_add(1, Relaxed);
                     tracing::warn!("audit queue full: access record dropped (relaxed mode)");
                     Ok(())
                 }
@@ -149,7 +179,7 @@ impl AuditHandle {
 
     /// Current counters.
     pub fn stats(&self) -> WriterStats {
-        let c = |i: usize| self.counters.0[i].load(Relaxed);
+        let c = |i: usize| self.counters.stats[i].load(Relaxed);
         WriterStats {
             committed: c(0),
             transactions: c(1),

@@ -127,6 +127,34 @@ pub(super) fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow, sqlx::Error> {
     })
 }
 
+/// The multi-row INSERT for `rows` records (at most [`INSERT_CHUNK`]), its
+/// SQL built once per row count so statement caches keep it prepared.
+fn insert_rows<'a>(rows: &'a [AuditRow]) -> sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>> {
+    static SQL: [std::sync::OnceLock<String>; INSERT_CHUNK] = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
+    let sql = SQL[rows.len() - 1].get_or_init(|| {
+        format!(
+            "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES {}",
+            placeholders(rows.len(), 11)
+        )
+    });
+    let mut q = sqlx::query::<Any>(sql.as_str());
+    for r in rows {
+        q = q
+            .bind(&r.instance)
+            .bind(r.seq)
+            .bind(&r.record_id)
+            .bind(r.recorded_ms)
+            .bind(&r.key_id)
+            .bind(&r.nonce)
+            .bind(&r.ciphertext)
+            .bind(&r.subject_mac)
+            .bind(&r.patient_macs)
+            .bind(&r.prev_hash)
+            .bind(&r.hash);
+    }
+    q
+}
+
 pub(super) fn placeholders(rows: usize, cols: usize) -> String {
     let mut s = String::with_capacity(rows * cols * 5);
     for r in 0..rows {
@@ -196,6 +224,18 @@ impl Store {
         checkpoints: &[CheckpointRow],
     ) -> Result<(), StoreError> {
         let pool = self.ready().await?;
+        // The common batch is records only: one INSERT statement is atomic on
+        // its own, so it goes without BEGIN/COMMIT (one database round trip
+        // instead of three; the commit and its fsync are the same).
+        if keys.is_empty() && checkpoints.is_empty() && rows.len() <= INSERT_CHUNK {
+            if !rows.is_empty() {
+                insert_rows(rows)
+                    .execute(pool)
+                    .await
+                    .map_err(StoreError::db("insert audit batch"))?;
+            }
+            return Ok(());
+        }
         let mut tx = pool.begin().await.map_err(StoreError::db("begin audit batch"))?;
         for k in keys {
             sqlx::query(&format!(
@@ -213,26 +253,8 @@ impl Store {
             .map_err(StoreError::db("insert audit key"))?;
         }
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES {}",
-                placeholders(chunk.len(), 11)
-            );
-            let mut q = sqlx::query::<Any>(&sql);
-            for r in chunk {
-                q = q
-                    .bind(&r.instance)
-                    .bind(r.seq)
-                    .bind(&r.record_id)
-                    .bind(r.recorded_ms)
-                    .bind(&r.key_id)
-                    .bind(&r.nonce)
-                    .bind(&r.ciphertext)
-                    .bind(&r.subject_mac)
-                    .bind(&r.patient_macs)
-                    .bind(&r.prev_hash)
-                    .bind(&r.hash);
-            }
-            q.execute(&mut *tx)
+            insert_rows(chunk)
+                .execute(&mut *tx)
                 .await
                 .map_err(StoreError::db("insert audit batch"))?;
         }

@@ -171,6 +171,10 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // No ping before every checkout: it would add a database round trip
+            // to each audit commit. A dead connection makes the statement fail,
+            // which the audit writer handles like any outage (spool, retry).
+            .test_before_acquire(false)
             .after_connect(move |conn: &mut AnyConnection, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -61,6 +61,48 @@ async fn group_commit_batches_concurrent_records() {
     }
 }
 
+/// The batch waits for records that requests announced (`expect`), and only
+/// for those: a lone record is committed at once even with a long linger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_records_share_a_commit_and_a_lone_record_does_not_wait() {
+    let bound = Duration::from_secs(10);
+    for fx in Fx::all().await {
+        let mut cfg = fx.config("gw-x");
+        cfg.linger = Duration::from_secs(60);
+        let (h, task) = AuditWriter::start(fx.store.clone(), fx.kek.clone(), fx.signer.clone(), cfg).unwrap();
+        tokio::time::timeout(bound, h.record(sample(0)))
+            .await
+            .expect("nothing else was announced: the record must not wait for the linger")
+            .unwrap();
+        assert_eq!(h.stats().transactions, 1, "{}", fx.db.name);
+
+        // Three requests announce a record; the first submits at once, the
+        // other two 200 ms later. All three must land in one commit.
+        let announced: Vec<_> = (0..3).map(|_| h.expect()).collect();
+        let tasks: Vec<_> = announced
+            .into_iter()
+            .enumerate()
+            .map(|(i, expected)| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    drop(expected);
+                    h.record(sample(i + 1)).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            tokio::time::timeout(bound, t).await.unwrap().unwrap().unwrap();
+        }
+        let stats = h.stats();
+        assert_eq!((stats.committed, stats.transactions), (4, 2), "{}", fx.db.name);
+        h.shutdown().await.unwrap();
+        task.await.unwrap();
+    }
+}
+
 /// Bounded throughput run: 64 callers × 100 records each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_throughput() {
