@@ -37,7 +37,7 @@ pub async fn run(
     let config = config::load(config_path).map_err(BuildError::from)?;
     // The store and the access-record writer first: no request is served unrecorded.
     let store = service::open_store(&config).map_err(StartError::Audit)?;
-    let audit = service::start_writer(&config, &store).map_err(StartError::Audit)?;
+    let audit = service::start_writer(&config).map_err(StartError::Audit)?;
     let revocations = Arc::new(crate::auth::MemoryRevocations::new());
     let store_blocks = Arc::new(service::StoreBlocks::new(store.clone()));
     service::spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());

@@ -18,12 +18,16 @@ use std::time::Duration;
 
 /// Opens the store (lazily: the writer spools while it is down).
 pub fn open_store(config: &Config) -> Result<Store, String> {
+    open_store_with(config, StoreOptions::default())
+}
+
+fn open_store_with(config: &Config, options: StoreOptions) -> Result<Store, String> {
     let url = config
         .store
         .url
         .as_deref()
         .unwrap_or("sqlite://phr-gateway.db?mode=rwc");
-    Store::connect_lazy(url, StoreOptions::default()).map_err(|e| format!("store {}: {e}", redact(url)))
+    Store::connect_lazy(url, options).map_err(|e| format!("store {}: {e}", redact(url)))
 }
 
 /// The key-encryption key: from the environment, the key file, or a new key file.
@@ -48,7 +52,7 @@ pub fn load_signer(config: &Config) -> Result<Arc<CheckpointSigner>, String> {
 }
 
 /// Starts the writer; `None` when `audit.enabled = false`.
-pub fn start_writer(config: &Config, store: &Store) -> Result<Option<AuditHandle>, String> {
+pub fn start_writer(config: &Config) -> Result<Option<AuditHandle>, String> {
     if !config.audit.enabled {
         tracing::warn!("access records are DISABLED (audit.enabled = false); never run medical traffic like this");
         return Ok(None);
@@ -60,7 +64,17 @@ pub fn start_writer(config: &Config, store: &Store) -> Result<Option<AuditHandle
         AuditMode::Durable => DurabilityMode::Durable,
         AuditMode::Relaxed => DurabilityMode::Relaxed,
     };
-    let (handle, _task) = AuditWriter::start(store.clone(), kek, signer, wc).map_err(|e| e.to_string())?;
+    // The writer gets a connection of its own (same database as the shared
+    // store): a pool would hand each commit a different connection, and SQLite
+    // then re-reads the pages another connection's commit made stale.
+    let writer_store = open_store_with(
+        config,
+        StoreOptions {
+            max_connections: 1,
+            ..StoreOptions::default()
+        },
+    )?;
+    let (handle, _task) = AuditWriter::start(writer_store, kek, signer, wc).map_err(|e| e.to_string())?;
     Ok(Some(handle))
 }
 
