@@ -414,7 +414,15 @@ async fn every_request_has_one_record(pg: Option<&str>) {
     assert_eq!(s, 200);
     drop((c, c12));
 
-    // Durable mode: each response was released after its record was committed.
+    // Durable mode: every response was released after its record was committed,
+    // and the writer's counters say so on /metrics.
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    for line in [
+        "phr_audit_records_committed_total 6",
+        "phr_audit_failed_records_total 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in:\n{metrics}");
+    }
     let (lines, out) = export(&gw.config).await;
     assert_eq!(lines.len(), 6, "one record per request:\n{}", out.stdout);
     assert!(
