@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// One stored access record: clear search columns, encrypted body, chain link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,14 +128,24 @@ pub(super) fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow, sqlx::Error> {
 }
 
 /// The multi-row INSERT for `rows` records (at most [`INSERT_CHUNK`]), its
-/// SQL built once per row count so statement caches keep it prepared.
-fn insert_rows<'a>(rows: &'a [AuditRow]) -> sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>> {
-    static SQL: [std::sync::OnceLock<String>; INSERT_CHUNK] = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
-    let sql = SQL[rows.len() - 1].get_or_init(|| {
-        format!(
-            "INSERT INTO audit_records ({ROW_COLUMNS}) VALUES {}",
-            placeholders(rows.len(), 11)
-        )
+/// SQL built once per row count and backend so statement caches keep it
+/// prepared. SQLite gets anonymous `?` parameters: the driver resolves each
+/// numbered one by name, a scan that grows with the parameter count and
+/// showed up in profiles of large batches.
+fn insert_rows<'a>(backend: Backend, rows: &'a [AuditRow]) -> sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>> {
+    type Cache = [std::sync::OnceLock<String>; INSERT_CHUNK];
+    static NUMBERED: Cache = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
+    static ANONYMOUS: Cache = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
+    let cache = match backend {
+        Backend::Sqlite => &ANONYMOUS,
+        Backend::Postgres => &NUMBERED,
+    };
+    let sql = cache[rows.len() - 1].get_or_init(|| {
+        let values = match backend {
+            Backend::Sqlite => vec![format!("({})", ["?"; 11].join(", ")); rows.len()].join(", "),
+            Backend::Postgres => placeholders(rows.len(), 11),
+        };
+        format!("INSERT INTO audit_records ({ROW_COLUMNS}) VALUES {values}")
     });
     let mut q = sqlx::query::<Any>(sql.as_str());
     for r in rows {
@@ -229,7 +239,7 @@ impl Store {
         // instead of three; the commit and its fsync are the same).
         if keys.is_empty() && checkpoints.is_empty() && rows.len() <= INSERT_CHUNK {
             if !rows.is_empty() {
-                insert_rows(rows)
+                insert_rows(self.backend, rows)
                     .execute(pool)
                     .await
                     .map_err(StoreError::db("insert audit batch"))?;
@@ -253,7 +263,7 @@ impl Store {
             .map_err(StoreError::db("insert audit key"))?;
         }
         for chunk in rows.chunks(INSERT_CHUNK) {
-            insert_rows(chunk)
+            insert_rows(self.backend, chunk)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::db("insert audit batch"))?;
