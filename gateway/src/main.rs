@@ -202,7 +202,16 @@ fn main() -> ExitCode {
             println!("{}: configuration is valid", config.display());
             Ok::<(), String>(())
         }),
-        Command::Run { config } => block_on(async move { phr_gateway::app::run(&config, |_, _| {}).await }),
+        Command::Run { config } => {
+            // `gateway.worker_threads` sizes the runtime, so it is read before the
+            // runtime exists; a config that does not load fails again, with the
+            // precise message, inside `app::run`.
+            let configured = phr_gateway::config::load(&config).map_or(0, |c| c.gateway.worker_threads);
+            block_on_threads(
+                configured,
+                async move { phr_gateway::app::run(&config, |_, _| {}).await },
+            )
+        }
         Command::Residency(ResidencyCommand::ImportApnic { file, out, country }) => {
             match phr_gateway::residency::cli::import_apnic(&file, &out, &country) {
                 Ok(summary) => {
@@ -314,13 +323,29 @@ fn ops(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCo
 }
 
 fn block_on<E: std::fmt::Display>(fut: impl std::future::Future<Output = Result<(), E>>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = std::env::var("PHR_GATEWAY_WORKER_THREADS")
+    block_on_threads(0, fut)
+}
+
+/// Runs `fut` on a runtime with `PHR_GATEWAY_WORKER_THREADS` threads, else
+/// `configured` ones, else one per core (0 = not set).
+fn block_on_threads<E: std::fmt::Display>(
+    configured: usize,
+    fut: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let threads = std::env::var("PHR_GATEWAY_WORKER_THREADS")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
+        .or(Some(configured))
+        .filter(|n| *n > 0);
+    // One thread asked for (a gateway pinned to one core): the single-threaded
+    // scheduler, which skips the work-stealing machinery that has nobody to
+    // steal from. Otherwise one worker per core, or the number asked for.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all();
+    if let Some(n) = threads.filter(|n| *n > 1) {
         builder.worker_threads(n);
     }
     let runtime = match builder.build() {
