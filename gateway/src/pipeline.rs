@@ -139,8 +139,7 @@ impl Pipeline {
         if let (Some(audit), Some(meta)) = (&self.shared.audit, &meta) {
             let bytes_out = resp.body().size_hint().exact().unwrap_or(0);
             let record = record_for(&ctx, meta, resp.status().as_u16(), refusal, bytes_out);
-            drop(expected);
-            if let Err(e) = audit.record(record).await {
+            if let Err(e) = audit.record_announced(record, expected).await {
                 tracing::error!(error = %e, "access record could not be written: refusing the response");
                 resp = self.refuse(&ctx, &GatewayError::AuditUnavailable);
                 finish(&runtime, &ctx, &mut resp);

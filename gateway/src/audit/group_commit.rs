@@ -113,7 +113,8 @@ impl Writer {
         loop {
             tokio::select! {
                 msg = self.rx.recv() => match msg {
-                    Some(Msg::Record(rec, ack)) => {
+                    Some(Msg::Record(rec, ack, announced)) => {
+                        drop(announced); // received: no longer to come
                         let (batch, stop) = self.collect(rec, ack).await;
                         self.handle(batch).await;
                         if let Some(done) = stop {
@@ -157,7 +158,10 @@ impl Writer {
             };
             awaited = awaited.saturating_sub(1);
             match msg {
-                Some(Msg::Record(r, a)) => batch.push((String::new(), r, a)),
+                Some(Msg::Record(r, a, announced)) => {
+                    drop(announced);
+                    batch.push((String::new(), r, a))
+                }
                 Some(Msg::Shutdown(done)) => return (batch, Some(Some(done))),
                 None => return (batch, Some(None)),
             }
@@ -383,7 +387,7 @@ impl Writer {
 
     async fn stop(mut self, done: Option<oneshot::Sender<()>>) {
         // Whatever was queued behind the shutdown request still gets handled.
-        while let Ok(Msg::Record(r, a)) = self.rx.try_recv() {
+        while let Ok(Msg::Record(r, a, _)) = self.rx.try_recv() {
             self.handle(vec![(String::new(), r, a)]).await;
         }
         if !self.spool_is_empty() {

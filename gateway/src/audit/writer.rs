@@ -120,7 +120,7 @@ pub(super) struct Counters {
 pub(super) type Ack = oneshot::Sender<Result<(), AuditError>>;
 
 pub(super) enum Msg {
-    Record(Box<AccessRecord>, Option<Ack>),
+    Record(Box<AccessRecord>, Option<Ack>, Option<Expected>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -133,8 +133,8 @@ pub struct AuditHandle {
 }
 
 /// A request that will submit an access record; see [`AuditHandle::expect`].
-/// Dropping it (just before submitting, or when the request ends without a
-/// record) tells the writer not to wait for that record.
+/// Dropped by the writer when it takes the record off its queue, or by the
+/// request if it ends without one: either way the writer stops waiting for it.
 pub struct Expected(Arc<Counters>);
 
 impl Drop for Expected {
@@ -156,8 +156,16 @@ impl AuditHandle {
     /// Records one access. Durable mode: resolves once committed or spooled
     /// (an `Err` means the request must be refused). Relaxed: at once.
     pub async fn record(&self, rec: AccessRecord) -> Result<(), AuditError> {
+        self.record_announced(rec, None).await
+    }
+
+    /// [`AuditHandle::record`] for a record announced with
+    /// [`AuditHandle::expect`]. The announcement travels with the record and
+    /// the writer ends it when it takes the record off the queue, so the
+    /// writer's count of records still to come is exact.
+    pub async fn record_announced(&self, rec: AccessRecord, announced: Option<Expected>) -> Result<(), AuditError> {
         match self.mode {
-            DurabilityMode::Relaxed => match self.tx.try_send(Msg::Record(Box::new(rec), None)) {
+            DurabilityMode::Relaxed => match self.tx.try_send(Msg::Record(Box::new(rec), None, announced)) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     self.counters.stats[4].fetch_add(1, Relaxed);
@@ -169,7 +177,7 @@ impl AuditHandle {
             DurabilityMode::Durable => {
                 let (ack, done) = oneshot::channel();
                 self.tx
-                    .send(Msg::Record(Box::new(rec), Some(ack)))
+                    .send(Msg::Record(Box::new(rec), Some(ack), announced))
                     .await
                     .map_err(|_| AuditError::WriterStopped)?;
                 done.await.map_err(|_| AuditError::WriterStopped)?

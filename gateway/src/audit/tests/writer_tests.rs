@@ -88,8 +88,7 @@ async fn announced_records_share_a_commit_and_a_lone_record_does_not_wait() {
                     if i > 0 {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                    drop(expected);
-                    h.record(sample(i + 1)).await
+                    h.record_announced(sample(i + 1), Some(expected)).await
                 })
             })
             .collect();
