@@ -74,12 +74,30 @@ const V1: &[&str] = &[
     )",
 ];
 
+/// Key of the PostgreSQL advisory lock that serializes migrations; any fixed
+/// number works as long as nothing else in the database uses it ("phrgwmig").
+const MIGRATION_LOCK_KEY: i64 = 0x7068_7267_776d_6967;
+
 pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
     let blob = match backend {
         Backend::Sqlite => "BLOB",
         Backend::Postgres => "BYTEA",
     };
     let mut tx = pool.begin().await.map_err(StoreError::db("begin migration"))?;
+    if backend == Backend::Postgres {
+        // Gateways starting together on an empty database (and, in one
+        // gateway, the audit writer's store beside the shared one) would race:
+        // two `CREATE TABLE IF NOT EXISTS` can both miss the table and one then
+        // fails on the catalog's unique index. This lock, released at commit,
+        // makes the others wait and then find the tables. SQLite needs nothing:
+        // the first CREATE takes its write lock and the others wait on
+        // `busy_timeout`.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::db("lock for migration"))?;
+    }
     for ddl in V1 {
         let ddl = ddl.replace("{BLOB}", blob);
         sqlx::query(&ddl)

@@ -65,3 +65,28 @@ async fn migrations_are_idempotent_and_urls_checked() {
     assert!(matches!(err, StoreError::UnsupportedUrl { .. }));
     assert!(!err.to_string().contains("secret"), "{err}");
 }
+
+/// Several gateways (and, inside one gateway, the audit writer's store beside
+/// the shared one) start at once on an empty database: every one of them must
+/// get a schema. On PostgreSQL two concurrent `CREATE TABLE IF NOT EXISTS`
+/// can both miss the table and one then fails on the catalog's unique index,
+/// so the migration has to be serialized.
+#[tokio::test]
+async fn concurrent_first_starts_all_get_the_schema() {
+    for round in 0..3 {
+        for db in backends().await {
+            let stores: Vec<Store> = (0..4)
+                .map(|_| Store::connect_lazy(&db.url, StoreOptions::default()).unwrap())
+                .collect();
+            let results = futures_util::future::join_all(stores.iter().map(|s| s.ready())).await;
+            for (i, r) in results.iter().enumerate() {
+                if let Err(e) = r {
+                    panic!("{} round {round}: store {i} failed to migrate: {e}", db.name);
+                }
+            }
+            for s in &stores {
+                s.close().await;
+            }
+        }
+    }
+}
