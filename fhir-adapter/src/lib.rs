@@ -11,7 +11,8 @@
 //! 2. [`authorize`] it for the token ([`Scopes`] parsed once per token);
 //! 3. for each [`Decision::pre_reads`] path, GET it upstream and [`check_existing`];
 //! 4. forward, using [`Classified::path`] and any rewritten query/body;
-//! 5. if [`Decision::response_check`], [`check_response`]; rewrite base URLs;
+//! 5. if [`Decision::response_check`], [`check_and_rebase_response`] (the check and the
+//!    base-URL rewrite on one parse of the body);
 //! 6. write the access record from [`access_facts`].
 //!
 //! ```
@@ -53,7 +54,7 @@ pub use facts::{access_facts, AccessFacts};
 pub use normalize::is_valid_id;
 pub use outcome::{error_response, issue_code_for_status, operation_outcome, REQUEST_ID_EXTENSION};
 pub use response::{
-    belongs_to, check_existing, check_response, rewrite_base_url, rewrite_base_urls_in_value, rewrite_body_base_urls,
-    ResponseBody, ResponseCheck,
+    belongs_to, check_and_rebase_response, check_existing, check_response, rewrite_base_url,
+    rewrite_base_urls_in_value, rewrite_body_base_urls, Bases, ResponseBody, ResponseCheck,
 };
 pub use scopes::{Grant, Level, Perms, ResourceScope, Scopes};

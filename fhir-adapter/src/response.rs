@@ -109,6 +109,27 @@ fn collect(resource: &Value, out: &mut BTreeSet<String>) {
 /// Checks (and if needed rewrites) a backend response to a request allowed by `d`. Call it whenever [`Decision::response_check`] is set; calling it otherwise only
 /// reports the patients touched. An empty body (204) passes unchanged.
 pub fn check_response(d: &Decision, ctx: &AccessContext<'_>, body: &[u8]) -> Result<ResponseCheck, FhirError> {
+    check_and_rebase_response(d, ctx, body, None)
+}
+
+/// The two base URLs of a FHIR route, for [`check_and_rebase_response`].
+#[derive(Debug, Clone, Copy)]
+pub struct Bases<'a> {
+    /// The backend's base URL, as it writes it in its responses.
+    pub backend: &'a str,
+    /// The gateway's public base URL for the same route.
+    pub public: &'a str,
+}
+
+/// [`check_response`], then [`rewrite_base_urls_in_value`] with `bases`, on one parse
+/// of the body: a large Bundle is parsed and serialised once instead of twice, which
+/// halves both the CPU and the peak memory of the check (EX-SEG-1 with ACL-PHR-1).
+pub fn check_and_rebase_response(
+    d: &Decision,
+    ctx: &AccessContext<'_>,
+    body: &[u8],
+    bases: Option<Bases<'_>>,
+) -> Result<ResponseCheck, FhirError> {
     let mut out = ResponseCheck {
         body: ResponseBody::Unchanged,
         removed: 0,
@@ -133,19 +154,20 @@ pub fn check_response(d: &Decision, ctx: &AccessContext<'_>, body: &[u8]) -> Res
             Some(d.entry_checks.as_slice())
         };
         out.removed = filter.bundle(&mut v, checks, &mut out.touched);
-        if out.removed > 0 {
-            out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
+    } else {
+        if let Some(p) = confine {
+            if !belongs_to(&v, p) {
+                return Err(FhirError::ResponseOtherPatient {
+                    resource_type: rt.to_owned(),
+                });
+            }
         }
-        return Ok(out);
+        collect(&v, &mut out.touched);
     }
-    if let Some(p) = confine {
-        if !belongs_to(&v, p) {
-            return Err(FhirError::ResponseOtherPatient {
-                resource_type: rt.to_owned(),
-            });
-        }
+    let rebased = bases.is_some_and(|b| rewrite_base_urls_in_value(&mut v, b.backend, b.public));
+    if out.removed > 0 || rebased {
+        out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
     }
-    collect(&v, &mut out.touched);
     Ok(out)
 }
 

@@ -152,6 +152,59 @@ fn granular_scope_search_keeps_matches_and_drops_unscoped_includes() {
     assert_eq!(r.removed, 1);
 }
 
+/// The check and the base-URL rewrite share one parse: a foreign entry is removed *and*
+/// the kept entries' URLs point at the gateway; a clean page with internal URLs is
+/// rewritten only for the URLs; an empty body (204) passes as it is.
+#[test]
+fn check_and_rebase_filters_and_rewrites_in_one_pass() {
+    let scopes = Scopes::parse_str("patient/*.rs");
+    let ctx = AccessContext {
+        scopes: &scopes,
+        patient: Some("123"),
+    };
+    let bases = Bases {
+        backend: "http://backend.internal/fhir",
+        public: "https://phr.example.jp/fhir",
+    };
+    let c = classify_ok("GET", "Observation", None);
+    let mut d = decide(&c, &scopes, Some("123")).unwrap();
+    // As the gateway does for every patient-confined request: the backend may ignore
+    // the added `subject=`, so its answer is checked too.
+    d.response_check = true;
+    let entry = |id: &str, patient: &str| {
+        json!({"fullUrl": format!("http://backend.internal/fhir/Observation/{id}"),
+               "resource": obs(id, patient), "search": {"mode": "match"}})
+    };
+    let bundle = json!({"resourceType": "Bundle", "type": "searchset",
+        "link": [{"relation": "self", "url": "http://backend.internal/fhir/Observation"}],
+        "entry": [entry("a", "123"), entry("b", "456")]});
+    let r = check_and_rebase_response(&d, &ctx, &serde_json::to_vec(&bundle).unwrap(), Some(bases)).unwrap();
+    let v = rewritten(&r);
+    assert_eq!(r.removed, 1);
+    assert_eq!(v["entry"].as_array().unwrap().len(), 1);
+    assert_eq!(v["entry"][0]["fullUrl"], "https://phr.example.jp/fhir/Observation/a");
+    assert_eq!(v["link"][0]["url"], "https://phr.example.jp/fhir/Observation");
+
+    let clean = json!({"resourceType": "Bundle", "type": "searchset", "entry": [entry("a", "123")]});
+    let r = check_and_rebase_response(&d, &ctx, &serde_json::to_vec(&clean).unwrap(), Some(bases)).unwrap();
+    assert_eq!(r.removed, 0);
+    assert_eq!(
+        rewritten(&r)["entry"][0]["fullUrl"],
+        "https://phr.example.jp/fhir/Observation/a"
+    );
+    // Without bases it is the plain check: nothing to remove, nothing rewritten.
+    let r = check_and_rebase_response(&d, &ctx, &serde_json::to_vec(&clean).unwrap(), None).unwrap();
+    assert_eq!(r.body, ResponseBody::Unchanged);
+
+    let r = check_and_rebase_response(&d, &ctx, b"", Some(bases)).unwrap();
+    assert_eq!(r.body, ResponseBody::Unchanged);
+    // A single resource of another patient is still refused.
+    let c = classify_ok("GET", "Observation/b", None);
+    let d = decide(&c, &scopes, Some("123")).unwrap();
+    let foreign = serde_json::to_vec(&obs("b", "456")).unwrap();
+    assert!(check_and_rebase_response(&d, &ctx, &foreign, Some(bases)).is_err());
+}
+
 #[test]
 fn searchset_without_foreign_entries_is_unchanged() {
     let scopes = Scopes::parse_str("patient/*.rs");

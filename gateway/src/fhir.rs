@@ -158,15 +158,16 @@ pub async fn check_response(
         scopes: &exchange.scopes,
         patient: exchange.patient.as_deref(),
     };
-    let check = fhir_adapter::check_response(&exchange.decision, &access, &bytes)?;
+    let bases = fhir_adapter::Bases {
+        backend: &backend_base,
+        public: &public_base,
+    };
+    let check = fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases))?;
     ctx.fhir = Some(facts(&exchange.classified, &exchange.decision, Some(&check)));
-    let mut out = match check.body {
+    let out = match check.body {
         fhir_adapter::ResponseBody::Unchanged => bytes,
         fhir_adapter::ResponseBody::Rewritten(b) => Bytes::from(b),
     };
-    if let Some(b) = fhir_adapter::rewrite_body_base_urls(&out, &backend_base, &public_base)? {
-        out = Bytes::from(b);
-    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, Either::Right(Full::new(out))))
 }
