@@ -216,6 +216,7 @@ async fn slow_client_header_is_cut_off() {
 #[tokio::test]
 async fn websocket_echo_through_the_gateway() {
     use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
     let pki = Pki::new();
     let ws = start_ws_echo().await;
     let backend = start_backend().await;
@@ -246,6 +247,36 @@ async fn websocket_echo_through_the_gateway() {
         .unwrap()
         .unwrap();
     assert_eq!(echoed.into_text().unwrap().as_str(), "診察室 ready");
+
+    // Traffic keeps a tunnel open past websocket_idle_timeout (2 s in the test config)...
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let text = format!("ping {i}");
+        socket.send(Message::text(text.clone())).await.unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(5), socket.next())
+            .await
+            .expect("tunnel closed while in use")
+            .expect("tunnel closed while in use")
+            .expect("tunnel failed while in use");
+        assert_eq!(echoed.into_text().unwrap().as_str(), text);
+    }
+    // ...and silence closes it: the client sees the end of the stream within the
+    // timeout plus a margin, without sending anything.
+    let silent_from = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(8), socket.next())
+        .await
+        .expect("idle tunnel was not closed");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_)))),
+        "unexpected message: {end:?}"
+    );
+    let waited = silent_from.elapsed();
+    assert!(waited >= Duration::from_millis(1500), "closed too early: {waited:?}");
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(
+        metrics.contains("phr_websocket_tunnels_idle_closed_total 1"),
+        "no idle-close count in:\n{metrics}"
+    );
 
     // A route without `websocket = true` refuses the upgrade.
     let tls = tls_connect(gw.addr, client(&pki)).await.unwrap();

@@ -443,7 +443,7 @@ pub(crate) async fn forward(
 
     match client_upgrade {
         Some(client_upgrade) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            websocket::splice(client_upgrade, &mut resp)
+            websocket::splice(client_upgrade, &mut resp, runtime.config.limits.websocket_idle_timeout)
         }
         _ => headers::remove_hop_by_hop(resp.headers_mut(), false),
     }

@@ -270,6 +270,7 @@ bind = "127.0.0.1:0"
 [limits]
 header_read_timeout = "1s"
 idle_timeout = "5s"
+websocket_idle_timeout = "2s"
 drain_timeout = "10s"
 max_body_bytes = 1024
 

@@ -217,6 +217,9 @@ pub struct Limits {
     /// Time to complete the TLS handshake.
     #[serde(default = "d10s", with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
+    /// A WebSocket tunnel with no bytes moving either way is closed after this.
+    #[serde(default = "d10min", with = "humantime_serde")]
+    pub websocket_idle_timeout: Duration,
     /// Largest request head (request line + headers), in bytes.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
@@ -240,6 +243,7 @@ impl Default for Limits {
             header_read_timeout: d10s(),
             idle_timeout: d60s(),
             tls_handshake_timeout: d10s(),
+            websocket_idle_timeout: d10min(),
             max_header_bytes: default_max_header_bytes(),
             max_body_bytes: default_max_body_bytes(),
             max_connections: default_max_connections(),
@@ -454,6 +458,9 @@ fn d10s() -> Duration {
 }
 fn d30s() -> Duration {
     Duration::from_secs(30)
+}
+fn d10min() -> Duration {
+    Duration::from_secs(600)
 }
 fn d60s() -> Duration {
     Duration::from_secs(60)

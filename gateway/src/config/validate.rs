@@ -258,6 +258,7 @@ fn check_limits(config: &Config, issues: &mut Issues) {
         ("header_read_timeout", l.header_read_timeout),
         ("idle_timeout", l.idle_timeout),
         ("tls_handshake_timeout", l.tls_handshake_timeout),
+        ("websocket_idle_timeout", l.websocket_idle_timeout),
     ] {
         if d.is_zero() {
             issues.add(
