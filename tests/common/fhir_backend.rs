@@ -153,6 +153,11 @@ async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Respon
             resp
         }
         ("PUT", [_, _]) => reply(StatusCode::OK, serde_json::from_slice(&body).unwrap_or(json!({}))),
+        // A delete answers 204 with no body, as FHIR servers commonly do.
+        ("DELETE", [_, _]) => Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
         ("POST", []) => {
             let b: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
             let kind = if b["type"] == "transaction" {
