@@ -177,3 +177,27 @@ async fn demo_serves_synthetic_patients() {
     assert_eq!(get("/fhir/Patient/p1", None).await.0, 401);
     gw.wait_log("curl --cacert").await;
 }
+
+/// Settings read once at start-up (`gateway.instance_id`, `[store]`, ...) cannot change
+/// on reload: the reload is refused as a whole and names them, rather than reporting
+/// success while part of the file is not in force. With the old values back it passes.
+#[tokio::test]
+async fn reload_refuses_start_up_only_changes_and_names_them() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let text = base_config(&pki, "", &plain_route("b", "/", &[backend], ""));
+    let gw = Gateway::start(&pki, &text);
+    let changed = text.replace("instance_id = \"test\"", "instance_id = \"renamed\"")
+        + "\n[store]\nurl = \"sqlite://elsewhere.db?mode=rwc\"\n";
+    assert!(changed.contains("renamed"));
+    std::fs::write(&gw.config, &changed).unwrap();
+    let (status, body) = gw.admin("POST", "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("gateway.instance_id") && body.contains("[store]") && body.contains("restart"),
+        "{body}"
+    );
+    std::fs::write(&gw.config, &text).unwrap();
+    let (status, body) = gw.admin("POST", "/reload").await;
+    assert_eq!(status, 200, "{body}");
+}

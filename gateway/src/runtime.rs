@@ -93,6 +93,8 @@ pub enum BuildError {
     KeysNotLoaded(#[from] crate::auth::KeysNotLoaded),
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
+    #[error("{0} cannot change on reload (read once at start-up); put the old value back to reload the rest, or restart the gateway to change it")]
+    RestartRequired(String),
 }
 
 impl Runtime {
@@ -289,6 +291,10 @@ impl Shared {
         if before != after {
             return Err(BuildError::ListenersChanged(format!("{before:?} -> {after:?}")));
         }
+        let restart_only = restart_only_changes(&old.config, &config);
+        if !restart_only.is_empty() {
+            return Err(BuildError::RestartRequired(restart_only.join(", ")));
+        }
         let runtime = Runtime::build_after(config, self.revocations.clone(), self.blocks.clone(), Some(&old))?;
         runtime.start().await?;
         self.current.store(Arc::new(runtime));
@@ -319,4 +325,36 @@ fn fhir_policy(route: &config::Route, limits: &config::Limits) -> fhir_adapter::
             })
             .collect(),
     }
+}
+
+/// Settings that are read once at start-up: the store and the access-record writer
+/// (opened once; `gateway.instance_id` names the writer's hash chain, so records of one
+/// process must carry one id), the admin listener, the runtime's threads and the
+/// connection semaphore. A reload that changes one of them is refused as a whole,
+/// instead of reporting success while part of the new file is silently not in force.
+/// Only section names are reported: `[store]` may hold a database password.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    fn differ(a: &impl std::fmt::Debug, b: &impl std::fmt::Debug) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    [
+        ("[store]", differ(&old.store, &new.store)),
+        ("[audit]", differ(&old.audit, &new.audit)),
+        ("admin.bind", old.admin.bind != new.admin.bind),
+        (
+            "gateway.instance_id",
+            old.gateway.instance_id != new.gateway.instance_id,
+        ),
+        (
+            "gateway.worker_threads",
+            old.gateway.worker_threads != new.gateway.worker_threads,
+        ),
+        (
+            "limits.max_connections",
+            old.limits.max_connections != new.limits.max_connections,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, changed)| changed.then_some(name))
+    .collect()
 }
