@@ -18,8 +18,10 @@ use crate::compartment::{in_patient_compartment, patient_id_of_reference, patien
 use crate::error::FhirError;
 use crate::outcome::operation_outcome_value;
 use crate::references::{for_each_reference, resource_patients};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The body to release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,32 +140,38 @@ pub fn check_and_rebase_response(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(out);
     }
-    let mut v = parse(body)?;
     let confine = if d.response_check { d.patient.as_deref() } else { None };
     let filter = Filter { patient: confine, ctx };
+    // A first, shallow pass: the top-level fields as raw JSON. A result Bundle is then
+    // checked one entry at a time; anything else is small and parsed whole.
+    // (Not an object, or not JSON: the full parse below says what is wrong.)
+    if let Ok(top) = serde_json::from_slice::<BTreeMap<String, &RawValue>>(body) {
+        let field = |name: &str| top.get(name).and_then(|v| serde_json::from_str::<String>(v.get()).ok());
+        if field("resourceType").as_deref() == Some("Bundle") && field("type").as_deref().is_some_and(is_result_type) {
+            let checks = if d.entry_checks.is_empty() {
+                None
+            } else {
+                Some(d.entry_checks.as_slice())
+            };
+            check_bundle(top, &filter, checks, bases, &mut out)?;
+            return Ok(out);
+        }
+    }
+    let mut v = parse(body)?;
     let rt = v.get("resourceType").and_then(Value::as_str).unwrap_or("");
     if rt.is_empty() {
         return Err(FhirError::InvalidUpstreamResponse {
             detail: "response is not a FHIR resource".into(),
         });
     }
-    if rt == "Bundle" && is_result_bundle(&v) {
-        let checks = if d.entry_checks.is_empty() {
-            None
-        } else {
-            Some(d.entry_checks.as_slice())
-        };
-        out.removed = filter.bundle(&mut v, checks, &mut out.touched);
-    } else {
-        if let Some(p) = confine {
-            if !belongs_to(&v, p) {
-                return Err(FhirError::ResponseOtherPatient {
-                    resource_type: rt.to_owned(),
-                });
-            }
+    if let Some(p) = confine {
+        if !belongs_to(&v, p) {
+            return Err(FhirError::ResponseOtherPatient {
+                resource_type: rt.to_owned(),
+            });
         }
-        collect(&v, &mut out.touched);
     }
+    collect(&v, &mut out.touched);
     let rebased = bases.is_some_and(|b| rewrite_base_urls_in_value(&mut v, b.backend, b.public));
     if out.removed > 0 || rebased {
         out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
@@ -192,10 +200,12 @@ pub fn check_existing(d: &Decision, body: &[u8]) -> Result<(), FhirError> {
 }
 
 fn is_result_bundle(v: &Value) -> bool {
-    matches!(
-        v.get("type").and_then(Value::as_str),
-        Some("searchset" | "history" | "batch-response" | "transaction-response")
-    )
+    v.get("type").and_then(Value::as_str).is_some_and(is_result_type)
+}
+
+/// Bundle types that carry results to filter (not documents, messages or collections).
+fn is_result_type(t: &str) -> bool {
+    matches!(t, "searchset" | "history" | "batch-response" | "transaction-response")
 }
 
 struct Filter<'a, 'c> {
@@ -219,51 +229,24 @@ impl Filter<'_, '_> {
     }
 
     /// Filters a result Bundle in place; returns the number of entries removed/replaced.
+    /// Used for Bundles nested in entries; a top-level Bundle goes through [`check_bundle`],
+    /// which parses one entry at a time.
     fn bundle(&self, v: &mut Value, checks: Option<&[bool]>, touched: &mut BTreeSet<String>) -> usize {
         let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-        let positional = kind == "batch-response" || kind == "transaction-response";
         let Some(entries) = v.get_mut("entry").and_then(Value::as_array_mut) else {
             return 0;
         };
-        let mut removed = 0;
-        let mut removed_matches = 0u64;
+        let (mut removed, mut removed_matches) = (0, 0u64);
         let mut kept = Vec::with_capacity(entries.len());
         for (i, mut entry) in std::mem::take(entries).into_iter().enumerate() {
-            let check_this = self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
-            let mut ok = true;
-            if let Some(res) = entry.get_mut("resource") {
-                if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
-                    let sub = Filter {
-                        patient: if check_this { self.patient } else { None },
-                        ctx: self.ctx,
-                    };
-                    removed += sub.bundle(res, None, touched);
-                } else if check_this {
-                    ok = self.passes(res);
-                }
-            } else if check_this && kind == "history" {
-                ok = false; // a deleted version carries no resource to verify
+            let step = self.entry(i, &mut entry, &kind, checks, touched);
+            removed += step.removed;
+            match step.verdict {
+                Verdict::Keep => kept.push(entry),
+                Verdict::Replace(with) => kept.push(with),
+                Verdict::Drop => {}
             }
-            if ok {
-                if let Some(res) = entry.get("resource") {
-                    collect(res, touched);
-                }
-                kept.push(entry);
-                continue;
-            }
-            removed += 1;
-            let is_match = entry.pointer("/search/mode").and_then(Value::as_str) != Some("include");
-            if is_match {
-                removed_matches += 1;
-            }
-            if positional {
-                kept.push(serde_json::json!({
-                    "response": {
-                        "status": "403 Forbidden",
-                        "outcome": operation_outcome_value(403, "forbidden", "the resource belongs to another patient", None),
-                    }
-                }));
-            }
+            removed_matches += u64::from(step.removed_match);
         }
         *entries = kept;
         if let Some(total) = v.get_mut("total") {
@@ -272,6 +255,148 @@ impl Filter<'_, '_> {
             }
         }
         removed
+    }
+
+    /// Decides one entry of a result Bundle of type `kind`: kept (its patients go into
+    /// `touched`), dropped, or, in a batch/transaction-response (where entries answer
+    /// request entries by position), replaced by a 403 entry. A nested result Bundle is
+    /// filtered in place.
+    fn entry(
+        &self,
+        i: usize,
+        entry: &mut Value,
+        kind: &str,
+        checks: Option<&[bool]>,
+        touched: &mut BTreeSet<String>,
+    ) -> EntryStep {
+        let check_this = self.patient.is_some() && checks.is_none_or(|c| c.get(i).copied().unwrap_or(true));
+        let mut step = EntryStep {
+            verdict: Verdict::Keep,
+            removed: 0,
+            removed_match: false,
+        };
+        let mut ok = true;
+        if let Some(res) = entry.get_mut("resource") {
+            if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
+                let sub = Filter {
+                    patient: if check_this { self.patient } else { None },
+                    ctx: self.ctx,
+                };
+                step.removed += sub.bundle(res, None, touched);
+            } else if check_this {
+                ok = self.passes(res);
+            }
+        } else if check_this && kind == "history" {
+            ok = false; // a deleted version carries no resource to verify
+        }
+        if ok {
+            if let Some(res) = entry.get("resource") {
+                collect(res, touched);
+            }
+            return step;
+        }
+        step.removed += 1;
+        step.removed_match = entry.pointer("/search/mode").and_then(Value::as_str) != Some("include");
+        step.verdict = if kind == "batch-response" || kind == "transaction-response" {
+            Verdict::Replace(serde_json::json!({
+                "response": {
+                    "status": "403 Forbidden",
+                    "outcome": operation_outcome_value(403, "forbidden", "the resource belongs to another patient", None),
+                }
+            }))
+        } else {
+            Verdict::Drop
+        };
+        step
+    }
+}
+
+/// What [`Filter::entry`] decided.
+struct EntryStep {
+    verdict: Verdict,
+    /// Entries removed or replaced, this one and any in a nested Bundle.
+    removed: usize,
+    /// This entry was removed and was a match (not an `_include`): `total` counts it.
+    removed_match: bool,
+}
+
+enum Verdict {
+    Keep,
+    Drop,
+    Replace(Value),
+}
+
+/// A top-level result Bundle, checked one entry at a time: only the Bundle's own small
+/// fields and one entry are ever parsed into a `Value` (whose tree is ~17× the JSON
+/// text), and entries that need no change are written back as the backend's bytes. So
+/// the peak memory of checking a 20 MiB search page is a few times the page, not 17×.
+/// Same decisions as [`Filter::bundle`], which it shares [`Filter::entry`] with.
+fn check_bundle(
+    top: BTreeMap<String, &RawValue>,
+    filter: &Filter<'_, '_>,
+    checks: Option<&[bool]>,
+    bases: Option<Bases<'_>>,
+    out: &mut ResponseCheck,
+) -> Result<bool, FhirError> {
+    let invalid = |e: serde_json::Error| FhirError::InvalidUpstreamResponse { detail: e.to_string() };
+    let kind: String = match top.get("type") {
+        Some(t) => serde_json::from_str(t.get()).map_err(invalid)?,
+        None => String::new(),
+    };
+    let mut changed = false;
+    let mut fields: BTreeMap<&str, Raw<'_>> = top.iter().map(|(k, v)| (k.as_str(), Raw::Backend(v))).collect();
+    let mut removed_matches = 0u64;
+    if let Some(raw) = top.get("entry") {
+        let entries: Vec<&RawValue> = serde_json::from_str(raw.get()).map_err(invalid)?;
+        let mut kept = Vec::with_capacity(entries.len());
+        for (i, raw) in entries.into_iter().enumerate() {
+            let mut entry: Value = serde_json::from_str(raw.get()).map_err(invalid)?;
+            let step = filter.entry(i, &mut entry, &kind, checks, &mut out.touched);
+            out.removed += step.removed;
+            removed_matches += u64::from(step.removed_match);
+            let rebased = matches!(step.verdict, Verdict::Keep)
+                && bases.is_some_and(|b| rewrite_entry_urls(&mut entry, b.backend, b.public));
+            match step.verdict {
+                Verdict::Keep if step.removed == 0 && !rebased => kept.push(Raw::Backend(raw)),
+                Verdict::Keep => kept.push(Raw::owned(&entry)),
+                Verdict::Replace(with) => kept.push(Raw::owned(&with)),
+                Verdict::Drop => {}
+            }
+        }
+        changed |= out.removed > 0 || kept.iter().any(|e| matches!(e, Raw::Gateway(_)));
+        fields.insert("entry", Raw::Entries(kept));
+    }
+    if removed_matches > 0 {
+        if let Some(t) = top.get("total").and_then(|t| t.get().trim().parse::<u64>().ok()) {
+            fields.insert("total", Raw::owned(&Value::from(t.saturating_sub(removed_matches))));
+        }
+    }
+    if let (Some(b), Some(raw)) = (bases, top.get("link")) {
+        let mut links = serde_json::json!({ "link": serde_json::from_str::<Value>(raw.get()).map_err(invalid)? });
+        if rewrite_base_urls_in_value(&mut links, b.backend, b.public) {
+            fields.insert("link", Raw::owned(&links["link"]));
+            changed = true;
+        }
+    }
+    if changed {
+        out.body = ResponseBody::Rewritten(serde_json::to_vec(&fields).expect("JSON values always serialise"));
+    }
+    Ok(changed)
+}
+
+/// A piece of the Bundle being written back: the backend's bytes untouched, the
+/// gateway's replacement, or the (filtered) entry list.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Raw<'a> {
+    Backend(&'a RawValue),
+    Gateway(Box<RawValue>),
+    Entries(Vec<Raw<'a>>),
+}
+
+impl Raw<'_> {
+    fn owned(v: &Value) -> Self {
+        Raw::Gateway(serde_json::value::to_raw_value(v).expect("a Value always serialises"))
     }
 }
 
@@ -308,16 +433,24 @@ pub fn rewrite_base_urls_in_value(v: &mut Value, backend_base: &str, public_base
         }
     }
     for entry in v.get_mut("entry").and_then(Value::as_array_mut).into_iter().flatten() {
-        if let Some(u) = entry.get_mut("fullUrl") {
-            changed |= fix_url(u, backend_base, public_base);
-        }
-        if let Some(u) = entry.pointer_mut("/response/location") {
-            changed |= fix_url(u, backend_base, public_base);
-        }
-        if let Some(r) = entry.get_mut("resource") {
-            if r.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-                changed |= rewrite_base_urls_in_value(r, backend_base, public_base);
-            }
+        changed |= rewrite_entry_urls(entry, backend_base, public_base);
+    }
+    changed
+}
+
+/// The entry part of [`rewrite_base_urls_in_value`]: `fullUrl`, `response.location`, and
+/// a nested Bundle's URLs.
+fn rewrite_entry_urls(entry: &mut Value, backend_base: &str, public_base: &str) -> bool {
+    let mut changed = false;
+    if let Some(u) = entry.get_mut("fullUrl") {
+        changed |= fix_url(u, backend_base, public_base);
+    }
+    if let Some(u) = entry.pointer_mut("/response/location") {
+        changed |= fix_url(u, backend_base, public_base);
+    }
+    if let Some(r) = entry.get_mut("resource") {
+        if r.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            changed |= rewrite_base_urls_in_value(r, backend_base, public_base);
         }
     }
     changed

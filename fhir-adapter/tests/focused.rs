@@ -205,6 +205,35 @@ fn check_and_rebase_filters_and_rewrites_in_one_pass() {
     assert!(check_and_rebase_response(&d, &ctx, &foreign, Some(bases)).is_err());
 }
 
+/// A top-level Bundle is checked one entry at a time: an entry that needs no change is
+/// written back as the backend's own bytes (here recognisable by its spacing), while
+/// the Bundle around it is still filtered and its `total` corrected.
+#[test]
+fn kept_entries_keep_the_backends_bytes() {
+    let scopes = Scopes::parse_str("patient/*.rs");
+    let ctx = AccessContext {
+        scopes: &scopes,
+        patient: Some("123"),
+    };
+    let c = classify_ok("GET", "Observation", None);
+    let mut d = decide(&c, &scopes, Some("123")).unwrap();
+    d.response_check = true;
+    let own = r#"{ "resource" : { "resourceType" : "Observation", "id" : "a", "subject" : { "reference" : "Patient/123" } } }"#;
+    let other = serde_json::to_string(&json!({"resource": obs("b", "456")})).unwrap();
+    let body = format!(r#"{{"resourceType":"Bundle","type":"searchset","total":2,"entry":[{own},{other}]}}"#);
+    let r = check_response(&d, &ctx, body.as_bytes()).unwrap();
+    let ResponseBody::Rewritten(out) = &r.body else {
+        panic!("a foreign entry must be removed")
+    };
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.contains(own), "kept entry re-encoded: {text}");
+    assert!(!text.contains("456"), "{text}");
+    assert_eq!(rewritten(&r)["total"], 1);
+    // An entry list that is not a list is refused, not passed through unchecked.
+    let bad = br#"{"resourceType":"Bundle","type":"searchset","entry":{"resource":{}}}"#;
+    assert_eq!(check_response(&d, &ctx, bad).unwrap_err().status(), 502);
+}
+
 #[test]
 fn searchset_without_foreign_entries_is_unchanged() {
     let scopes = Scopes::parse_str("patient/*.rs");
