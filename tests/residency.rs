@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A TLS backend on `ip` that names itself in every response and closes the connection
 /// after each one, so every request through the gateway opens a new upstream connection.
@@ -246,5 +247,63 @@ fn apnic_import_produces_the_jp_ranges() {
     assert!(
         !nets.iter().any(|n| n.starts_with("1.0.64.") || n.starts_with("43.")),
         "non-JP or reserved range imported:\n{text}"
+    );
+}
+
+/// The PostgreSQL store and Redis are residency targets like any upstream: the report
+/// covers them (it used to panic on every target that was not an upstream) and the
+/// gateway does not start while their names resolve to an address the policy refuses.
+#[test]
+fn store_and_redis_addresses_are_checked_at_start_and_reported() {
+    let pki = Pki::new();
+    let hosts = pki.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 fhir.test cache.test\n127.0.0.2 db.test\n").unwrap();
+    let ca = pki.path("ca.pem");
+    let rest = format!(
+        "[residency]\nallowed_networks = [\"127.0.0.1/32\"]\nhosts_file = \"{}\"\n\n{}\n\
+         [store]\nurl = \"postgres://gw@db.test:5432/phr\"\njurisdiction = \"JP\"\n\n\
+         [redis]\nurl = \"redis://cache.test:6379\"\njurisdiction = \"JP\"\n",
+        hosts.display(),
+        upstream("fhir", "fhir.test", 8443, &ca, "jurisdiction = \"JP\""),
+    );
+    let path = pki.path("gateway.toml");
+    std::fs::write(&path, base_config(&pki, "", &rest)).unwrap();
+
+    let out = Command::new(BIN)
+        .args(["residency", "report", "--json", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the store's address is refused: the report must fail"
+    );
+    let report = json(&out.stdout);
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{report}");
+    let text = report.to_string();
+    assert!(text.contains("store") && text.contains("127.0.0.2"), "{text}");
+    assert!(text.contains("redis"), "{text}");
+
+    // db.test is loopback, allowed only for a store declared in_cluster: no start.
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the gateway started with a store address the policy refuses");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a refused store address");
+    assert!(
+        err.contains("store") && err.contains("127.0.0.2") && err.contains("in_cluster"),
+        "{err}"
     );
 }

@@ -19,6 +19,8 @@ pub enum StartError {
     Build(#[from] BuildError),
     #[error("access records: {0}")]
     Audit(String),
+    #[error("residency (DATA-JP-1): {0}")]
+    Residency(String),
     #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
     Bind {
         what: String,
@@ -35,6 +37,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
+    // Where the store and Redis are, before anything is sent there.
+    crate::residency::cli::check_storage_targets(&config)
+        .await
+        .map_err(StartError::Residency)?;
     // The store and the access-record writer first: no request is served unrecorded.
     let store = service::open_store(&config).map_err(StartError::Audit)?;
     let audit = service::start_writer(&config).map_err(StartError::Audit)?;

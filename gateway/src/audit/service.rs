@@ -21,7 +21,9 @@ pub fn open_store(config: &Config) -> Result<Store, String> {
     open_store_with(config, StoreOptions::default())
 }
 
-fn open_store_with(config: &Config, options: StoreOptions) -> Result<Store, String> {
+fn open_store_with(config: &Config, mut options: StoreOptions) -> Result<Store, String> {
+    // Every new PostgreSQL connection is checked against the residency policy too.
+    options.server_address_check = crate::residency::cli::store_address_check(config)?;
     let url = config
         .store
         .url

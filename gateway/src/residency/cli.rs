@@ -4,10 +4,12 @@
 
 use super::allow_list::AllowList;
 use super::apnic::{parse_apnic, write_allow_list, SourceNote};
+use super::jurisdiction::TargetKind;
 use super::policy::Policy;
 use super::report::{build_report, TargetResolution};
+use crate::config::Config;
 use crate::proxy::egress::UpstreamResolver;
-use crate::proxy::Endpoint;
+use std::net::IpAddr;
 use std::path::Path;
 
 /// Converts APNIC delegated statistics into an allow-list file; returns a summary line.
@@ -42,20 +44,7 @@ pub async fn report(config_path: &Path, json: bool) -> Result<(String, bool), St
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
     let mut inputs = Vec::new();
     for target in super::targets::from_config(&config) {
-        let mut addresses = Ok(Vec::new());
-        for url in &config.upstreams[&target.name].endpoints {
-            let resolved = match Endpoint::parse(url) {
-                Ok(ep) => resolver.resolve(&ep.host, ep.port).await,
-                Err(e) => Err(e),
-            };
-            addresses = match (addresses, resolved) {
-                (Ok(mut all), Ok(found)) => {
-                    all.extend(found.into_iter().map(|a| a.ip()));
-                    Ok(all)
-                }
-                (Err(e), _) | (_, Err(e)) => Err(format!("{url}: {e}")),
-            };
-        }
+        let addresses = resolve_target(&config, &resolver, &target).await;
         inputs.push(TargetResolution { target, addresses });
     }
     let report = build_report(&policy, &r.required, &inputs);
@@ -65,4 +54,74 @@ pub async fn report(config_path: &Path, json: bool) -> Result<(String, bool), St
         report.render_text()
     };
     Ok((text, report.ok))
+}
+
+/// Every address `target`'s hosts resolve to now.
+async fn resolve_target(
+    config: &Config,
+    resolver: &UpstreamResolver,
+    target: &super::jurisdiction::Target,
+) -> Result<Vec<IpAddr>, String> {
+    let mut all = Vec::new();
+    for (host, port) in super::targets::hosts_of(config, target)? {
+        let found = resolver
+            .resolve(&host, port)
+            .await
+            .map_err(|e| format!("{host}:{port}: {e}"))?;
+        all.extend(found.into_iter().map(|a| a.ip()));
+    }
+    Ok(all)
+}
+
+/// Start-up check of the services the gateway keeps data in (a PostgreSQL store,
+/// Redis): every address their names resolve to must pass the residency policy, or the
+/// gateway does not start (DATA-JP-1). Upstreams and JWKS servers need no start-up
+/// pass: their connector checks every new connection's address. The store's
+/// connections are checked again one by one ([`store_address_check`]).
+pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
+    let r = &config.residency;
+    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
+    let policy = Policy::new(allow);
+    let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
+    for target in super::targets::from_config(config) {
+        if !matches!(target.kind, TargetKind::Database | TargetKind::Redis) {
+            continue;
+        }
+        let addresses = match resolve_target(config, &resolver, &target).await {
+            Ok(a) => a,
+            // The database may come up later (the writer spools meanwhile), and each of
+            // its connections is checked when it is made.
+            Err(e) if target.kind == TargetKind::Database => {
+                tracing::warn!(target_name = %target.name, error = %e, "store address not resolvable at start-up; each connection will be checked when made");
+                continue;
+            }
+            // Redis connections are not checked one by one: no start without an answer.
+            Err(e) => return Err(format!("{}: cannot resolve ({e}), so its address cannot be checked", target.label())),
+        };
+        for ip in addresses {
+            policy.check_target_address(&target, ip).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-connection check for a PostgreSQL store: the address each new connection
+/// reached must pass the same policy. `None` when the store is not PostgreSQL.
+pub fn store_address_check(config: &Config) -> Result<Option<crate::store::ServerAddressCheck>, String> {
+    let Some(target) = super::targets::from_config(config)
+        .into_iter()
+        .find(|t| t.kind == TargetKind::Database)
+    else {
+        return Ok(None);
+    };
+    let r = &config.residency;
+    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
+    let policy = Policy::new(allow);
+    Ok(Some(crate::store::ServerAddressCheck(std::sync::Arc::new(move |ip| {
+        policy.check_target_address(&target, ip).map_err(|e| {
+            metrics::counter!("phr_egress_refused_total", "target" => target.name.clone()).increment(1);
+            tracing::warn!(target_name = %target.name, %ip, error = %e, "database connection refused by the residency policy");
+            e.to_string()
+        })
+    }))))
 }

@@ -4,6 +4,7 @@
 
 use super::jurisdiction::{Target, TargetKind};
 use crate::config::Config;
+use crate::proxy::Endpoint;
 
 pub fn from_config(config: &Config) -> Vec<Target> {
     let mut targets: Vec<Target> = config
@@ -65,5 +66,54 @@ pub fn redact_password(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
         _ => url.to_string(),
+    }
+}
+
+/// The `(host, port)` pairs the gateway connects to for `target`, from the config that
+/// produced it. A PostgreSQL store on a Unix socket has none (it is this machine).
+pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, String> {
+    match target.kind {
+        TargetKind::Upstream => config
+            .upstreams
+            .get(&target.name)
+            .map(|u| u.endpoints.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|url| Endpoint::parse(url).map(|ep| (ep.host, ep.port)))
+            .collect(),
+        TargetKind::Jwks => {
+            let uri: http::Uri = target
+                .url_or_host
+                .parse()
+                .map_err(|e| format!("{}: {e}", target.url_or_host))?;
+            let host = uri.host().ok_or_else(|| format!("{}: no host", target.url_or_host))?;
+            let port = uri
+                .port_u16()
+                .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
+            Ok(vec![(host.trim_matches(['[', ']']).to_string(), port)])
+        }
+        TargetKind::Database => {
+            let url = config.store.url.as_deref().unwrap_or_default();
+            let options: sqlx::postgres::PgConnectOptions =
+                url.parse().map_err(|e| format!("{}: {e}", redact_password(url)))?;
+            let host = options.get_host();
+            if host.starts_with('/') {
+                return Ok(Vec::new());
+            }
+            Ok(vec![(host.to_string(), options.get_port())])
+        }
+        TargetKind::Redis => {
+            let url = config.redis.as_ref().map(|r| r.url.as_str()).unwrap_or_default();
+            let info = redis::IntoConnectionInfo::into_connection_info(url)
+                .map_err(|e| format!("{}: {e}", redact_password(url)))?;
+            match info.addr() {
+                redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => {
+                    Ok(vec![(host.clone(), *port)])
+                }
+                _ => Ok(Vec::new()),
+            }
+        }
+        // Not produced by `from_config`: nothing the gateway connects to by itself.
+        TargetKind::Issuer | TargetKind::Export | TargetKind::AuditLog => Ok(Vec::new()),
     }
 }

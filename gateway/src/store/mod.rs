@@ -104,6 +104,12 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// SQLite `busy_timeout`: how long a writer waits for another writer's lock.
     pub sqlite_busy_timeout: Duration,
+    /// Run on every new PostgreSQL connection with the server's address as the server
+    /// reports it (`inet_server_addr()`); an error closes the connection before any
+    /// statement of ours runs on it. The gateway checks it against the residency
+    /// allow-list (DATA-JP-1), so a name that starts resolving abroad is caught on the
+    /// next connection, not only at start-up.
+    pub server_address_check: Option<ServerAddressCheck>,
 }
 
 impl Default for StoreOptions {
@@ -112,8 +118,32 @@ impl Default for StoreOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(3),
             sqlite_busy_timeout: Duration::from_secs(5),
+            server_address_check: None,
         }
     }
+}
+
+/// See [`StoreOptions::server_address_check`]. `Err` carries the reason, for the log.
+#[derive(Clone)]
+pub struct ServerAddressCheck(pub std::sync::Arc<dyn Fn(std::net::IpAddr) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for ServerAddressCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerAddressCheck")
+    }
+}
+
+/// Asks PostgreSQL which address this connection reached and passes it to `check`.
+/// A Unix-socket connection has no address (NULL): it is the local machine.
+async fn check_server_address(conn: &mut AnyConnection, check: &ServerAddressCheck) -> Result<(), sqlx::Error> {
+    let addr: Option<String> = sqlx::query_scalar("SELECT host(inet_server_addr())")
+        .fetch_one(&mut *conn)
+        .await?;
+    let Some(addr) = addr else { return Ok(()) };
+    let ip: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| sqlx::Error::Protocol(format!("server reported an unreadable address {addr:?}")))?;
+    (check.0)(ip).map_err(|reason| sqlx::Error::Configuration(reason.into()))
 }
 
 /// A pool of connections plus the knowledge that the schema is in place.
@@ -168,6 +198,7 @@ impl Store {
             return Err(StoreError::UnsupportedUrl { url: redact(url) });
         };
         let busy_ms = options.sqlite_busy_timeout.as_millis();
+        let address_check = options.server_address_check.clone();
         let pool = AnyPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -176,7 +207,11 @@ impl Store {
             // which the audit writer handles like any outage (spool, retry).
             .test_before_acquire(false)
             .after_connect(move |conn: &mut AnyConnection, _meta| {
+                let address_check = address_check.clone();
                 Box::pin(async move {
+                    if let (Backend::Postgres, Some(check)) = (backend, &address_check) {
+                        check_server_address(conn, check).await?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers (export, verify) run beside the writer;
                         // synchronous=FULL makes a commit survive power loss, which

@@ -90,3 +90,42 @@ async fn concurrent_first_starts_all_get_the_schema() {
         }
     }
 }
+
+/// Every new PostgreSQL connection hands the address it reached to the residency check
+/// (DATA-JP-1), and a refusal closes it before any statement of ours runs.
+#[tokio::test]
+async fn postgres_connections_pass_the_server_address_check() {
+    let Some(db) = super::test_support::postgres_db().await else {
+        return;
+    };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let allow = StoreOptions {
+        server_address_check: Some(ServerAddressCheck(std::sync::Arc::new(move |ip| {
+            record.lock().unwrap().push(ip);
+            Ok(())
+        }))),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect_with(&db.url, allow).await.unwrap();
+    store.list_blocked().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "no connection was checked");
+    assert!(seen.iter().all(|ip| ip.is_loopback()), "{seen:?}");
+    store.close().await;
+
+    // A refused connection never becomes usable: the pool keeps retrying until its
+    // acquire timeout (the check itself logs the reason), and the operation fails.
+    let refusals = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = refusals.clone();
+    let refuse = StoreOptions {
+        acquire_timeout: Duration::from_millis(500),
+        server_address_check: Some(ServerAddressCheck(std::sync::Arc::new(move |ip| {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(format!("{ip} is outside the allow-list"))
+        }))),
+        ..StoreOptions::default()
+    };
+    assert!(Store::connect_with(&db.url, refuse).await.is_err());
+    assert!(refusals.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
