@@ -96,7 +96,12 @@ pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
                 continue;
             }
             // Redis connections are not checked one by one: no start without an answer.
-            Err(e) => return Err(format!("{}: cannot resolve ({e}), so its address cannot be checked", target.label())),
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot resolve ({e}), so its address cannot be checked",
+                    target.label()
+                ))
+            }
         };
         for ip in addresses {
             policy.check_target_address(&target, ip).map_err(|e| e.to_string())?;
