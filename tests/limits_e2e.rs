@@ -373,9 +373,19 @@ async fn burst_is_honoured_then_429_with_retry_after_and_ratelimit_headers() {
     let mut c = open(&gw, &pki).await;
 
     let started = Instant::now();
+    let mut remaining = Vec::new();
     for i in 0..5 {
-        let (s, _, b) = c.get("/api/echo").await.unwrap();
+        let (s, h, b) = c.get("/api/echo").await.unwrap();
         assert_eq!(s, 200, "request {i} of the burst: {}", String::from_utf8_lossy(&b));
+        // Admitted responses say how much is left, so a client can slow down in time.
+        assert_eq!(header(&h, "ratelimit-policy"), "\"per_ip\";q=5;w=5");
+        let rl = header(&h, "ratelimit");
+        let r: u64 = rl
+            .strip_prefix("\"per_ip\";r=")
+            .and_then(|rest| rest.split(';').next())
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_else(|| panic!("RateLimit on an admitted request: {rl}"));
+        remaining.push(r);
     }
     let (s, h, b) = c.get("/api/echo").await.unwrap();
     let burst_took = started.elapsed();
@@ -398,13 +408,19 @@ async fn burst_is_honoured_then_429_with_retry_after_and_ratelimit_headers() {
         (1..=5).contains(&t),
         "RateLimit t={t}: the full budget returns within 5 s"
     );
+    assert_eq!(remaining, [4, 3, 2, 1, 0], "remaining units through the burst");
 
     // Denials spend nothing, and other routes (without the policy) are not limited.
     for _ in 0..3 {
         assert_eq!(c.get("/api/echo").await.unwrap().0, 429);
     }
     for _ in 0..10 {
-        assert_eq!(c.get("/free/echo").await.unwrap().0, 200);
+        let (s, h, _) = c.get("/free/echo").await.unwrap();
+        assert_eq!(s, 200);
+        assert!(
+            h.get("ratelimit").is_none(),
+            "a route without policies has no RateLimit"
+        );
     }
 
     // After Retry-After, exactly one unit is back: one passes, the next is refused. (A new

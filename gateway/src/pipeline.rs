@@ -82,6 +82,9 @@ pub struct RequestContext {
     pub client_ip: std::net::IpAddr,
     /// The upstream address that answered (DATA-JP-1 evidence).
     pub upstream_addr: Option<SocketAddr>,
+    /// The rate-limit policies that admitted the request (phases 3 and 5b): every
+    /// response carries their `RateLimit` headers, so clients can slow down before a 429.
+    pub rate_limits: Vec<crate::limits::decision::Decision>,
 }
 
 /// The request path. Cheap to clone: one per connection.
@@ -111,6 +114,7 @@ impl Pipeline {
             fhir: None,
             upstream_base: None,
             upstream_addr: None,
+            rate_limits: Vec::new(),
         };
         // Announced now so the audit writer knows a record is on its way and
         // can gather it into the same commit as its neighbours'.
@@ -456,6 +460,11 @@ fn finish(runtime: &Runtime, ctx: &RequestContext, resp: &mut Response<ResponseB
     h.insert(&headers::X_REQUEST_ID, ctx.id.clone());
     if let Some(hsts) = &runtime.hsts {
         h.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    // A 429 already carries the denying policy's headers (and Retry-After).
+    if !ctx.rate_limits.is_empty() && resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        let admitted: Vec<_> = ctx.rate_limits.iter().collect();
+        crate::limits::headers::insert_headers(resp.headers_mut(), &admitted);
     }
     if let Some(route) = &ctx.route {
         route

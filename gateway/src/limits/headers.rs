@@ -2,7 +2,9 @@
 //!
 //! Why advertise limits: well-behaved clients (PHR apps, hospital systems)
 //! can pace themselves instead of discovering the limit by failing, and a
-//! 429 with `Retry-After` tells them exactly when to come back.
+//! 429 with `Retry-After` tells them exactly when to come back. So every
+//! response of a route with policies carries them: an admitted request the
+//! policies that admitted it, a 429 the one that refused it.
 //!
 //! Follows **draft-ietf-httpapi-ratelimit-headers-10** (27 September 2025),
 //! the structured-field form introduced in -08 (a revision -11 of May 2026

@@ -29,7 +29,8 @@
 //!    verification; pre-auth [`local::LocalLimiter::check`] keyed by source IP.
 //! 4. after authentication → subject/client policy ([`local`] or [`shared`]),
 //!    with the cost of the FHIR interaction ([`config::PolicyConfig::cost`]);
-//!    answer 429 with [`headers::insert_headers`] when denied.
+//!    answer 429 with [`headers::insert_headers`] when denied; the admitting
+//!    decisions go into the request context, and every response carries them.
 //! 5. upload routes → [`upload_filter::UploadFilter::inspect`] on the buffered body.
 //! 6. after the response → [`bulk_detector::BulkAccessDetector::observe`] with the
 //!    patients the request touched.

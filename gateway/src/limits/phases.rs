@@ -14,7 +14,8 @@ use std::time::Instant;
 
 /// Before any token is verified: limits that need no identity, so a flood of forged
 /// tokens is cut off before signature checks are paid for (AV-DOS-1, AUTH-LOCK-1).
-pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &RequestContext) -> Result<(), GatewayError> {
+/// Policies that admit the request are kept in `ctx.rate_limits` for its `RateLimit` headers.
+pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &mut RequestContext) -> Result<(), GatewayError> {
     let ip = ctx.client_ip;
     if let Some(wait) = p.auth_backoff.is_blocked(ip, None) {
         return Err(GatewayError::AuthLocked { retry_after: wait });
@@ -29,6 +30,7 @@ pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &RequestCont
         if !decision.allowed {
             return Err(GatewayError::RateLimited(Box::new(decision)));
         }
+        ctx.rate_limits.push(decision);
     }
     Ok(())
 }
@@ -47,7 +49,7 @@ pub async fn after_auth(
     p: &Protection,
     blocks: &dyn BlockStore,
     route: &RouteRuntime,
-    ctx: &RequestContext,
+    ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let identity = ctx.identity.as_ref();
     if let Some(id) = identity {
@@ -59,6 +61,8 @@ pub async fn after_auth(
         }
     }
     let interaction = ctx.fhir.as_ref().map(|f| f.interaction);
+    // Collected apart: `identity` borrows `ctx` across the loop.
+    let mut admitted = Vec::new();
     for policy in &route.rate_limits {
         let key = match policy.key {
             KeyKind::Subject => identity.map(|i| i.subject.clone()),
@@ -72,7 +76,9 @@ pub async fn after_auth(
         if !decision.allowed {
             return Err(GatewayError::RateLimited(Box::new(decision)));
         }
+        admitted.push(decision);
     }
+    ctx.rate_limits.extend(admitted);
     Ok(())
 }
 
