@@ -8,7 +8,7 @@ use super::jurisdiction::TargetKind;
 use super::policy::Policy;
 use super::report::{build_report, TargetResolution};
 use crate::config::Config;
-use crate::proxy::egress::UpstreamResolver;
+use crate::proxy::egress::{EgressPolicy, UpstreamResolver};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -39,8 +39,7 @@ pub fn import_apnic(input: &Path, out: &Path, country: &str) -> Result<String, S
 pub async fn report(config_path: &Path, json: bool) -> Result<(String, bool), String> {
     let config = crate::config::load(config_path).map_err(|e| e.to_string())?;
     let r = &config.residency;
-    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
-    let policy = Policy::new(allow);
+    let policy = policy_of(&config)?;
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
     let mut inputs = Vec::new();
     for target in super::targets::from_config(&config) {
@@ -80,8 +79,7 @@ async fn resolve_target(
 /// connections are checked again one by one ([`store_address_check`]).
 pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
     let r = &config.residency;
-    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
-    let policy = Policy::new(allow);
+    let policy = policy_of(config)?;
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
     for target in super::targets::from_config(config) {
         if !matches!(target.kind, TargetKind::Database | TargetKind::Redis) {
@@ -119,14 +117,24 @@ pub fn store_address_check(config: &Config) -> Result<Option<crate::store::Serve
     else {
         return Ok(None);
     };
+    // The port only labels the refusal in the log: the server reports its address alone.
+    let port = super::targets::hosts_of(config, &target)
+        .ok()
+        .and_then(|h| h.first().map(|(_, port)| *port))
+        .unwrap_or(5432);
+    // The same check, counter and log line as an upstream connection's.
+    let egress = EgressPolicy {
+        policy: std::sync::Arc::new(policy_of(config)?),
+        target,
+    };
+    Ok(Some(crate::store::ServerAddressCheck(std::sync::Arc::new(move |ip| {
+        egress.check(std::net::SocketAddr::new(ip, port))
+    }))))
+}
+
+/// The residency policy of `config`: its allow-list plus the in-cluster ranges.
+fn policy_of(config: &Config) -> Result<Policy, String> {
     let r = &config.residency;
     let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
-    let policy = Policy::new(allow);
-    Ok(Some(crate::store::ServerAddressCheck(std::sync::Arc::new(move |ip| {
-        policy.check_target_address(&target, ip).map_err(|e| {
-            metrics::counter!("phr_egress_refused_total", "target" => target.name.clone()).increment(1);
-            tracing::warn!(target_name = %target.name, %ip, error = %e, "database connection refused by the residency policy");
-            e.to_string()
-        })
-    }))))
+    Ok(Policy::new(allow))
 }
