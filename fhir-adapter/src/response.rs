@@ -170,8 +170,15 @@ pub fn check_and_rebase_response(
                 resource_type: rt.to_owned(),
             });
         }
+        // Any other Bundle (a document, a collection) is outside the compartment
+        // itself but carries resources that are not: each must pass as a released
+        // resource would, or the whole Bundle is refused.
+        if let Some(foreign) = first_foreign_entry(&filter, &v) {
+            return Err(FhirError::ResponseOtherPatient { resource_type: foreign });
+        }
     }
     collect(&v, &mut out.touched);
+    for_each_entry_resource(&v, &mut |r| collect(r, &mut out.touched));
     let rebased = bases.is_some_and(|b| rewrite_base_urls_in_value(&mut v, b.backend, b.public));
     if out.removed > 0 || rebased {
         out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
@@ -309,6 +316,39 @@ impl Filter<'_, '_> {
         };
         step
     }
+}
+
+/// Calls `f` with every entry's resource of a Bundle, and of Bundles nested in it.
+fn for_each_entry_resource(bundle: &Value, f: &mut dyn FnMut(&Value)) {
+    for res in bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("resource"))
+    {
+        f(res);
+        if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+            for_each_entry_resource(res, f);
+        }
+    }
+}
+
+/// The type of the first resource inside `bundle` (at any depth) that `filter` would
+/// not release; `None` when all pass or `bundle` is not a Bundle.
+fn first_foreign_entry(filter: &Filter<'_, '_>, bundle: &Value) -> Option<String> {
+    let mut foreign = None;
+    for_each_entry_resource(bundle, &mut |r| {
+        if foreign.is_none() && !filter.passes(r) {
+            foreign = Some(
+                r.get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("resource")
+                    .to_owned(),
+            );
+        }
+    });
+    foreign
 }
 
 /// What [`Filter::entry`] decided.

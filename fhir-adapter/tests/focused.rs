@@ -234,6 +234,30 @@ fn kept_entries_keep_the_backends_bytes() {
     assert_eq!(check_response(&d, &ctx, bad).unwrap_err().status(), 502);
 }
 
+/// A Bundle that is not a result list (a document, a collection) is not in the patient
+/// compartment itself, but what it carries is: one foreign resource inside, at any
+/// depth, refuses the whole Bundle; the patient's own passes and is reported.
+#[test]
+fn other_bundles_are_refused_when_they_carry_another_patients_resource() {
+    let scopes = Scopes::parse_str("patient/*.rs");
+    let ctx = AccessContext {
+        scopes: &scopes,
+        patient: Some("123"),
+    };
+    let c = classify_ok("GET", "Bundle/doc-1", None);
+    let mut d = decide(&c, &scopes, Some("123")).unwrap();
+    d.response_check = true;
+    let own = json!({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": obs("a", "123")}]});
+    let r = check_response(&d, &ctx, &serde_json::to_vec(&own).unwrap()).unwrap();
+    assert_eq!(r.body, ResponseBody::Unchanged);
+    assert_eq!(r.touched.iter().collect::<Vec<_>>(), ["123"]);
+    let nested = json!({"resourceType": "Bundle", "type": "document", "entry": [
+        {"resource": obs("a", "123")},
+        {"resource": {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": obs("b", "456")}]}}]});
+    let err = check_response(&d, &ctx, &serde_json::to_vec(&nested).unwrap()).unwrap_err();
+    assert_eq!(err.status(), 403, "{err}");
+}
+
 #[test]
 fn searchset_without_foreign_entries_is_unchanged() {
     let scopes = Scopes::parse_str("patient/*.rs");
