@@ -52,7 +52,7 @@ readonly NGINX_PORT=18444
 readonly HAPROXY_PORT=18445
 readonly GATEWAY_ADMIN_PORT=19901
 
-readonly SIZES="small 64k"
+SIZES=${SIZES:-"small 64k"}                 # response sizes to measure (a subset writes a partial report)
 CLK_TCK=$(getconf CLK_TCK)
 
 WORK=""

@@ -5,6 +5,12 @@ use phr_gateway::ops;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// Every request allocates and frees many small buffers (headers, records,
+// FHIR entries) on the proxy's worker threads; glibc's malloc showed up at
+// about 15 % of the gateway's CPU in profiles, mimalloc at a fraction.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "phr-gateway",
