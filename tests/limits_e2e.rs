@@ -556,7 +556,7 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
     for i in 0..3 {
         let (s, h, b) = c.get("/closed/echo").await.unwrap();
         assert_eq!(s, 503, "closed, request {i}: {}", String::from_utf8_lossy(&b));
-        assert_eq!(error_code(&b), "rate_limited");
+        assert_eq!(error_code(&b), "rate_limit_unavailable");
         assert!(header(&h, "retry-after").parse::<u64>().unwrap() >= 1);
         assert!(header(&h, "ratelimit-policy").starts_with("\"strict\";"));
 
@@ -932,4 +932,85 @@ async fn redis_stopped_mid_run_fails_closed_or_open_then_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// DATA-JP-1: Redis is dialled at the address the residency check passed, on the first
+/// connection and on every reconnection, never at a fresh resolution of its name; a
+/// reload that names a Redis outside the allow-list is refused and the checked one stays.
+/// `cache.test` and `abroad.test` exist only in the gateway's hosts file, so the system
+/// resolver (which the Redis client would use on its own) cannot find them: a request
+/// that reaches Redis proves the checked address was the one dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_is_dialled_at_its_checked_address_and_a_reload_abroad_is_refused() {
+    let Some(url) = redis_url() else { return };
+    let target: SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("redis://IP:port");
+    let proxy = tcp_proxy::TcpProxy::start(target).await;
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let hosts = pki.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 cache.test\n127.0.0.2 abroad.test\n").unwrap();
+    let prefix = unique_prefix("pinned");
+    let text = |redis_host: &str| {
+        config(
+            &pki,
+            UNLIMITED_CONNECTIONS,
+            NO_BACKOFF,
+            &format!(
+                "{}{}[redis]\nurl = \"redis://{redis_host}:{}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"1s\"\n\
+                 jurisdiction = \"JP\"\n\n[residency]\nallowed_networks = [\"127.0.0.1/32\"]\nhosts_file = \"{}\"\n",
+                // A slow rate, so the bucket outlives the request (its expiry is its TAT).
+                policy(
+                    "strict",
+                    "route",
+                    1,
+                    "1h",
+                    1000,
+                    "shared = true\non_redis_error = \"closed\""
+                ),
+                limited_route("api", "/api/", backend, &["strict"]),
+                proxy.addr.port(),
+                hosts.display()
+            ),
+        )
+    };
+    let path = pki.path("gateway.toml");
+    std::fs::write(&path, text("cache.test")).unwrap();
+    let gw = Gateway::start_with_args(&["run", "--config", path.to_str().unwrap()], path.clone());
+    let mut c = open(&gw, &pki).await;
+    let (s, _, b) = c.get("/api/x").await.unwrap();
+    assert_eq!(s, 200, "shared limit via cache.test: {}", String::from_utf8_lossy(&b));
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut r = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "no bucket under {prefix} in Redis");
+
+    // Reconnections dial the checked address too.
+    proxy.stop().await;
+    assert_eq!(c.get("/api/x").await.unwrap().0, 503, "fail closed while Redis is away");
+    proxy.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.get("/api/x").await.unwrap().0 != 200 {
+        assert!(Instant::now() < deadline, "no reconnection to the checked address");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A reload pointing Redis abroad is refused; the checked Redis stays in use.
+    std::fs::write(&path, text("abroad.test")).unwrap();
+    gw.signal("HUP");
+    gw.wait_log("reload rejected").await;
+    let log = gw.log_text();
+    assert!(
+        log.contains("127.0.0.2") && log.contains("redis"),
+        "the refusal names the address and the target: {log}"
+    );
+    assert_eq!(c.get("/api/x").await.unwrap().0, 200, "the last good config stays");
+    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut r).await.unwrap();
 }

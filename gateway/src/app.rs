@@ -38,7 +38,7 @@ pub async fn run(
     crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
     // Where the store and Redis are, before anything is sent there.
-    crate::residency::cli::check_storage_targets(&config)
+    let storage = crate::residency::cli::check_storage_targets(&config)
         .await
         .map_err(StartError::Residency)?;
     // The store and the access-record writer first: no request is served unrecorded.
@@ -48,7 +48,7 @@ pub async fn run(
     let store_blocks = Arc::new(service::StoreBlocks::new(store.clone()));
     service::spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());
     let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> = store_blocks;
-    let runtime = Runtime::build(config, revocations.clone(), blocks.clone())?;
+    let runtime = Runtime::build(config, &storage, revocations.clone(), blocks.clone())?;
     // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.
     runtime.start().await?;
     let limits = runtime.config.limits.clone();

@@ -41,8 +41,9 @@ pub enum GatewayError {
     /// The FHIR adapter refused the request or the response (ACL-PHR-1).
     #[error("{0}")]
     Fhir(#[from] fhir_adapter::FhirError),
-    /// A rate-limit policy refused the request (AV-DOS-1).
-    #[error("rate limit of policy {:?} exceeded", .0.policy)]
+    /// A rate-limit policy refused the request (AV-DOS-1): over its limit, or its
+    /// shared store (Redis) could not answer and the policy fails closed.
+    #[error("{}", rate_limit_message(.0))]
     RateLimited(Box<crate::limits::decision::Decision>),
     /// Too many failed authentications from this source or for this subject (AUTH-LOCK-1).
     #[error("too many failed authentications; try again later")]
@@ -112,13 +113,26 @@ impl GatewayError {
             Self::Auth { error, .. } => error.code(),
             Self::AuthUnavailable => "auth_unavailable",
             Self::Fhir(e) => e.issue_code(),
-            Self::RateLimited(_) => "rate_limited",
+            Self::RateLimited(d) => match d.denial {
+                Some(crate::limits::decision::Denial::StoreUnavailable) => "rate_limit_unavailable",
+                _ => "rate_limited",
+            },
             Self::AuthLocked { .. } => "auth_locked",
             Self::SubjectBlocked => "subject_blocked",
             Self::AuditUnavailable => "audit_unavailable",
             Self::UploadRefused { code, .. } => code,
             Self::ClientBody(_) => "bad_body",
         }
+    }
+}
+
+fn rate_limit_message(d: &crate::limits::decision::Decision) -> String {
+    match d.denial {
+        Some(crate::limits::decision::Denial::StoreUnavailable) => format!(
+            "rate limit of policy {:?} cannot be checked right now (its shared store is unavailable); try again later",
+            d.policy
+        ),
+        _ => format!("rate limit of policy {:?} exceeded", d.policy),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::limits::subject_blocks::{BlockStore, MemoryBlockStore};
 use crate::metrics::RouteMetrics;
 use crate::proxy::egress::UpstreamResolver;
 use crate::proxy::UpstreamPool;
-use crate::residency::{allow_list::AllowList, policy::Policy};
+use crate::residency::{allow_list::AllowList, cli::CheckedStorage, policy::Policy};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -85,6 +85,8 @@ pub enum BuildError {
     },
     #[error("residency allow-list: {0}")]
     AllowList(String),
+    #[error("residency: {0}")]
+    Residency(String),
     #[error("limits: {0}")]
     Protection(String),
     #[error("auth: {0}")]
@@ -98,12 +100,15 @@ pub enum BuildError {
 }
 
 impl Runtime {
+    /// `storage` is what the residency check of the store and Redis established
+    /// ([`crate::residency::cli::check_storage_targets`]), run before this.
     pub fn build(
         config: Config,
+        storage: &CheckedStorage,
         revocations: Arc<dyn RevocationList>,
         blocks: Arc<dyn BlockStore>,
     ) -> Result<Self, BuildError> {
-        Self::build_after(config, revocations, blocks, None)
+        Self::build_after(config, storage, revocations, blocks, None)
     }
 
     /// As [`Runtime::build`], reusing the previous runtime's limits when their sections
@@ -111,6 +116,7 @@ impl Runtime {
     /// connections (the state is the protection).
     pub fn build_after(
         config: Config,
+        storage: &CheckedStorage,
         revocations: Arc<dyn RevocationList>,
         blocks: Arc<dyn BlockStore>,
         previous: Option<&Runtime>,
@@ -152,10 +158,14 @@ impl Runtime {
         };
         let limits_config = config.protection();
         // The sections have no PartialEq; their Debug form is a faithful comparison.
-        let fingerprint = format!("{limits_config:?}");
+        // Redis's checked address is part of it: if its name now resolves elsewhere,
+        // the new (checked) address must be the one dialled.
+        let fingerprint = format!("{limits_config:?} redis at {:?}", storage.redis);
         let protection = match previous {
             Some(p) if p.protection_fingerprint == fingerprint => p.protection.clone(),
-            _ => Arc::new(Protection::build(&limits_config, blocks.clone()).map_err(BuildError::Protection)?),
+            _ => Arc::new(
+                Protection::build(&limits_config, blocks.clone(), storage.redis).map_err(BuildError::Protection)?,
+            ),
         };
         let mut routes: Vec<Arc<RouteRuntime>> = config
             .routes
@@ -206,6 +216,7 @@ impl Runtime {
     pub fn check(config: &Config) -> Result<(), BuildError> {
         Runtime::build(
             config.clone(),
+            &CheckedStorage::default(),
             Arc::new(MemoryRevocations::new()),
             Arc::new(MemoryBlockStore::new()),
         )
@@ -295,7 +306,18 @@ impl Shared {
         if !restart_only.is_empty() {
             return Err(BuildError::RestartRequired(restart_only.join(", ")));
         }
-        let runtime = Runtime::build_after(config, self.revocations.clone(), self.blocks.clone(), Some(&old))?;
+        // Where Redis and the store are is checked again: a reload must not point them
+        // abroad, nor keep dialling an address the new allow-list refuses (DATA-JP-1).
+        let storage = crate::residency::cli::check_storage_targets(&config)
+            .await
+            .map_err(BuildError::Residency)?;
+        let runtime = Runtime::build_after(
+            config,
+            &storage,
+            self.revocations.clone(),
+            self.blocks.clone(),
+            Some(&old),
+        )?;
         runtime.start().await?;
         self.current.store(Arc::new(runtime));
         Ok(())

@@ -51,9 +51,14 @@ pub struct Protection {
 
 impl Protection {
     /// Builds every limiter; `blocks` survives reloads (it is the operator's list).
-    pub fn build(config: &LimitsConfig, blocks: Arc<dyn BlockStore>) -> Result<Self, String> {
+    /// `redis_at` is the checked address Redis is dialled at (DATA-JP-1).
+    pub fn build(
+        config: &LimitsConfig,
+        blocks: Arc<dyn BlockStore>,
+        redis_at: Option<std::net::SocketAddr>,
+    ) -> Result<Self, String> {
         let store = match &config.redis {
-            Some(r) => Some(RedisStore::new(r).map_err(|e| e.to_string())?),
+            Some(r) => Some(RedisStore::new(r, redis_at).map_err(|e| e.to_string())?),
             None => None,
         };
         let mut policies = HashMap::new();

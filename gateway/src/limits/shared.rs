@@ -18,6 +18,10 @@
 //!   and logged at most once per 10 s per policy.
 //! * [`redis::aio::ConnectionManager`] reconnects in the background; it is
 //!   created lazily, so the gateway starts even while Redis is down.
+//! * **Residency (DATA-JP-1)**: the client is given the address the residency
+//!   check passed, not the URL's host name, so every connection and reconnection
+//!   dials exactly what was checked (the client resolves names on its own, out
+//!   of the gateway's sight).
 //!
 //! Redis keys are `{key_prefix}{policy}:{key}` with the key text as given
 //! (subjects, client ids, IPs: deployment-internal identifiers; keep Redis
@@ -27,6 +31,7 @@
 //! microseconds so rounding never admits more than configured.
 
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -88,8 +93,14 @@ pub struct RedisStore {
 impl RedisStore {
     /// Creates the handle without connecting (must run inside a Tokio
     /// runtime). The first decisions fail per policy mode until Redis answers.
-    pub fn new(cfg: &RedisConfig) -> Result<Self, SharedError> {
-        let client = redis::Client::open(cfg.url.as_str()).map_err(SharedError::Url)?;
+    /// `pin`, when given, replaces the URL's host and port: the address the
+    /// residency check passed (see `residency::cli::check_storage_targets`).
+    pub fn new(cfg: &RedisConfig, pin: Option<SocketAddr>) -> Result<Self, SharedError> {
+        let mut info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str()).map_err(SharedError::Url)?;
+        if let (Some(pin), redis::ConnectionAddr::Tcp(..)) = (pin, info.addr()) {
+            info = info.set_addr(redis::ConnectionAddr::Tcp(pin.ip().to_string(), pin.port()));
+        }
+        let client = redis::Client::open(info).map_err(SharedError::Url)?;
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(cfg.timeout))

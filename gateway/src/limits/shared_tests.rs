@@ -18,7 +18,7 @@ fn store(url: &str, prefix: &str) -> RedisStore {
         jurisdiction: None,
         in_cluster: true,
     };
-    RedisStore::new(&cfg).unwrap()
+    RedisStore::new(&cfg, None).unwrap()
 }
 
 fn spec(rate: u32, per: Duration, burst: u32) -> RateSpec {
@@ -40,9 +40,15 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
         s,
         RedisFailureMode::Closed,
         100,
-        RedisStore::new(&cfg).unwrap(),
+        RedisStore::new(&cfg, None).unwrap(),
     );
-    let open = SharedLimiter::new("open", s, RedisFailureMode::Open, 100, RedisStore::new(&cfg).unwrap());
+    let open = SharedLimiter::new(
+        "open",
+        s,
+        RedisFailureMode::Open,
+        100,
+        RedisStore::new(&cfg, None).unwrap(),
+    );
     for _ in 0..3 {
         let started = Instant::now();
         let d = closed.check("alice", 1).await;

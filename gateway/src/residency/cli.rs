@@ -9,7 +9,7 @@ use super::policy::Policy;
 use super::report::{build_report, TargetResolution};
 use crate::config::Config;
 use crate::proxy::egress::{EgressPolicy, UpstreamResolver};
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Converts APNIC delegated statistics into an allow-list file; returns a summary line.
@@ -43,7 +43,9 @@ pub async fn report(config_path: &Path, json: bool) -> Result<(String, bool), St
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
     let mut inputs = Vec::new();
     for target in super::targets::from_config(&config) {
-        let addresses = resolve_target(&config, &resolver, &target).await;
+        let addresses = resolve_target(&config, &resolver, &target)
+            .await
+            .map(|found| found.iter().map(SocketAddr::ip).collect());
         inputs.push(TargetResolution { target, addresses });
     }
     let report = build_report(&policy, &r.required, &inputs);
@@ -60,27 +62,40 @@ async fn resolve_target(
     config: &Config,
     resolver: &UpstreamResolver,
     target: &super::jurisdiction::Target,
-) -> Result<Vec<IpAddr>, String> {
+) -> Result<Vec<SocketAddr>, String> {
     let mut all = Vec::new();
     for (host, port) in super::targets::hosts_of(config, target)? {
         let found = resolver
             .resolve(&host, port)
             .await
             .map_err(|e| format!("{host}:{port}: {e}"))?;
-        all.extend(found.into_iter().map(|a| a.ip()));
+        all.extend(found);
     }
     Ok(all)
 }
 
-/// Start-up check of the services the gateway keeps data in (a PostgreSQL store,
-/// Redis): every address their names resolve to must pass the residency policy, or the
-/// gateway does not start (DATA-JP-1). Upstreams and JWKS servers need no start-up
-/// pass: their connector checks every new connection's address. The store's
-/// connections are checked again one by one ([`store_address_check`]).
-pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
+/// What [`check_storage_targets`] established: where Redis may be dialled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedStorage {
+    /// The address Redis is pinned to: the lowest of those its name resolved to, all of
+    /// which passed the policy. `None` without a `[redis]` section (or for a Unix
+    /// socket, which never leaves the host).
+    pub redis: Option<SocketAddr>,
+}
+
+/// Check of the services the gateway keeps data in (a PostgreSQL store, Redis), at
+/// start-up and on every reload: every address their names resolve to must pass the
+/// residency policy, or the gateway does not start / the reload is refused (DATA-JP-1).
+/// Upstreams and JWKS servers need no such pass: their connector checks every new
+/// connection's address. The store's connections are checked one by one
+/// ([`store_address_check`]); Redis's client resolves names itself, so it is given the
+/// checked address instead of the name ([`CheckedStorage::redis`]) and every
+/// reconnection dials exactly what was checked.
+pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, String> {
     let r = &config.residency;
     let policy = policy_of(config)?;
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
+    let mut checked = CheckedStorage::default();
     for target in super::targets::from_config(config) {
         if !matches!(target.kind, TargetKind::Database | TargetKind::Redis) {
             continue;
@@ -93,7 +108,7 @@ pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
                 tracing::warn!(target_name = %target.name, error = %e, "store address not resolvable at start-up; each connection will be checked when made");
                 continue;
             }
-            // Redis connections are not checked one by one: no start without an answer.
+            // Redis is dialled only at a checked address: no start without an answer.
             Err(e) => {
                 return Err(format!(
                     "{}: cannot resolve ({e}), so its address cannot be checked",
@@ -101,11 +116,16 @@ pub async fn check_storage_targets(config: &Config) -> Result<(), String> {
                 ))
             }
         };
-        for ip in addresses {
-            policy.check_target_address(&target, ip).map_err(|e| e.to_string())?;
+        for ip in &addresses {
+            policy
+                .check_target_address(&target, ip.ip())
+                .map_err(|e| e.to_string())?;
+        }
+        if target.kind == TargetKind::Redis {
+            checked.redis = addresses.into_iter().min();
         }
     }
-    Ok(())
+    Ok(checked)
 }
 
 /// The per-connection check for a PostgreSQL store: the address each new connection
