@@ -139,6 +139,18 @@ fn redis_url() -> Option<String> {
 }
 
 /// A Redis key prefix no other run (or test) uses.
+/// The test Redis (`None`: skip) and a TCP proxy in front of it that a test can stop
+/// and restart to take Redis away and bring it back.
+async fn redis_behind_proxy() -> Option<(String, tcp_proxy::TcpProxy)> {
+    let url = redis_url()?;
+    let target: SocketAddr = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("redis://IP:port");
+    Some((url, tcp_proxy::TcpProxy::start(target).await))
+}
+
 fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -868,13 +880,9 @@ async fn reload_keeps_lockouts_budgets_and_connection_counts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_run_fails_closed_or_open_then_recovers() {
-    let Some(url) = redis_url() else { return };
-    let target: SocketAddr = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("redis://IP:port");
-    let proxy = tcp_proxy::TcpProxy::start(target).await;
+    let Some((_, proxy)) = redis_behind_proxy().await else {
+        return;
+    };
     let pki = Pki::new();
     let backend = start_backend().await;
     let rest = format!(
@@ -942,13 +950,9 @@ async fn redis_stopped_mid_run_fails_closed_or_open_then_recovers() {
 /// that reaches Redis proves the checked address was the one dialled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_is_dialled_at_its_checked_address_and_a_reload_abroad_is_refused() {
-    let Some(url) = redis_url() else { return };
-    let target: SocketAddr = url
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("redis://IP:port");
-    let proxy = tcp_proxy::TcpProxy::start(target).await;
+    let Some((url, proxy)) = redis_behind_proxy().await else {
+        return;
+    };
     let pki = Pki::new();
     let backend = start_backend().await;
     let hosts = pki.path("hosts");

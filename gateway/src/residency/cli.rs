@@ -123,6 +123,14 @@ pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, St
         }
         if target.kind == TargetKind::Redis {
             checked.redis = addresses.into_iter().min();
+            // A name that resolved to nothing leaves nothing checked to dial: the client
+            // must not fall back to resolving it itself. (A Unix socket has no name.)
+            if checked.redis.is_none() && !super::targets::hosts_of(config, &target)?.is_empty() {
+                return Err(format!(
+                    "{}: its name resolved to no address, so there is nothing checked to dial",
+                    target.label()
+                ));
+            }
         }
     }
     Ok(checked)
