@@ -405,8 +405,8 @@ pub(crate) async fn forward(
         }
         false => path_and_query.to_string(),
     };
-    parts.uri = Uri::try_from(format!("{}{}", endpoint.base, forwarded_path))
-        .map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
+    // Origin form: the connection already goes to the endpoint.
+    parts.uri = Uri::try_from(forwarded_path).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
     ctx.upstream_base = Some(endpoint.base.clone());
     parts.version = Version::HTTP_11;
     headers::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
@@ -430,8 +430,7 @@ pub(crate) async fn forward(
     parts.headers.insert(&headers::X_REQUEST_ID, ctx.id.clone());
     let host = match (pool.preserve_host, ctx.original_host.clone()) {
         (true, Some(h)) => h,
-        _ => HeaderValue::from_str(parts.uri.authority().map(|a| a.as_str()).unwrap_or_default())
-            .map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
+        _ => HeaderValue::from_str(&endpoint.authority).map_err(|_| GatewayError::BadPath("bad upstream authority"))?,
     };
     parts.headers.insert(header::HOST, host);
 

@@ -338,7 +338,7 @@ pub struct Upstream {
     pub eject_after_failures: u32,
     #[serde(default = "d30s", with = "humantime_serde")]
     pub eject_for: Duration,
-    /// Idle pooled connections kept per endpoint.
+    /// Keep-alive connections kept open per endpoint for reuse (see proxy::pool).
     #[serde(default = "default_pool_idle")]
     pub pool_max_idle: usize,
     /// Send the client's `Host` upstream instead of the endpoint's authority.

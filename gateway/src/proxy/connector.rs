@@ -67,10 +67,16 @@ impl Connector {
             .host()
             .ok_or(ConnectError::NoHost)?
             .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+            .trim_end_matches(']');
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        self.connect_to(host, port, https).await
+    }
+
+    /// Opens a connection to `host:port`: resolve, check each address against the
+    /// residency policy, dial, and for `https` complete the TLS handshake.
+    pub(super) async fn connect_to(&self, host: &str, port: u16, https: bool) -> Result<UpstreamStream, ConnectError> {
+        let host = host.to_string();
         let addrs = self
             .resolver
             .resolve(&host, port)

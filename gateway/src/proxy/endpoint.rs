@@ -1,7 +1,9 @@
 //! One backend address of an upstream, with passive health (AV-BCP-1): an endpoint that
 //! fails to connect `eject_after_failures` times in a row is skipped for `eject_for`, so a
 //! dead replica costs one connect timeout per ejection period instead of one per request.
+//! It also holds its keep-alive connections.
 
+use super::pool::Connections;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,8 +14,11 @@ pub struct Endpoint {
     pub tls: bool,
     pub host: String,
     pub port: u16,
-    /// `scheme://host:port`, prepended to the request path when forwarding.
+    /// `scheme://host:port`, reported in access records as the upstream.
     pub base: String,
+    /// `host:port` as configured: the `Host` header unless the route preserves the client's.
+    pub authority: String,
+    pub(super) connections: Connections,
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = healthy.
     ejected_until_ms: AtomicU64,
@@ -49,10 +54,19 @@ impl Endpoint {
             host,
             port,
             base,
+            authority: authority.as_str().to_string(),
+            connections: Connections::new(0, Duration::ZERO),
             failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
+    }
+
+    /// Keeps up to `max_kept` connections open, each reused while idle for at most
+    /// `idle_timeout`.
+    pub(super) fn keeping(mut self, max_kept: usize, idle_timeout: Duration) -> Self {
+        self.connections = Connections::new(max_kept, idle_timeout);
+        self
     }
 
     /// True for 127.0.0.0/8, ::1 and `localhost`: the only places plain HTTP may go.

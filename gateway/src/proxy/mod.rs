@@ -1,11 +1,12 @@
-//! Forwarding to upstreams: pooled keep-alive connections (hyper-util), round-robin over
-//! endpoints with passive health checks, upstream TLS, and the header hygiene that keeps a
-//! client from speaking for the gateway.
+//! Forwarding to upstreams: pooled keep-alive connections, round-robin over endpoints
+//! with passive health checks, upstream TLS, and the header hygiene that keeps a client
+//! from speaking for the gateway.
 
 mod connector;
 pub mod egress;
 mod endpoint;
 pub mod headers;
+mod pool;
 pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
@@ -19,7 +20,9 @@ use http::{Request, Response};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::Conn;
 use std::error::Error as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -52,12 +55,16 @@ pub fn gateway_client(
         .build(connector)
 }
 
+/// How long an unused upstream connection may be reused; upstream servers commonly close
+/// idle keep-alive connections after 60 s or more, so older ones are closed by us first.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
 /// One configured upstream at run time.
 pub struct UpstreamPool {
     pub name: Arc<str>,
     endpoints: Vec<Endpoint>,
     next: AtomicUsize,
-    client: Client<connector::Connector, UpstreamBody>,
+    connector: connector::Connector,
     pub response_timeout: Duration,
     eject_after: u32,
     eject_for: Duration,
@@ -82,25 +89,17 @@ impl UpstreamPool {
             resolver,
             egress,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(config.pool_max_idle)
-            // The gateway sets Host itself (see headers::prepare_upstream).
-            .set_host(false)
-            .build(connector);
         let endpoints = config
             .endpoints
             .iter()
-            .map(|e| Endpoint::parse(e))
+            .map(|e| Endpoint::parse(e).map(|e| e.keeping(config.pool_max_idle, IDLE_TIMEOUT)))
             .collect::<Result<Vec<_>, _>>()
             .expect("endpoints are validated with the config");
         Ok(Self {
             name: Arc::from(name),
             endpoints,
             next: AtomicUsize::new(0),
-            client,
+            connector,
             response_timeout: config.response_timeout,
             eject_after: config.eject_after_failures,
             eject_for: config.eject_for,
@@ -117,15 +116,15 @@ impl UpstreamPool {
             .find(|e| !e.is_ejected())
     }
 
-    /// Sends a prepared request to `endpoint`, with the response timeout, and keeps the
-    /// endpoint's health up to date.
+    /// Sends a prepared request (origin-form URI, `Host` set) to `endpoint`, with the
+    /// response timeout, and keeps the endpoint's health up to date. The response carries
+    /// the [`PeerAddr`] it came from.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
-        let result = tokio::time::timeout(self.response_timeout, self.client.request(req)).await;
-        match result {
+        match tokio::time::timeout(self.response_timeout, self.exchange(endpoint, req)).await {
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 upstream: self.name.to_string(),
                 seconds: self.response_timeout.as_secs_f64(),
@@ -138,18 +137,66 @@ impl UpstreamPool {
         }
     }
 
-    fn classify_error(&self, endpoint: &Endpoint, e: hyper_util::client::legacy::Error) -> GatewayError {
+    /// One exchange: on a ready pooled connection if there is one, else on a new one. A
+    /// pooled connection that closed before the request was written gives it back, and
+    /// the next one is tried; a request that was (partly) written is never resent.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, SendError> {
+        while let Some(mut conn) = endpoint.connections.checkout() {
+            match conn.sender.try_send_request(req).await {
+                Ok(resp) => return Ok(self.respond(endpoint, conn, resp)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(SendError::Exchange(e.into_error())),
+                },
+            }
+        }
+        let mut conn = self.open(endpoint).await?;
+        let resp = conn.sender.send_request(req).await.map_err(SendError::Exchange)?;
+        Ok(self.respond(endpoint, conn, resp))
+    }
+
+    /// Opens a connection (residency check and TLS in the connector) and starts the task
+    /// that drives it; upgrades are enabled so a WebSocket can take the connection over.
+    async fn open(&self, endpoint: &Endpoint) -> Result<Conn, SendError> {
+        let stream = self
+            .connector
+            .connect_to(&endpoint.host, endpoint.port, endpoint.tls)
+            .await
+            .map_err(SendError::Connect)?;
+        let peer = stream.peer;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn::new(sender, peer))
+    }
+
+    /// Tags the response with the address that served it and returns the connection to
+    /// the pool, unless it was switched to another protocol.
+    fn respond(&self, endpoint: &Endpoint, conn: Conn, mut resp: Response<Incoming>) -> Response<Incoming> {
+        resp.extensions_mut().insert(PeerAddr(conn.peer));
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            endpoint.connections.checkin(conn);
+        }
+        resp
+    }
+
+    fn classify_error(&self, endpoint: &Endpoint, e: SendError) -> GatewayError {
         let upstream = self.name.to_string();
-        // Walk the source chain: our connector's error or a body-limit error may be inside.
-        let mut source = e.source();
-        while let Some(s) = source {
-            if let Some(ce) = s.downcast_ref::<ConnectError>() {
-                if let ConnectError::Egress(reason) = ce {
-                    return GatewayError::EgressRefused {
-                        upstream,
-                        reason: reason.clone(),
-                    };
-                }
+        let e = match e {
+            SendError::Connect(ConnectError::Egress(reason)) => {
+                return GatewayError::EgressRefused { upstream, reason };
+            }
+            SendError::Connect(ce) => {
                 metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "connect")
                     .increment(1);
                 if endpoint.record_failure(self.eject_after, self.eject_for) {
@@ -162,8 +209,12 @@ impl UpstreamPool {
                     reason: ce.to_string(),
                 };
             }
-            if let Some(limit) = s.downcast_ref::<http_body_util::LengthLimitError>() {
-                let _ = limit;
+            SendError::Exchange(e) => e,
+        };
+        // A request body cut off by the size limit surfaces as the body's error.
+        let mut source = e.source();
+        while let Some(s) = source {
+            if s.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 return GatewayError::BodyTooLarge { limit: 0 };
             }
             source = s.source();
@@ -175,4 +226,11 @@ impl UpstreamPool {
             reason: e.to_string(),
         }
     }
+}
+
+/// Why an exchange with an upstream failed: opening the connection (each reason maps to
+/// its own status and metric), or the HTTP exchange itself.
+enum SendError {
+    Connect(ConnectError),
+    Exchange(hyper::Error),
 }
