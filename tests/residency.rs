@@ -284,7 +284,19 @@ fn store_and_redis_addresses_are_checked_at_start_and_reported() {
     assert!(text.contains("store") && text.contains("127.0.0.2"), "{text}");
     assert!(text.contains("redis"), "{text}");
 
-    // db.test is loopback, allowed only for a store declared in_cluster: no start.
+    // db.test is loopback, allowed only for a store declared in_cluster: check-config
+    // says so (it used to skip the storage targets and call this config valid)...
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check-config accepted a refused store address");
+    assert!(
+        err.contains("store") && err.contains("127.0.0.2") && err.contains("in_cluster"),
+        "{err}"
+    );
+    // ...and the gateway does not start.
     let mut child = Command::new(BIN)
         .args(["run", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::null())

@@ -205,7 +205,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => block_on(async move {
             let cfg = phr_gateway::config::load(&config).map_err(|e| e.to_string())?;
-            phr_gateway::runtime::Runtime::check(&cfg).map_err(|e| e.to_string())?;
+            // The same checks, in the same order, as `run` before it serves: a config
+            // that passes here does not fail at start on the store's or Redis's address.
+            let storage = phr_gateway::residency::cli::check_storage_targets(&cfg).await?;
+            phr_gateway::runtime::Runtime::check(&cfg, &storage).map_err(|e| e.to_string())?;
             println!("{}: configuration is valid", config.display());
             Ok::<(), String>(())
         }),

@@ -212,11 +212,12 @@ impl Runtime {
     }
 
     /// Builds everything a config needs without serving it: what `check-config` runs
-    /// beyond parsing (certificates, keys, CA bundles, CRLs).
-    pub fn check(config: &Config) -> Result<(), BuildError> {
+    /// beyond parsing (certificates, keys, CA bundles, CRLs), given the storage targets
+    /// `run` would check first ([`crate::residency::cli::check_storage_targets`]).
+    pub fn check(config: &Config, storage: &CheckedStorage) -> Result<(), BuildError> {
         Runtime::build(
             config.clone(),
-            &CheckedStorage::default(),
+            storage,
             Arc::new(MemoryRevocations::new()),
             Arc::new(MemoryBlockStore::new()),
         )

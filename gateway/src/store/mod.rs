@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyConnection;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyPool, Connection, Executor};
 use tokio::sync::OnceCell;
 
 pub use audit_tables::{AuditRow, CheckpointRow, KeyRow};
@@ -56,6 +56,18 @@ pub enum StoreError {
         /// What the store was doing, e.g. `"insert audit batch"`.
         op: &'static str,
         /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// No connection could be opened. The pool reports a refused connection
+    /// only as a timeout; this variant carries the connection's own error.
+    #[error(
+        "cannot connect to the database {url}: {source}; check store.url and that the server is running and reachable"
+    )]
+    Unreachable {
+        /// The URL with any password removed.
+        url: String,
+        /// The driver's error for one direct connection attempt.
         #[source]
         source: sqlx::Error,
     },
@@ -154,6 +166,8 @@ async fn check_server_address(conn: &mut AnyConnection, check: &ServerAddressChe
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// May hold a password: only ever shown through [`redact`].
+    url: std::sync::Arc<str>,
     backend: Backend,
     migrated: std::sync::Arc<OnceCell<()>>,
 }
@@ -227,6 +241,7 @@ impl Store {
             .map_err(StoreError::db("parse database URL"))?;
         Ok(Store {
             pool,
+            url: url.into(),
             backend,
             migrated: Default::default(),
         })
@@ -240,10 +255,43 @@ impl Store {
     /// Makes sure the schema exists; runs the embedded migrations once per
     /// process. Every operation calls this first.
     pub async fn ready(&self) -> Result<&AnyPool, StoreError> {
-        self.migrated
+        match self
+            .migrated
             .get_or_try_init(|| schema::migrate(&self.pool, self.backend))
-            .await?;
-        Ok(&self.pool)
+            .await
+        {
+            Ok(()) => Ok(&self.pool),
+            Err(StoreError::Database {
+                source: sqlx::Error::PoolTimedOut,
+                op,
+            }) => Err(self.why_no_connection(op).await),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The pool retries a refused connection until its timeout and then says only
+    /// "timed out"; one direct attempt tells the operator why (refused, unknown
+    /// host, bad password...). Bounded, because the audit writer can get here.
+    async fn why_no_connection(&self, op: &'static str) -> StoreError {
+        let attempt = AnyConnection::connect(&self.url);
+        match tokio::time::timeout(Duration::from_secs(1), attempt).await {
+            Ok(Err(source)) => StoreError::Unreachable {
+                url: redact(&self.url),
+                source,
+            },
+            // It connects now (or still hangs): the timeout stands as it was.
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                StoreError::Database {
+                    op,
+                    source: sqlx::Error::PoolTimedOut,
+                }
+            }
+            Err(_) => StoreError::Database {
+                op,
+                source: sqlx::Error::PoolTimedOut,
+            },
+        }
     }
 
     /// The underlying pool, for tests and for modules that need a statement

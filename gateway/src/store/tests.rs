@@ -129,3 +129,24 @@ async fn postgres_connections_pass_the_server_address_check() {
     assert!(Store::connect_with(&db.url, refuse).await.is_err());
     assert!(refusals.load(std::sync::atomic::Ordering::Relaxed) > 0);
 }
+
+/// A refused connection used to surface as "pool timed out while waiting for an
+/// open connection"; the error now names the database and the refusal.
+#[tokio::test]
+async fn a_refused_database_is_named_with_the_reason() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }; // closed again: nothing listens there
+    let url = format!("postgres://gw:secret@127.0.0.1:{port}/phr");
+    let options = StoreOptions {
+        acquire_timeout: Duration::from_millis(300),
+        ..StoreOptions::default()
+    };
+    let err = Store::connect_with(&url, options).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(text.to_lowercase().contains("refused"), "{text}");
+    assert!(!text.contains("secret"), "password shown: {text}");
+}
