@@ -199,7 +199,9 @@ async fn process(
     let mut out = Outgoing::new(ctx, &route, req)?;
     // Phase 5: authorise (FHIR routes: SMART scopes and the patient compartment).
     let exchange = match route.fhir {
-        true => Some(crate::fhir::authorize(runtime, ctx, &route, &mut out).await?),
+        // Boxed (FHIR routes only) so its buffered-body state does not enlarge
+        // every request's future; see `UpstreamPool::send`.
+        true => Some(Box::pin(crate::fhir::authorize(runtime, ctx, &route, &mut out)).await?),
         false => None,
     };
     // Phase 5b: limits keyed by identity (cost from the FHIR interaction), block list,
