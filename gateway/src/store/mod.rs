@@ -275,22 +275,19 @@ impl Store {
     async fn why_no_connection(&self, op: &'static str) -> StoreError {
         let attempt = AnyConnection::connect(&self.url);
         match tokio::time::timeout(Duration::from_secs(1), attempt).await {
-            Ok(Err(source)) => StoreError::Unreachable {
-                url: redact(&self.url),
-                source,
-            },
-            // It connects now (or still hangs): the timeout stands as it was.
-            Ok(Ok(conn)) => {
-                let _ = conn.close().await;
-                StoreError::Database {
-                    op,
-                    source: sqlx::Error::PoolTimedOut,
+            Ok(Err(source)) => {
+                return StoreError::Unreachable {
+                    url: redact(&self.url),
+                    source,
                 }
             }
-            Err(_) => StoreError::Database {
-                op,
-                source: sqlx::Error::PoolTimedOut,
-            },
+            Ok(Ok(conn)) => drop(conn.close().await),
+            Err(_) => {}
+        }
+        // It connects now (or still hangs): the timeout stands as it was.
+        StoreError::Database {
+            op,
+            source: sqlx::Error::PoolTimedOut,
         }
     }
 
