@@ -18,7 +18,7 @@ TSV_FIELDS = ("kind proto size target conns streams rate ok failed tool_s wall_s
               "core_total_ticks").split()
 
 TARGET_LABEL = {"direct": "direct (backend)", "gateway": "phr-gateway",
-                "nginx": "nginx", "haproxy": "HAProxy"}
+                "bare": "bare hyper (floor)", "nginx": "nginx", "haproxy": "HAProxy"}
 PROTO_LABEL = {"h1": "HTTP/1.1", "h2": "HTTP/2"}
 SIZE_LABEL = {"small": "100 B", "64k": "64 KiB"}
 
@@ -167,7 +167,7 @@ def markdown(meta_path, tsv_path):
           "CPU ratio = gateway CPU µs/request ÷ other CPU µs/request (>1: gateway "
           "costs more CPU per request). \"direct\" CPU is the backend's own CPU/request.")
         w("")
-        others = [t for t in ("direct", "nginx", "haproxy") if t in targets]
+        others = [t for t in ("direct", "bare", "nginx", "haproxy") if t in targets]
         hdr = ["Protocol", "Response"]
         hdr += [f"req/s ÷ {TARGET_LABEL[t].split(' ')[0]}" for t in others]
         hdr += [f"CPU/req ÷ {TARGET_LABEL[t].split(' ')[0]}" for t in others]

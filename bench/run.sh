@@ -5,6 +5,8 @@
 # proxy's CPU time per request for:
 #   direct   the backend itself (plain HTTP, no proxy)
 #   gateway  phr-gateway, TLS 1.3
+#   bare     gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls with
+#            none of the gateway's work, the floor of the gateway's stack
 #   nginx    nginx as an equivalent TLS 1.3 reverse proxy
 #   haproxy  HAProxy as an equivalent TLS 1.3 reverse proxy
 # for ~100 B and 64 KiB responses, over HTTP/1.1 keep-alive (wrk) and
@@ -33,7 +35,7 @@ H2_STREAMS=${H2_STREAMS:-8}                 # concurrent streams each (h2load -m
 MODERATE_RATE=${MODERATE_RATE:-1000}        # total req/s of the fixed-rate run
 MODERATE_CONNECTIONS=${MODERATE_CONNECTIONS:-4}
 MODERATE_DURATION=${MODERATE_DURATION:-$DURATION}; MODERATE_DURATION=${MODERATE_DURATION%s}
-TARGETS=${TARGETS:-"direct gateway nginx haproxy"}
+TARGETS=${TARGETS:-"direct gateway bare nginx haproxy"}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BUILD=${BUILD:-0}
@@ -41,6 +43,9 @@ DISTURBED_RETRIES=${DISTURBED_RETRIES:-2}   # repeats of a run disturbed by othe
 OUT=${OUT:-$BENCH_DIR/RESULTS.md}
 RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept there
 GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/phr-gateway}
+# gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls alone, no
+# safeguards: the floor of the stack the gateway is built on (target "bare").
+BARE_BIN=${BARE_BIN:-$REPO_DIR/target/release/examples/bare_proxy}
 
 # Fixed loopback addresses: deliberately not configurable, so the script can
 # never be pointed at another host.
@@ -50,6 +55,7 @@ readonly BACKEND_H2C_PORT=18081    # backend, cleartext HTTP/2 (direct h2 runs o
 readonly GATEWAY_PORT=18443
 readonly NGINX_PORT=18444
 readonly HAPROXY_PORT=18445
+readonly BARE_PORT=18446
 readonly GATEWAY_ADMIN_PORT=19901
 
 SIZES=${SIZES:-"small 64k"}                 # response sizes to measure (a subset writes a partial report)
@@ -169,6 +175,15 @@ ensure_gateway() {
     [[ -x $GATEWAY_BIN ]] || die "gateway binary not found: $GATEWAY_BIN"
 }
 
+ensure_bare() {
+    has_target bare || return 0
+    if [[ $BUILD == 1 || ! -x $BARE_BIN ]]; then
+        log "building the bare hyper proxy (cargo build --release --example bare_proxy)…"
+        (cd "$REPO_DIR" && cargo build --release -p phr-gateway --example bare_proxy >&2) || die "bare_proxy build failed"
+    fi
+    [[ -x $BARE_BIN ]] || die "bare proxy binary not found: $BARE_BIN"
+}
+
 # The numbers are only as good as the machine is quiet: warn when it is not.
 check_quiet() {
     local load
@@ -183,7 +198,7 @@ check_quiet() {
 
 check_ports() {
     local p
-    for p in $BACKEND_PORT $BACKEND_H2C_PORT $GATEWAY_PORT $NGINX_PORT $HAPROXY_PORT $GATEWAY_ADMIN_PORT; do
+    for p in $BACKEND_PORT $BACKEND_H2C_PORT $GATEWAY_PORT $NGINX_PORT $HAPROXY_PORT $BARE_PORT $GATEWAY_ADMIN_PORT; do
         port_free "$p" || die "port $p on $HOST is in use"
     done
 }
@@ -430,6 +445,15 @@ EOF
     PROXY_URL="https://$HOST:$HAPROXY_PORT"
 }
 
+start_bare() {
+    log "starting the bare hyper proxy on $HOST:$BARE_PORT (core $PROXY_CPU, 1 runtime thread)"
+    spawn "$WORK/bare.log" taskset -c "$PROXY_CPU" "$BARE_BIN" "$HOST:$BARE_PORT" "$HOST:$BACKEND_PORT" \
+        "$WORK/cert.pem" "$WORK/key.pem"
+    PROXY_PID=$SPAWNED_PID
+    wait_http_200 "https://$HOST:$BARE_PORT/small" "$PROXY_PID" "bare proxy" "$WORK/bare.log"
+    PROXY_URL="https://$HOST:$BARE_PORT"
+}
+
 stop_proxy() {
     [[ -n $PROXY_PID ]] && stop_pid "$PROXY_PID"
     PROXY_PID=""
@@ -589,7 +613,8 @@ bench_target() {
         gateway) start_gateway; h1_base=$PROXY_URL; h2_base=$PROXY_URL ;;
         nginx)   start_nginx;   h1_base=$PROXY_URL; h2_base=$PROXY_URL ;;
         haproxy) start_haproxy; h1_base=$PROXY_URL; h2_base=$PROXY_URL ;;
-        *) die "unknown target '$target' (known: direct gateway nginx haproxy)" ;;
+        bare)    start_bare;    h1_base=$PROXY_URL; h2_base=$PROXY_URL ;;
+        *) die "unknown target '$target' (known: direct gateway bare nginx haproxy)" ;;
     esac
     log "== $target"
     verify_target "$target" "$h1_base" "$h2_base"
@@ -657,6 +682,7 @@ write_meta() {
 main() {
     ensure_tools
     ensure_gateway
+    ensure_bare
     check_ports
     check_quiet
     setup_workdir
