@@ -74,6 +74,10 @@ CLK_TCK=$(getconf CLK_TCK)
 # run never touches another run's (or a test suite's) data.
 RUN_TAG=bench_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
 readonly PG_SCHEMA=$RUN_TAG
+# The relaxed PostgreSQL row's own schema: each gateway instance here makes
+# its own key-encryption key, and a store's keys open only with the KEK that
+# created them (a gateway with another KEK refuses to start).
+readonly PG_SCHEMA_RELAXED=${RUN_TAG}_relaxed
 readonly REDIS_PREFIX="phr-bench:$RUN_TAG:"
 
 WORK=""
@@ -83,7 +87,7 @@ GW_PID=""
 GW_DIR=""
 PG_OK=0
 REDIS_OK=0
-PG_SCHEMA_CREATED=0
+declare -a PG_SCHEMAS_CREATED=()
 
 # ---------------------------------------------------------------- helpers
 log() { printf '[pipeline %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -92,9 +96,10 @@ die() { log "ERROR: $*"; exit 1; }
 cleanup() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
-    if ((PG_SCHEMA_CREATED)); then
-        psql_q "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null 2>&1 || log "could not drop schema $PG_SCHEMA"
-    fi
+    local schema
+    for schema in "${PG_SCHEMAS_CREATED[@]}"; do
+        psql_q "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || log "could not drop schema $schema"
+    done
     if ((REDIS_OK)); then
         # Only this run's keys (unique prefix); there are a handful.
         redis-cli -h "$HOST" -p 6379 --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null \
@@ -465,7 +470,7 @@ EOF
                 "$PG_URL" "$PG_SCHEMA" >>"$file" ;;
         sqlite-relaxed) printf '\n[audit]\nmode = "relaxed"\n' >>"$file" ;;
         pg-relaxed) printf '\n[audit]\nmode = "relaxed"\n\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
-                "$PG_URL" "$PG_SCHEMA" >>"$file" ;;
+                "$PG_URL" "$PG_SCHEMA_RELAXED" >>"$file" ;;
         *) die "unknown audit variant $audit" ;;
     esac
 }
@@ -685,17 +690,16 @@ bench_audit_sqlite() {
     record_audit_count sqlite "$requests" "$transactions"
 }
 
-# This run's PostgreSQL schema, created once (removed on exit).
-ensure_pg_schema() {
-    ((PG_SCHEMA_CREATED)) && return 0
-    psql_q "CREATE SCHEMA $PG_SCHEMA" >/dev/null || die "cannot create schema $PG_SCHEMA"
-    PG_SCHEMA_CREATED=1
+# Creates PostgreSQL schema $1 for this run (removed on exit).
+create_pg_schema() {
+    psql_q "CREATE SCHEMA $1" >/dev/null || die "cannot create schema $1"
+    PG_SCHEMAS_CREATED+=("$1")
 }
 
 bench_audit_pg() {
     ((PG_OK)) || return 0
     local bearer="Authorization: Bearer $TOKEN" requests transactions
-    ensure_pg_schema
+    create_pg_schema "$PG_SCHEMA"
     start_gateway pg
     verify_gateway
     measure 4c "FHIR read, records on (PostgreSQL)" pg /fhir/Patient/p1 static "$bearer" postgres
@@ -716,7 +720,7 @@ bench_audit_relaxed() {
     for variant in sqlite-relaxed pg-relaxed; do
         if [[ $variant == pg-* ]]; then
             ((PG_OK)) || continue
-            ensure_pg_schema
+            create_pg_schema "$PG_SCHEMA_RELAXED"
         fi
         start_gateway "$variant"
         verify_gateway

@@ -929,6 +929,47 @@ async fn rotated_keys_keep_records_readable_and_destroyed_keys_shred_them() {
     );
 }
 
+/// A KEK that cannot open the store's keys (another instance's, or a replaced
+/// KEK file) used to start a gateway that served while every commit failed and
+/// every record went to the spool, never to the store. Now `run` refuses to
+/// start and names the key, both KEKs and the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_encryption_key_that_cannot_open_the_stores_keys_refuses_to_start() {
+    let pki = Pki::new();
+    let fhir = fhir_backend::start().await;
+    let plain = start_backend().await;
+    let dir = pki.path("foreign-kek");
+    let gw = start_in(&dir, &config(&pki, "test", fhir, plain, ""));
+    plain_requests(&gw, &pki, 1).await;
+    let cfg = gw.config.clone();
+    stop(gw);
+    let kek = dir.join("audit-kek.key");
+    assert!(kek.exists(), "the first start created {}", kek.display());
+    // The next start creates a new, different KEK where the first one was.
+    std::fs::rename(&kek, dir.join("audit-kek.key.first")).unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["run", "--config", cfg_str(&cfg)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("the gateway started with a KEK that cannot open the store's keys");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("index-v1") && err.contains("kek_file") && err.matches("kek-").count() >= 2,
+        "names the key, both KEKs and the fix: {err}"
+    );
+}
+
 async fn export_result(config: &Path) -> CliOut {
     cli(&["audit", "export", "-c", cfg_str(config)]).await
 }

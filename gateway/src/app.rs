@@ -43,6 +43,8 @@ pub async fn run(
         .map_err(StartError::Residency)?;
     // The store and the access-record writer first: no request is served unrecorded.
     let store = service::open_store(&config).map_err(StartError::Audit)?;
+    // A key-encryption key that cannot open the store's keys would spool every record forever.
+    service::check_kek(&config, &store).await.map_err(StartError::Audit)?;
     let audit = service::start_writer(&config).map_err(StartError::Audit)?;
     let revocations = Arc::new(crate::auth::MemoryRevocations::new());
     let store_blocks = Arc::new(service::StoreBlocks::new(store.clone()));

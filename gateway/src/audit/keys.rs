@@ -82,8 +82,30 @@ impl IndexKey {
             .audit_key(INDEX_KEY_ID)
             .await?
             .ok_or_else(|| AuditError::MissingKey(INDEX_KEY_ID.into()))?;
-        let secret = kek.unwrap(&row.wrapped)?;
-        Ok(IndexKey::from_secret(&secret))
+        IndexKey::unwrap_row(&row, kek)
+    }
+
+    /// The index secret of `row` unwrapped with `kek`; a KEK that cannot
+    /// unwrap it is named with the one the row was wrapped by.
+    fn unwrap_row(row: &KeyRow, kek: &dyn KeyEncryptionKey) -> Result<IndexKey, AuditError> {
+        match kek.unwrap(&row.wrapped) {
+            Ok(secret) => Ok(IndexKey::from_secret(&secret)),
+            Err(_) => Err(AuditError::ForeignKek {
+                key_id: row.key_id.clone(),
+                stored_kek: row.kek_id.clone(),
+                our_kek: kek.id().to_string(),
+            }),
+        }
+    }
+
+    /// Start-up check: if the store already holds the index secret, `kek`
+    /// must unwrap it. Returns `Ok(false)` when there is nothing to check
+    /// yet (a new store: the first commit creates the secret).
+    pub async fn check_kek(store: &Store, kek: &dyn KeyEncryptionKey) -> Result<bool, AuditError> {
+        match store.audit_key(INDEX_KEY_ID).await? {
+            Some(row) => IndexKey::unwrap_row(&row, kek).map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// Searchable MAC of a patient id.

@@ -94,6 +94,24 @@ pub enum AuditError {
         /// Its KEK.
         kek_id: String,
     },
+    /// The store's keys were wrapped by a key-encryption key this gateway
+    /// does not have: another instance sharing the store created them with
+    /// its own KEK, or the KEK file was replaced. Nothing it writes could be
+    /// committed, so the gateway refuses to start rather than spool forever.
+    #[error(
+        "audit key {key_id} in the store is wrapped by key-encryption key {stored_kek}, but this gateway's \
+         key-encryption key is {our_kek} and cannot unwrap it. Fix: every gateway sharing a store must use the \
+         same key-encryption key: copy audit.kek_file from the instance that created the store (mode 0600), \
+         or set audit.kek_env to the same value; after `phr-gateway keys rotate` use the new one"
+    )]
+    ForeignKek {
+        /// The key that could not be unwrapped.
+        key_id: String,
+        /// The KEK id stored with it.
+        stored_kek: String,
+        /// This gateway's KEK id.
+        our_kek: String,
+    },
     /// Only data keys can be destroyed (the index key cannot).
     #[error("{0} is not a data key; only data keys can be destroyed")]
     NotADataKey(String),

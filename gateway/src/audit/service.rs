@@ -6,8 +6,10 @@
 
 use super::chain::CheckpointSigner;
 use super::crypto::{KeyEncryptionKey, LocalKek};
+use super::keys::IndexKey;
 use super::record::{scrub_path, AccessRecord, Decision};
 use super::writer::{AuditHandle, AuditWriter, DurabilityMode, WriterConfig};
+use super::AuditError;
 use crate::auth::MemoryRevocations;
 use crate::config::{AuditMode, Config};
 use crate::limits::subject_blocks::{BlockReason, BlockStore, MemoryBlockStore};
@@ -51,6 +53,28 @@ pub fn load_signer(config: &Config) -> Result<Arc<CheckpointSigner>, String> {
     CheckpointSigner::load_or_generate(&config.audit.signing_key_file)
         .map(Arc::new)
         .map_err(|e| format!("{}: {e}", config.audit.signing_key_file.display()))
+}
+
+/// Start-up check (DATA-ENC-1, and "a bad config never starts a
+/// half-working gateway"): when the store already holds the index secret,
+/// this gateway's key-encryption key must unwrap it. A gateway with another
+/// instance's KEK, or a replaced KEK file, would otherwise serve while every
+/// commit failed and every record went to the spool, never to the store.
+/// A store that cannot be reached now is not an error here: records are
+/// spooled until it returns, as the writer documents.
+pub async fn check_kek(config: &Config, store: &Store) -> Result<(), String> {
+    if !config.audit.enabled {
+        return Ok(());
+    }
+    let kek = load_kek(config, true)?;
+    match IndexKey::check_kek(store, kek.as_ref()).await {
+        Ok(_) => Ok(()),
+        Err(e @ AuditError::ForeignKek { .. }) => Err(e.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the audit key-encryption key against the store now; records are spooled until the store is reachable");
+            Ok(())
+        }
+    }
 }
 
 /// Starts the writer; `None` when `audit.enabled = false`.

@@ -3,9 +3,9 @@
 
 use super::{sample, Fx};
 use crate::audit::chain::CheckpointSigner;
-use crate::audit::crypto::{random_bytes, CryptoError, LocalKek};
+use crate::audit::crypto::{random_bytes, CryptoError, KeyEncryptionKey, LocalKek};
 use crate::audit::export::{read_records, ExportQuery};
-use crate::audit::keys::{destroy_data_key, rotate_kek, Unreadable};
+use crate::audit::keys::{destroy_data_key, rotate_kek, IndexKey, Unreadable, INDEX_KEY_ID};
 use crate::audit::record::{AccessRecord, Decision};
 use crate::audit::verify::verify;
 use crate::audit::AuditError;
@@ -71,6 +71,35 @@ async fn unreadable_without_key_readable_after_rotation() {
         // A rerun is harmless.
         let again = rotate_kek(&fx.store, fx.kek.as_ref(), &new_kek).await.unwrap();
         assert_eq!((again.rewrapped, again.already_new), (0, 2));
+    }
+}
+
+/// A gateway whose KEK did not create the store's keys is named with both
+/// KEKs at start-up (it used to start and spool every record forever).
+#[tokio::test]
+async fn a_foreign_kek_is_named_against_the_stores_index_key() {
+    for fx in Fx::all().await {
+        assert!(
+            !IndexKey::check_kek(&fx.store, fx.kek.as_ref()).await.unwrap(),
+            "a new store has nothing to check ({})",
+            fx.db.name
+        );
+        fx.write("gw-a", vec![sample(1)]).await;
+        assert!(IndexKey::check_kek(&fx.store, fx.kek.as_ref()).await.unwrap());
+        let stranger = LocalKek::from_bytes(&random_bytes().unwrap());
+        let err = IndexKey::check_kek(&fx.store, &stranger).await.unwrap_err();
+        let AuditError::ForeignKek {
+            key_id,
+            stored_kek,
+            our_kek,
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(key_id, INDEX_KEY_ID);
+        assert_eq!(stored_kek, fx.kek.id());
+        assert_eq!(our_kek, stranger.id());
+        assert!(err.to_string().contains("kek_file"), "says how to fix it: {err}");
     }
 }
 
