@@ -421,9 +421,7 @@ pub(crate) async fn forward(
     );
     headers::set_client_identity(&mut parts.headers, ctx.conn.client.as_ref());
     // Identity headers come only from the gateway: every client-sent copy goes first.
-    for name in IDENTITY_HEADERS.all.iter() {
-        parts.headers.remove(name);
-    }
+    headers::remove_each(&mut parts.headers, &IDENTITY_HEADERS.all);
     if let Some(identity) = &ctx.identity {
         for (name, value) in identity_headers(identity, &IDENTITY_HEADERS.names) {
             parts.headers.insert(name, value);
