@@ -947,21 +947,12 @@ async fn a_key_encryption_key_that_cannot_open_the_stores_keys_refuses_to_start(
     assert!(kek.exists(), "the first start created {}", kek.display());
     // The next start creates a new, different KEK where the first one was.
     std::fs::rename(&kek, dir.join("audit-kek.key.first")).unwrap();
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "--config", cfg_str(&cfg)])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("the gateway started with a KEK that cannot open the store's keys");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        run_until_exit(&["run", "--config", cfg_str(&cfg)], Duration::from_secs(20))
+    })
+    .await
+    .unwrap()
+    .expect("the gateway started with a KEK that cannot open the store's keys");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(

@@ -288,21 +288,8 @@ fn store_and_redis_addresses_are_checked_at_start_and_reported() {
     // says so (it used to skip the storage targets and call this config valid), and
     // the gateway does not start.
     for cmd in ["check-config", "run"] {
-        let mut child = Command::new(BIN)
-            .args([cmd, "--config", path.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let started = std::time::Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            if started.elapsed() > Duration::from_secs(20) {
-                let _ = child.kill();
-                panic!("{cmd} went on with a store address the policy refuses");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = run_until_exit(&[cmd, "--config", path.to_str().unwrap()], Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{cmd} went on with a store address the policy refuses"));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cmd} accepted a refused store address");
         assert!(

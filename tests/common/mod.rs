@@ -136,6 +136,28 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
+/// Runs the gateway binary with `args` (stdout discarded, stderr kept) until it
+/// exits; `None` (after killing it) if it is still running after `limit`, e.g. a
+/// gateway that started although it should have refused to.
+pub fn run_until_exit(args: &[&str], limit: Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
 /// The real gateway binary, running with a generated config. Killed on drop.
 pub struct Gateway {
     pub child: Child,
