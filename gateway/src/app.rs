@@ -35,7 +35,7 @@ pub async fn run(
     config_path: &Path,
     on_ready: impl FnOnce(&[(String, SocketAddr)], SocketAddr),
 ) -> Result<(), StartError> {
-    crate::metrics::install();
+    let metrics = crate::metrics::install();
     let config = config::load(config_path).map_err(BuildError::from)?;
     // Where the store and Redis are, before anything is sent there.
     let storage = crate::residency::cli::check_storage_targets(&config)
@@ -90,6 +90,7 @@ pub async fn run(
     shared.ready.store(true, Ordering::Relaxed);
     tracing::info!(addr = %admin_addr, "admin listener ready");
     tokio::spawn(crate::admin::serve(admin, shared.clone(), shutdown_rx.clone()));
+    crate::metrics::spawn_upkeep(metrics, crate::metrics::UPKEEP_EVERY);
     on_ready(&addrs, admin_addr);
 
     wait_for_signals(&shared).await;
