@@ -37,17 +37,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The identity header names, built once.
-struct IdentityHeaderNames {
-    names: HeaderNames,
-    all: Vec<http::HeaderName>,
-}
-
-static IDENTITY_HEADERS: std::sync::LazyLock<IdentityHeaderNames> = std::sync::LazyLock::new(|| {
-    let names = HeaderNames::default();
-    let all = names.all();
-    IdentityHeaderNames { names, all }
-});
+/// The identity header names, built once. All start with `x-phr-`, so
+/// `headers::clean_request` drops a client's copies (checked in `auth::identity`).
+static IDENTITY_HEADERS: std::sync::LazyLock<HeaderNames> = std::sync::LazyLock::new(HeaderNames::default);
 
 /// Response bodies: streamed from the upstream, or made by the gateway.
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
@@ -411,19 +403,20 @@ pub(crate) async fn forward(
     parts.uri = Uri::try_from(forwarded_path).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
     ctx.upstream_base = Some(endpoint.base.clone());
     parts.version = Version::HTTP_11;
-    headers::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+    // Hop-by-hop, forwarding and gateway-only (`x-phr-*`: client certificate,
+    // identity) headers: every client-sent copy goes before the gateway writes its own.
     let trusted = runtime.peer_is_trusted(ctx.conn.peer.ip());
+    let prior_chain = headers::trusted_forwarded_for(&parts.headers, trusted);
+    headers::clean_request(&mut parts.headers, client_upgrade.is_some());
     headers::set_forwarded(
         &mut parts.headers,
         ctx.conn.peer.ip(),
-        trusted,
+        prior_chain.as_deref(),
         ctx.original_host.as_ref(),
     );
     headers::set_client_identity(&mut parts.headers, ctx.conn.client.as_ref());
-    // Identity headers come only from the gateway: every client-sent copy goes first.
-    headers::remove_each(&mut parts.headers, &IDENTITY_HEADERS.all);
     if let Some(identity) = &ctx.identity {
-        for (name, value) in identity_headers(identity, &IDENTITY_HEADERS.names) {
+        for (name, value) in identity_headers(identity, &IDENTITY_HEADERS) {
             parts.headers.insert(name, value);
         }
     }

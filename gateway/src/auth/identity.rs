@@ -119,7 +119,8 @@ impl Default for HeaderNames {
 }
 
 impl HeaderNames {
-    /// Every name the gateway owns: strip all client-sent copies of these.
+    /// Every name the gateway owns. All start with `x-phr-`, the prefix by which
+    /// the proxy strips every client-sent copy (`proxy::headers::clean_request`).
     pub fn all(&self) -> Vec<HeaderName> {
         vec![
             self.subject.clone(),
@@ -220,6 +221,13 @@ mod tests {
         let hs = identity_headers(&id, &n);
         let all = n.all();
         assert!(hs.iter().all(|(k, _)| all.contains(k)));
+        // The proxy drops a client's copies by this prefix (proxy::headers::clean_request).
+        for name in &all {
+            assert!(
+                name.as_str().starts_with(crate::proxy::headers::GATEWAY_PREFIX),
+                "{name} would pass a client's forged copy to the backend"
+            );
+        }
         let get = |k: &HeaderName| hs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         assert_eq!(get(&n.scopes).unwrap(), "a b");
         assert_eq!(get(&n.factors).unwrap(), "knowledge possession");

@@ -8,6 +8,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr};
 
+/// The hop-by-hop headers of RFC 9110 §7.6.1 and the legacy ones still seen.
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -37,25 +38,168 @@ static FORWARDING: [&HeaderName; 5] = [
     &X_REAL_IP,
 ];
 
-/// Removes every header named in `names`. These functions run on every request
-/// and response, and almost none carries any of the names: one pass comparing
-/// the few names present finds that out, where a `remove` per name hashes the
-/// name and probes the map. Measured with callgrind (HTTP/1.1, 100 B, the
-/// bench's plain route): this, `push_ip` and the same pass in
-/// `remove_hop_by_hop` took the gateway from 59,300 to 53,100 user-space
-/// instructions per proxied request; the bare hyper proxy in `bench/` needs 44,500.
-pub fn remove_each<N: std::borrow::Borrow<HeaderName>>(headers: &mut HeaderMap, names: &[N]) {
-    if headers.keys().any(|k| names.iter().any(|n| n.borrow() == k)) {
+/// Every header whose name starts with this is written by the gateway alone: the
+/// verified client certificate and the token's identity (`auth::HeaderNames`). A
+/// backend trusts them, so a client's copy is never passed on (EX-MTLS-1, AUTH-ID-1).
+pub const GATEWAY_PREFIX: &str = "x-phr-";
+
+/// What the gateway does with a header it receives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// `HOP_BY_HOP[i]`: belongs to one connection, dropped.
+    HopByHop(u8),
+    /// Dropped, except on a WebSocket handshake the route allows.
+    Upgrade,
+    /// One of `FORWARDING`: rewritten by the gateway.
+    Forwarding,
+    /// Starts with [`GATEWAY_PREFIX`]: written by the gateway alone.
+    Gateway,
+    /// Everything else: passed on.
+    EndToEnd,
+}
+
+/// Why a `match` on the name's text: these functions run on every request and
+/// response, and almost none carries any of these names. Matching each present
+/// name once (length, then bytes) is what a proxy can afford; a hashed `remove`
+/// per absent name, and then comparing every present name with every listed
+/// one, were most of the gateway's own work on the small-response path
+/// (callgrind, HTTP/1.1 100 B: 59,300, then 53,100 user-space instructions per
+/// proxied request, then 51,000 with this match; the bare hyper proxy in
+/// `bench/` needs 44,500).
+fn kind(name: &HeaderName) -> Kind {
+    match name.as_str() {
+        "connection" => Kind::HopByHop(0),
+        "keep-alive" => Kind::HopByHop(1),
+        "proxy-connection" => Kind::HopByHop(2),
+        "proxy-authenticate" => Kind::HopByHop(3),
+        "proxy-authorization" => Kind::HopByHop(4),
+        "te" => Kind::HopByHop(5),
+        "trailer" => Kind::HopByHop(6),
+        "transfer-encoding" => Kind::HopByHop(7),
+        "upgrade" => Kind::Upgrade,
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" | "x-real-ip" => Kind::Forwarding,
+        n if n.starts_with(GATEWAY_PREFIX) => Kind::Gateway,
+        _ => Kind::EndToEnd,
+    }
+}
+
+/// Which kinds of header one pass over a map found.
+#[derive(Default)]
+struct Found {
+    /// Bit `i`: `HOP_BY_HOP[i]` is present.
+    hop_by_hop: u8,
+    upgrade: bool,
+    forwarding: bool,
+    gateway: bool,
+}
+
+impl Found {
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut found = Found::default();
+        for name in headers.keys() {
+            match kind(name) {
+                Kind::HopByHop(i) => found.hop_by_hop |= 1 << i,
+                Kind::Upgrade => found.upgrade = true,
+                Kind::Forwarding => found.forwarding = true,
+                Kind::Gateway => found.gateway = true,
+                Kind::EndToEnd => {}
+            }
+        }
+        found
+    }
+}
+
+/// Prepares a client's request headers for the upstream: drops the hop-by-hop
+/// headers (and any header `Connection` names), every forwarding header and every
+/// [`GATEWAY_PREFIX`] header, which the gateway then writes itself
+/// ([`set_forwarded`], [`set_client_identity`], the identity headers).
+/// `keep_upgrade` keeps `Upgrade` and sets `Connection: upgrade` for a WebSocket
+/// handshake. Read a trusted hop's chain ([`trusted_forwarded_for`]) before this.
+pub fn clean_request(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let found = Found::scan(headers);
+    remove_hop_by_hop_found(headers, &found, keep_upgrade);
+    if found.forwarding {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
+    }
+    if found.gateway {
+        // Rare (a client trying its luck), so the allocation is fine here.
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with(GATEWAY_PREFIX))
+            .cloned()
+            .collect();
         for name in names {
-            headers.remove(name.borrow());
+            headers.remove(name);
         }
     }
 }
 
-/// Replaces any client-sent copy of the client-certificate headers with the identity
-/// rustls verified on this connection (or with nothing).
+/// Removes hop-by-hop headers, including any header the `Connection` header names.
+/// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let found = Found::scan(headers);
+    remove_hop_by_hop_found(headers, &found, keep_upgrade);
+}
+
+fn remove_hop_by_hop_found(headers: &mut HeaderMap, found: &Found, keep_upgrade: bool) {
+    if found.hop_by_hop & 1 != 0 {
+        remove_connection_named(headers, keep_upgrade);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found.hop_by_hop & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+    if found.upgrade && !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes the headers the `Connection` header lists (RFC 9110 §7.6.1). The
+/// tokens almost always seen, `keep-alive` and `close`, name no other header
+/// (`Keep-Alive` is hop-by-hop anyway), so they cost no lookup.
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            let skip = token.is_empty()
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+                || (keep_upgrade && token.eq_ignore_ascii_case("upgrade"));
+            if !skip {
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// The `X-Forwarded-For` chain of a trusted proxy in front of the gateway, to be
+/// extended by [`set_forwarded`]; `None` from anyone else, whose copy is dropped.
+pub fn trusted_forwarded_for(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
+    if !peer_trusted {
+        return None;
+    }
+    headers
+        .get(&X_FORWARDED_FOR)
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+}
+
+/// Writes the client-certificate headers from the identity rustls verified on
+/// this connection, if any. [`clean_request`] has already dropped a client's copies.
 pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::ClientIdentity>) {
-    remove_each(headers, &[&X_CLIENT_CERT_SHA256, &X_CLIENT_CERT_SUBJECT]);
     if let Some(c) = client {
         if let Ok(v) = HeaderValue::from_str(&c.fingerprint_hex()) {
             headers.insert(&X_CLIENT_CERT_SHA256, v);
@@ -66,58 +210,13 @@ pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::
     }
 }
 
-/// Removes hop-by-hop headers, including any header the `Connection` header names.
-/// `keep_upgrade` keeps `Connection: upgrade` + `Upgrade` for a WebSocket handshake.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // The hop-by-hop names present, found in one pass without hashing: most
-    // requests carry none and most responses only `Connection` (see
-    // `remove_each`); collecting nothing allocates nothing.
-    let found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| *k == header::UPGRADE || HOP_BY_HOP.contains(k))
-        .cloned()
-        .collect();
-    if found.contains(&header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
-                headers.remove(&name);
-            }
-        }
-    }
-    for name in found {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
-        }
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// Sets the forwarding headers for a request from `peer`. When `peer_trusted` (a
-/// configured proxy in front of the gateway), its `X-Forwarded-For` chain is kept and
-/// extended; otherwise every client-sent copy is replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, original_host: Option<&HeaderValue>) {
-    let prior = if peer_trusted {
-        headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    } else {
-        None
-    };
-    remove_each(headers, &FORWARDING);
-
+/// Writes the forwarding headers for a request from `peer`, after [`clean_request`]
+/// dropped the client's. `prior` is a trusted proxy's `X-Forwarded-For` chain
+/// ([`trusted_forwarded_for`]), which is extended rather than replaced.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, prior: Option<&str>, original_host: Option<&HeaderValue>) {
     let mut xff = String::with_capacity(64);
-    if let Some(p) = prior.filter(|p| !p.is_empty()) {
-        xff.push_str(&p);
+    if let Some(p) = prior {
+        xff.push_str(p);
         xff.push_str(", ");
     }
     push_ip(&mut xff, peer);
@@ -209,23 +308,67 @@ mod tests {
     #[test]
     fn ipv6_peer_is_bracketed_and_quoted_in_forwarded() {
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), false, None);
+        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), None, None);
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
     }
 
     #[test]
-    fn removes_every_spoofed_forwarding_header() {
+    fn removes_every_spoofed_forwarding_and_gateway_header() {
         let mut h = HeaderMap::new();
         for name in FORWARDING {
             h.insert(name, HeaderValue::from_static("spoofed"));
         }
+        for name in ["x-phr-subject", "x-phr-client-cert-sha256", "X-PHR-Anything-New"] {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("forged"),
+            );
+        }
+        h.append("x-phr-subject", HeaderValue::from_static("forged twice"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), false, None);
+        h.insert("x-phr", HeaderValue::from_static("not the prefix"));
+        clean_request(&mut h, false);
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), None, None);
         assert!(h.get(&X_REAL_IP).is_none() && h.get(&X_FORWARDED_HOST).is_none());
+        assert!(h.keys().all(|k| !k.as_str().starts_with(GATEWAY_PREFIX)), "{h:?}");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
-        assert!(h.get("x-keep").is_some());
+        assert_eq!(h[header::FORWARDED], "for=10.0.0.9;proto=https");
+        assert!(h.get("x-keep").is_some() && h.get("x-phr").is_some());
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_alone_and_the_rest_kept() {
+        for name in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static("x"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            remove_hop_by_hop(&mut h, false);
+            assert!(h.get(name).is_none(), "{name} survived");
+            assert_eq!(h.len(), 1, "{name}: {h:?}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_name_headers_to_remove_in_any_case() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.append(header::CONNECTION, HeaderValue::from_static(" X-Secret ,Upgrade"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        clean_request(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        // A WebSocket handshake keeps Upgrade, and only that.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        clean_request(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+        assert!(h.get("x-secret").is_none());
     }
 
     #[test]
@@ -249,17 +392,23 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=1.2.3.4"));
+        let prior = trusted_forwarded_for(&h, false);
+        assert_eq!(prior, None);
+        clean_request(&mut h, false);
         set_forwarded(
             &mut h,
             "10.0.0.9".parse().unwrap(),
-            false,
+            prior.as_deref(),
             Some(&HeaderValue::from_static("gw.example.jp")),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
         assert_eq!(h[header::FORWARDED], "for=10.0.0.9;proto=https;host=gw.example.jp");
         let mut h2 = HeaderMap::new();
         h2.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), true, None);
+        let prior = trusted_forwarded_for(&h2, true);
+        clean_request(&mut h2, false);
+        set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), prior.as_deref(), None);
         assert_eq!(h2[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h2.get_all(&X_FORWARDED_FOR).iter().count(), 1);
     }
 }
