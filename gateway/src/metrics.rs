@@ -33,12 +33,12 @@ pub const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Folds the histogram samples recorded since the last call into their buckets, every
 /// `every`, for as long as the runtime runs.
 ///
-/// Why: the Prometheus recorder keeps every sample of a histogram (8 bytes per request
-/// for `phr_request_duration_seconds`) until something drains them. A scrape of
-/// `/metrics` does, but a gateway nobody scrapes would grow without bound, about
-/// 1.7 GB a day at 1,000 requests/s (AV-DOS-1: memory must not depend on uptime).
-/// The exporter only runs this itself when it also owns the HTTP listener, which the
-/// admin listener does here, so the gateway runs it.
+/// Why: the Prometheus recorder keeps every sample of a histogram (a value and a
+/// timestamp: about 16 bytes per request for `phr_request_duration_seconds`, measured)
+/// until something drains them. A scrape of `/metrics` does, but a gateway nobody
+/// scrapes would grow without bound, about 1.4 GB a day at 1,000 requests/s (AV-DOS-1:
+/// memory must not depend on uptime). The exporter runs this itself only when it also
+/// serves the HTTP endpoint; here our admin listener serves `/metrics`, so we run it.
 pub fn spawn_upkeep(handle: &'static PrometheusHandle, every: std::time::Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
