@@ -338,6 +338,21 @@ mod tests {
         assert!(h.get("x-keep").is_some() && h.get("x-phr").is_some());
     }
 
+    /// `kind` spells the names of `HOP_BY_HOP` (by position) and `FORWARDING` again,
+    /// as text to match on: this keeps the two in step.
+    #[test]
+    fn kind_matches_the_static_lists() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(kind(name), Kind::HopByHop(i as u8), "{name}");
+        }
+        for name in FORWARDING {
+            assert_eq!(kind(name), Kind::Forwarding, "{name}");
+        }
+        assert_eq!(kind(&header::UPGRADE), Kind::Upgrade);
+        assert_eq!(kind(&X_CLIENT_CERT_SUBJECT), Kind::Gateway);
+        assert_eq!(kind(&header::ACCEPT), Kind::EndToEnd);
+    }
+
     #[test]
     fn each_hop_by_hop_header_is_removed_alone_and_the_rest_kept() {
         for name in &HOP_BY_HOP {
