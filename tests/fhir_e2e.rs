@@ -141,11 +141,18 @@ async fn a_patient_reaches_only_their_own_data() {
     assert!(owners(&v).iter().all(|p| p == "pa") && !owners(&v).is_empty(), "{v}");
 
     // Every road to B's data is closed, with an OperationOutcome.
+    // Reads by id answer as for a resource that does not exist (see
+    // `a_patient_token_cannot_tell_foreign_from_missing`).
+    for path in [
+        "/fhir/Patient/pb",
+        "/fhir/Observation/o-pb",
+        "/fhir/Condition/c-pb",
+        "/fhir/AllergyIntolerance/ai-pb",
+    ] {
+        let (status, _, v) = f.send(a, "GET", path, None).await;
+        assert_outcome(status, &v, 404, &format!("GET {path}"));
+    }
     let refused: Vec<(&str, &str, Option<Value>)> = vec![
-        ("GET", "/fhir/Patient/pb", None),
-        ("GET", "/fhir/Observation/o-pb", None),
-        ("GET", "/fhir/Condition/c-pb", None),
-        ("GET", "/fhir/AllergyIntolerance/ai-pb", None),
         ("GET", "/fhir/Observation?patient=pb", None),
         ("GET", "/fhir/Observation?subject=Patient/pb", None),
         ("GET", "/fhir/Observation?subject:Patient=pb", None),
@@ -172,13 +179,6 @@ async fn a_patient_reaches_only_their_own_data() {
         (
             "POST",
             "/fhir/",
-            Some(json!({"resourceType": "Bundle", "type": "batch", "entry": [
-            {"request": {"method": "GET", "url": "Patient/pa"}},
-            {"request": {"method": "GET", "url": "Patient/pb"}}]})),
-        ),
-        (
-            "POST",
-            "/fhir/",
             Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": [
             {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "Patient/pb"}},
              "request": {"method": "POST", "url": "Observation"}}]})),
@@ -188,6 +188,11 @@ async fn a_patient_reaches_only_their_own_data() {
         let (status, _, v) = f.send(a, method, path, body).await;
         assert_outcome(status, &v, 403, &format!("{method} {path}"));
     }
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Patient/pa"}},
+        {"request": {"method": "GET", "url": "Patient/pb"}}]});
+    let (status, _, v) = f.send(a, "POST", "/fhir/", Some(batch)).await;
+    assert_outcome(status, &v, 404, "batch reading Patient/pb");
 
     // A backend that leaks (ignores the patient parameter) is filtered on the way back.
     let (status, _, v) = f.send(a, "GET", "/fhir/Observation?code=leak", None).await;
@@ -240,4 +245,78 @@ async fn practitioner_and_system_tokens_follow_their_scopes() {
     assert_eq!(owners(&v), vec!["pa".to_string()]);
     let (status, _, v) = f.send(Some(&granular), "GET", "/fhir/Observation", None).await;
     assert_outcome(status, &v, 403, "granular scope without its parameter");
+}
+
+/// ACL-PHR-1: with patient A's token, a resource of patient B is answered exactly like
+/// one that does not exist — same status, same headers, same body but for the id the
+/// client sent and the request id — for read, vread, `_history` and HEAD of each.
+#[tokio::test]
+async fn a_patient_token_cannot_tell_foreign_from_missing() {
+    let f = start().await;
+    let a = token("launch/patient openid patient/*.rs", Some("pa"));
+    let pairs = [
+        ("Observation/o-pb", "Observation/none"),
+        ("Observation/o-pb/_history/1", "Observation/none/_history/1"),
+        ("Observation/o-pb/_history", "Observation/none/_history"),
+        ("Condition/c-pb", "Condition/none"),
+        ("Patient/pb", "Patient/none"),
+        ("Patient/pb/_history/1", "Patient/none/_history/1"),
+    ];
+    for method in ["GET", "HEAD"] {
+        for (foreign, missing) in pairs {
+            let seen_foreign = f.raw(&a, method, &format!("/fhir/{foreign}")).await;
+            let seen_missing = f.raw(&a, method, &format!("/fhir/{missing}")).await;
+            assert_eq!(seen_foreign.0, 404, "{method} {foreign}");
+            let foreign_shape = shape(seen_foreign, foreign);
+            let missing_shape = shape(seen_missing, missing);
+            assert_eq!(foreign_shape, missing_shape, "{method} {foreign} and {missing} differ");
+        }
+    }
+    // HEAD of one's own resource: authorised as GET, answered with its headers only.
+    let (status, headers, body) = f.raw(&a, "HEAD", "/fhir/Observation/o-pa").await;
+    assert_eq!(status, 200);
+    assert!(body.is_empty());
+    assert_eq!(headers["etag"], "W/\"1\"");
+    assert!(headers.contains_key("last-modified"));
+    let (_, _, get_body) = f.raw(&a, "GET", "/fhir/Observation/o-pa").await;
+    assert_eq!(headers["content-length"], get_body.len().to_string().as_str());
+}
+
+/// What a response shows a client, with the two things that must differ (the id the
+/// client sent, the request id) taken out.
+fn shape(seen: (u16, http::HeaderMap, Bytes), path: &str) -> (u16, Vec<(String, String)>, String) {
+    let (status, headers, body) = seen;
+    let request_id = headers["x-request-id"].to_str().unwrap().to_string();
+    let headers = headers
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "x-request-id" | "date"))
+        .map(|(k, v)| {
+            let v = match k.as_str() {
+                "content-length" => "(length)".to_string(),
+                _ => v.to_str().unwrap().to_string(),
+            };
+            (k.to_string(), v)
+        })
+        .collect();
+    let body = String::from_utf8_lossy(&body)
+        .replace(path, "(path)")
+        .replace(&request_id, "(request id)");
+    (status, headers, body)
+}
+
+impl Fhir {
+    /// One request; the status, headers and raw body bytes.
+    async fn raw(&self, token: &str, method: &str, path: &str) -> (u16, http::HeaderMap, Bytes) {
+        let mut c = Conn::open(self.gw.addr, client_config(&self.pki.ca_pem, &ClientOpts::default()))
+            .await
+            .unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        c.request(req).await.unwrap()
+    }
 }

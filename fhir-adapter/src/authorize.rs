@@ -74,6 +74,11 @@ pub struct Decision {
     pub entry_checks: Vec<bool>,
     /// Patient ids the request names (URL, query, body) — LOG-ACC-1.
     pub touched: BTreeSet<String>,
+    /// A read by id (read, vread, `_history` of one resource) confined to a patient: if
+    /// the resource is outside the compartment, or the backend says it does not exist
+    /// (404, 410), the gateway answers [`FhirError::NotFound`] for both, so a patient's
+    /// token cannot learn whether another patient's resource exists (ACL-PHR-1).
+    pub conceal_existence: bool,
 }
 
 /// Decides whether `c` may be forwarded for `ctx`.
@@ -173,10 +178,12 @@ fn authorize_one(
         d.touched.insert(p.to_owned());
     }
     let same_id = || c.id.as_deref() == Some(p);
+    d.conceal_existence = matches!(c.interaction, I::Read | I::Vread | I::HistoryInstance);
     match c.interaction {
         I::Read | I::Vread | I::HistoryInstance if rt == "Patient" => {
             if !same_id() {
-                return Err(other(c.id.as_deref()));
+                // Answered as a missing resource, whether or not it exists.
+                return Err(not_found(c));
             }
         }
         I::Read | I::Vread | I::HistoryInstance | I::HistoryType => d.response_check = compartment,
@@ -228,6 +235,14 @@ fn authorize_one(
         }
     }
     Ok(d)
+}
+
+/// The answer to a confined read of a resource outside the compartment: the same as for
+/// one that does not exist.
+pub fn not_found(c: &Classified) -> FhirError {
+    FhirError::NotFound {
+        resource: c.path.clone(),
+    }
 }
 
 pub(crate) fn other(id: Option<&str>) -> FhirError {

@@ -74,6 +74,12 @@ pub enum FhirError {
     InvalidBundle { detail: String },
     /// A malformed patch document.
     InvalidPatch { detail: String },
+    // ---- 404 -----------------------------------------------------------------------------
+    /// A read (read, vread, HEAD, `_history`) under a `patient/` scope of a resource that
+    /// does not exist **or** lies outside the token's compartment: the two are answered
+    /// alike, so a patient's token learns nothing about other patients' resources
+    /// (ACL-PHR-1). `resource` is the path the client itself sent (`Observation/abc`).
+    NotFound { resource: String },
     // ---- 405 -----------------------------------------------------------------------------
     /// The method is not defined for this path.
     MethodNotAllowed { method: String, path: String },
@@ -140,6 +146,7 @@ impl FhirError {
             | IdMismatch { .. }
             | InvalidBundle { .. }
             | InvalidPatch { .. } => 400,
+            NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             BodyTooLarge { .. } | TooManyEntries { .. } => 413,
             UnsupportedMediaType { .. } | UnsupportedFormat { .. } => 415,
@@ -231,6 +238,10 @@ impl fmt::Display for FhirError {
             ),
             InvalidBundle { detail } => write!(f, "invalid Bundle: {detail}"),
             InvalidPatch { detail } => write!(f, "invalid patch document: {detail}"),
+            NotFound { resource } => write!(
+                f,
+                "{resource} was not found; check the id, or that it is in the compartment of this token's patient"
+            ),
             MethodNotAllowed { method, path } => {
                 write!(f, "method {method} is not allowed on '{path}'")
             }
@@ -318,6 +329,10 @@ mod tests {
         assert_eq!((e.status(), e.issue_code()), (415, "not-supported"));
         let e = FhirError::OtherPatient { patient: "9".into() };
         assert_eq!((e.status(), e.issue_code()), (403, "forbidden"));
+        let e = FhirError::NotFound {
+            resource: "Observation/x".into(),
+        };
+        assert_eq!((e.status(), e.issue_code()), (404, "not-found"));
         let e = FhirError::BundleEntry {
             index: 3,
             error: Box::new(FhirError::NotAResource),

@@ -25,6 +25,8 @@
 //! let d = authorize(&c, &ctx, &policy).unwrap();
 //! assert_eq!(d.rewritten_query.as_deref(), Some("code=8867-4&subject=Patient/123"));
 //!
+//! // No scope grants Patient reads (another patient's record would be a 404, as if
+//! // it did not exist).
 //! let other = FhirRequest { method: "GET", path: "Patient/456", ..Default::default() };
 //! let err = authorize(&classify(&other, &policy.limits).unwrap(), &ctx, &policy).unwrap_err();
 //! let (status, _outcome) = error_response(&err, "req-1");
@@ -47,7 +49,7 @@ mod response;
 mod scopes;
 mod write_checks;
 
-pub use authorize::{authorize, AccessContext, AllowedOperation, Decision, Policy};
+pub use authorize::{authorize, not_found, AccessContext, AllowedOperation, Decision, Policy};
 pub use classify::{classify, Classified, FhirRequest, Interaction, Limits, PatchFormat};
 pub use error::{FhirError, Part};
 pub use facts::{access_facts, AccessFacts};

@@ -9,9 +9,11 @@
 //!
 //! Why filter instead of refusing a whole search page: one foreign entry in a searchset is
 //! the backend's mistake, and the rest of the page is the patient's own data. A single
-//! resource of another patient, in contrast, is refused outright (the gateway answers 403
-//! or 404). In a batch-response, entries are *replaced* by a 403 response entry instead of
-//! being removed, because batch-response entries correspond to request entries by position.
+//! resource of another patient, in contrast, is refused outright (the gateway answers 404,
+//! as for a resource that does not exist). In a batch-response, entries are *replaced* by
+//! a 404 response entry instead of being removed, because batch-response entries
+//! correspond to request entries by position; the backend's own 404/410 entries are
+//! replaced by the same entry, so the two cannot be told apart.
 
 use crate::authorize::{AccessContext, Decision};
 use crate::compartment::{in_patient_compartment, patient_id_of_reference, patient_links};
@@ -282,6 +284,13 @@ impl Filter<'_, '_> {
             removed: 0,
             removed_match: false,
         };
+        let answers_by_position = kind == "batch-response" || kind == "transaction-response";
+        if check_this && answers_by_position && answered_absent(entry) {
+            // The backend's own "not found" is replaced by the same entry a foreign
+            // resource gets, so the two cannot be told apart (ACL-PHR-1).
+            step.verdict = Verdict::Replace(not_found_entry());
+            return step;
+        }
         let mut ok = true;
         if let Some(res) = entry.get_mut("resource") {
             if res.get("resourceType").and_then(Value::as_str) == Some("Bundle") && is_result_bundle(res) {
@@ -304,18 +313,34 @@ impl Filter<'_, '_> {
         }
         step.removed += 1;
         step.removed_match = entry.pointer("/search/mode").and_then(Value::as_str) != Some("include");
-        step.verdict = if kind == "batch-response" || kind == "transaction-response" {
-            Verdict::Replace(serde_json::json!({
-                "response": {
-                    "status": "403 Forbidden",
-                    "outcome": operation_outcome_value(403, "forbidden", "the resource belongs to another patient", None),
-                }
-            }))
+        step.verdict = if answers_by_position {
+            Verdict::Replace(not_found_entry())
         } else {
             Verdict::Drop
         };
         step
     }
+}
+
+/// Whether a batch/transaction-response entry says its target does not exist (404 or
+/// 410 Gone).
+fn answered_absent(entry: &Value) -> bool {
+    entry
+        .pointer("/response/status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.starts_with("404") || s.starts_with("410"))
+}
+
+/// The entry that answers, in a batch/transaction-response, both for a resource that
+/// does not exist and for one outside the patient's compartment: a patient's token must
+/// not learn which of the two it was (ACL-PHR-1).
+fn not_found_entry() -> Value {
+    serde_json::json!({
+        "response": {
+            "status": "404 Not Found",
+            "outcome": operation_outcome_value(404, "not-found", "the resource was not found", None),
+        }
+    })
 }
 
 /// Calls `f` with every entry's resource of a Bundle, and of Bundles nested in it.

@@ -130,7 +130,7 @@ fn cases() -> Vec<Case> {
         Case { u: "Patient/a_b", e: St(400), ..D },
         Case { u: "Patient/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", e: St(400), ..D },
         // `%2E` decodes to a legal id character: `123.` is another patient.
-        Case { u: "Patient/123%2E", e: St(403), ..D },
+        Case { u: "Patient/123%2E", e: St(404), ..D },
         Case { u: "Patient/12%33", e: A("read"), ..D },
         Case { u: "Patient/123/foo/bar/baz", e: St(400), ..D },
         Case { u: "Patient/123/Foo", e: St(400), ..D },
@@ -142,9 +142,9 @@ fn cases() -> Vec<Case> {
         // --- Patient resource under patient/ scopes --------------------------------------
         Case { u: "Patient/123/_history/2", e: A("vread"), ..D },
         Case { u: "Patient/123/_history", e: A("history-instance"), ..D },
-        Case { u: "Patient/456", e: St(403), ..D },
-        Case { u: "Patient/456/_history", e: St(403), ..D },
-        Case { u: "Patient/456/_history/1", e: St(403), ..D },
+        Case { u: "Patient/456", e: St(404), ..D },
+        Case { u: "Patient/456/_history", e: St(404), ..D },
+        Case { u: "Patient/456/_history/1", e: St(404), ..D },
         // --- reads of compartment resources by id need the response check ---------------
         Case { u: "Observation/abc", e: Chk("read"), ..D },
         Case { u: "Observation/abc/_history/1", e: Chk("vread"), ..D },
@@ -327,7 +327,7 @@ fn cases() -> Vec<Case> {
         Case { m: "POST", u: "", b: Some(BATCH_READS), e: Chk("batch"), ..D },
         Case { m: "POST", u: "", b: Some(TX_OWN), e: Pre("transaction"), ..D },
         Case { m: "POST", u: "", b: Some(TX_BAD), e: St(403), ..D },
-        Case { m: "POST", u: "", b: Some(TX_OTHER_READ), e: St(403), ..D },
+        Case { m: "POST", u: "", b: Some(TX_OTHER_READ), e: St(404), ..D },
         Case { m: "POST", u: "", b: Some(TX_PATIENT_CREATE), e: St(403), ..D },
         Case { m: "POST", u: "", b: Some(TX_COND_DELETE), e: St(403), ..D },
         Case { m: "POST", u: "", b: Some(TX_COLLECTION), e: St(400), ..D },

@@ -303,11 +303,26 @@ fn batch_response_entries_are_replaced_in_place() {
     let entries = v["entry"].as_array().unwrap();
     assert_eq!(entries.len(), 3, "positions are kept");
     assert_eq!(entries[0]["resource"]["id"], "a");
-    assert_eq!(entries[1]["response"]["status"], "403 Forbidden");
-    assert_eq!(entries[1]["response"]["outcome"]["issue"][0]["code"], "forbidden");
+    assert_eq!(entries[1]["response"]["status"], "404 Not Found");
+    assert_eq!(entries[1]["response"]["outcome"]["issue"][0]["code"], "not-found");
     assert!(entries[1].get("resource").is_none());
     assert_eq!(entries[2]["resource"]["entry"][0]["resource"]["id"], "c");
     assert_eq!(r.removed, 1);
+
+    // The backend's own "not found" for a checked entry becomes the very same entry, so
+    // a foreign resource and a missing one cannot be told apart (ACL-PHR-1).
+    let absent = json!({"resourceType": "Bundle", "type": "batch-response", "entry": [
+        {"resource": obs("a", "123"), "response": {"status": "200 OK"}},
+        {"response": {"status": "404 Not Found", "outcome": {"resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "not-found", "diagnostics": "backend words"}]}}},
+        {"resource": {"resourceType": "Bundle", "type": "searchset", "total": 0}, "response": {"status": "200 OK"}}
+    ]});
+    let r2 = check_response(&d, &ctx, &serde_json::to_vec(&absent).unwrap()).unwrap();
+    assert_eq!(
+        rewritten(&r2)["entry"][1],
+        entries[1],
+        "a missing resource answers like a foreign one"
+    );
 }
 
 #[test]

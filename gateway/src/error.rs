@@ -41,6 +41,14 @@ pub enum GatewayError {
     /// The FHIR adapter refused the request or the response (ACL-PHR-1).
     #[error("{0}")]
     Fhir(#[from] fhir_adapter::FhirError),
+    /// A confined read reached a resource outside the patient's compartment (ACL-PHR-1).
+    /// The client sees `shown` (not found, exactly as for a resource that does not
+    /// exist); logs and the access record keep `reason`.
+    #[error("{shown}")]
+    Concealed {
+        shown: fhir_adapter::FhirError,
+        reason: fhir_adapter::FhirError,
+    },
     /// A rate-limit policy refused the request (AV-DOS-1): over its limit, or its
     /// shared store (Redis) could not answer and the policy fails closed.
     #[error("{}", rate_limit_message(.0))]
@@ -84,7 +92,9 @@ impl GatewayError {
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Auth { error, .. } => StatusCode::from_u16(error.status()).unwrap_or(StatusCode::UNAUTHORIZED),
             Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Fhir(e) => StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN),
+            Self::Fhir(e) | Self::Concealed { shown: e, .. } => {
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN)
+            }
             Self::RateLimited(d) => match d.denial {
                 Some(crate::limits::decision::Denial::StoreUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::TOO_MANY_REQUESTS,
@@ -113,6 +123,7 @@ impl GatewayError {
             Self::Auth { error, .. } => error.code(),
             Self::AuthUnavailable => "auth_unavailable",
             Self::Fhir(e) => e.issue_code(),
+            Self::Concealed { .. } => "other_patient_concealed",
             Self::RateLimited(d) => match d.denial {
                 Some(crate::limits::decision::Denial::StoreUnavailable) => "rate_limit_unavailable",
                 _ => "rate_limited",
@@ -141,7 +152,9 @@ fn rate_limit_message(d: &crate::limits::decision::Decision) -> String {
 /// On FHIR routes (`fhir`) the body is a FHIR OperationOutcome instead of JSON.
 pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full<Bytes>> {
     let (body, content_type) = match (fhir, err) {
-        (true, GatewayError::Fhir(e)) => (fhir_adapter::error_response(e, request_id).1, "application/fhir+json"),
+        (true, GatewayError::Fhir(e) | GatewayError::Concealed { shown: e, .. }) => {
+            (fhir_adapter::error_response(e, request_id).1, "application/fhir+json")
+        }
         (true, e) => {
             let status = e.status().as_u16();
             let code = fhir_adapter::issue_code_for_status(status);

@@ -26,6 +26,9 @@ pub struct Exchange {
     decision: Decision,
     scopes: Scopes,
     patient: Option<String>,
+    /// The client asked with HEAD, forwarded as GET so the response check can read the
+    /// body (a HEAD answer has none to check); the body is dropped after the check.
+    head: bool,
 }
 
 /// The FHIR facts of one request for its access record (LOG-ACC-1).
@@ -113,12 +116,18 @@ pub async fn authorize(
             .headers
             .insert(header::ACCEPT, HeaderValue::from_static("application/fhir+json"));
     }
+    // HEAD is authorised exactly as GET: the same response check, on the same body.
+    let head = out.parts.method == Method::HEAD && decision.response_check;
+    if head {
+        out.parts.method = Method::GET;
+    }
     ctx.fhir = Some(facts(&classified, &decision, None));
     Ok(Exchange {
         classified,
         decision,
         scopes,
         patient,
+        head,
     })
 }
 
@@ -143,6 +152,12 @@ pub async fn check_response(
             parts.headers.insert(name, v);
         }
     }
+    let conceal = exchange.decision.conceal_existence;
+    if conceal && matches!(parts.status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+        // The backend's own "not found" becomes the gateway's, the same answer a
+        // resource of another patient gets below (ACL-PHR-1).
+        return Err(fhir_adapter::not_found(&exchange.classified).into());
+    }
     if !(exchange.decision.response_check && parts.status.is_success()) {
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
@@ -162,14 +177,43 @@ pub async fn check_response(
         backend: &backend_base,
         public: &public_base,
     };
-    let check = fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases))?;
+    let check = match fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases)) {
+        Err(e @ fhir_adapter::FhirError::ResponseOtherPatient { .. }) if conceal => {
+            return Err(concealed(&exchange.classified, e))
+        }
+        other => other?,
+    };
+    if conceal && check.removed > 0 {
+        // The history of one resource with versions of another patient's: that resource.
+        let reason = fhir_adapter::FhirError::ResponseOtherPatient {
+            resource_type: exchange.classified.resource_type.unwrap_or("resource").to_string(),
+        };
+        return Err(concealed(&exchange.classified, reason));
+    }
     ctx.fhir = Some(facts(&exchange.classified, &exchange.decision, Some(&check)));
     let out = match check.body {
         fhir_adapter::ResponseBody::Unchanged => bytes,
         fhir_adapter::ResponseBody::Rewritten(b) => Bytes::from(b),
     };
+    if exchange.head {
+        // What a GET would have carried, without the body.
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        return Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))));
+    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, Either::Right(Full::new(out))))
+}
+
+/// A confined read that reached another patient's resource: the client is told what it
+/// would be told for a resource that does not exist; the log and the access record keep
+/// the real reason.
+fn concealed(classified: &Classified, reason: fhir_adapter::FhirError) -> GatewayError {
+    GatewayError::Concealed {
+        shown: fhir_adapter::not_found(classified),
+        reason,
+    }
 }
 
 /// Reads the current version of a resource before a write by id under a patient scope:

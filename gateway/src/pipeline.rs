@@ -512,6 +512,7 @@ fn detail(err: &GatewayError) -> String {
         GatewayError::EgressRefused { reason, .. }
         | GatewayError::UpstreamConnect { reason, .. }
         | GatewayError::UpstreamFailed { reason, .. } => reason.clone(),
+        GatewayError::Concealed { reason, .. } => format!("answered as not found: {reason}"),
         other => other.to_string(),
     }
 }

@@ -89,9 +89,27 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     resp
 }
 
+fn not_found() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::NOT_FOUND,
+        json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}),
+    )
+}
+
+fn versioned(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    let h = resp.headers_mut();
+    h.insert("etag", "W/\"1\"".parse().unwrap());
+    h.insert("last-modified", "Mon, 02 Nov 2026 10:00:00 GMT".parse().unwrap());
+    resp
+}
+
 async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let base = format!("http://{addr}/fhir");
-    let method = req.method().clone();
+    // HEAD is GET without the body (hyper leaves the body out on the wire).
+    let method = match req.method() {
+        &http::Method::HEAD => http::Method::GET,
+        m => m.clone(),
+    };
     let path = req
         .uri()
         .path()
@@ -124,13 +142,19 @@ async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Respon
             let mine: Vec<Value> = all.into_iter().filter(|r| owner(r).as_deref() == Some(*id)).collect();
             reply(StatusCode::OK, bundle("searchset", mine, &base))
         }
-        ("GET", [t, id]) => match all.into_iter().find(|r| r["resourceType"] == *t && r["id"] == *id) {
-            Some(r) => reply(StatusCode::OK, r),
-            None => reply(
-                StatusCode::NOT_FOUND,
-                json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-found"}]}),
-            ),
+        // Read, vread (version 1 exists) and the history of one resource, with the
+        // version headers a FHIR server sends (what a HEAD would leak).
+        ("GET", [t, id]) | ("GET", [t, id, "_history", "1"]) => {
+            match all.into_iter().find(|r| r["resourceType"] == *t && r["id"] == *id) {
+                Some(r) => versioned(reply(StatusCode::OK, r)),
+                None => not_found(),
+            }
+        }
+        ("GET", [t, id, "_history"]) => match all.into_iter().find(|r| r["resourceType"] == *t && r["id"] == *id) {
+            Some(r) => reply(StatusCode::OK, bundle("history", vec![r], &base)),
+            None => not_found(),
         },
+        ("GET", [_, _, "_history", _]) => not_found(),
         ("GET", [t]) => {
             let leak = params.iter().any(|(k, v)| k == "code" && v == "leak");
             let who: Option<String> = params
