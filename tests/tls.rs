@@ -398,3 +398,108 @@ async fn certificates_are_chosen_by_sni() {
         assert!(names(&der).contains(expected), "SNI {sni} got {}", names(&der));
     }
 }
+
+/// The address of a named listener, from its "listener ready" log line.
+fn listener_addr(gw: &Gateway, name: &str) -> std::net::SocketAddr {
+    gw.log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "listener ready" && v["fields"]["listener"] == name)
+        .and_then(|v| v["fields"]["addr"].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no ready line for listener {name}:\n{}", gw.log_text()))
+}
+
+/// EX-SEG-1, EX-MTLS-1: a route bound to the institutions' listener does not exist on the
+/// public one, and a route that requires a client certificate refuses a request without
+/// one whatever the listener (here one that only asks, `client_auth = "optional"`).
+#[tokio::test]
+async fn routes_are_bound_to_listeners_and_can_require_client_certificates() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let (cert, key) = pki.client_cert("clinic-a");
+    let ca = pki.path("ca.pem").display().to_string();
+    let server = (pki.path("server.pem"), pki.path("server-key.pem"));
+    let second_listener = format!(
+        "[[listeners]]\nname = \"institutions\"\nbind = \"127.0.0.2:0\"\nclient_auth = \"optional\"\nclient_ca_file = \"{ca}\"\n\n[[listeners.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\n",
+        server.0.display(),
+        server.1.display()
+    );
+    let rest = format!(
+        "{second_listener}{}{}{}",
+        route_with(
+            "clinic",
+            "/clinic/",
+            &[backend],
+            "",
+            "phi = false\nlisteners = [\"institutions\"]\n[routes.auth]\nmode = \"none\"\n"
+        ),
+        route_with(
+            "mtls",
+            "/mtls/",
+            &[backend],
+            "",
+            "phi = false\nlisteners = [\"institutions\"]\nclient_cert = \"required\"\n[routes.auth]\nmode = \"none\"\n"
+        ),
+        plain_route("open", "/open/", &[backend], ""),
+    );
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
+    let institutions = listener_addr(&gw, "institutions");
+    let with_cert = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            client_cert: Some((cert, key)),
+            ..Default::default()
+        },
+    );
+    let without = client_config(&pki.ca_pem, &ClientOpts::default());
+    let status = |addr, cfg, path: &'static str| async move {
+        let mut c = Conn::open(addr, cfg).await.unwrap();
+        let (status, _, body) = c.get(path).await.unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+
+    // The public listener knows nothing of the institutions' routes.
+    let (s, body) = status(gw.addr, without.clone(), "/clinic/x").await;
+    assert_eq!(s, 404, "{body}");
+    assert!(body.contains("no_route"), "{body}");
+    assert_eq!(status(gw.addr, without.clone(), "/mtls/x").await.0, 404);
+    assert_eq!(status(gw.addr, without.clone(), "/open/x").await.0, 200);
+    // On the institutions' listener: bound routes and unbound ones.
+    assert_eq!(status(institutions, without.clone(), "/clinic/x").await.0, 200);
+    assert_eq!(status(institutions, without.clone(), "/open/x").await.0, 200);
+    // The route's own demand: no certificate, no service.
+    let (s, body) = status(institutions, without.clone(), "/mtls/x").await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("client_cert_required"), "{body}");
+    assert_eq!(status(institutions, with_cert, "/mtls/x").await.0, 200);
+}
+
+/// check-config refuses a route that requires a client certificate but is reachable from
+/// a listener that never asks for one, and a binding to a listener that does not exist.
+#[test]
+fn check_config_refuses_a_certificate_route_on_a_listener_that_never_asks() {
+    let pki = Pki::new();
+    let backend = closed_port();
+    for (route_extra, expected) in [
+        ("client_cert = \"required\"\n", "routes[0].client_cert"),
+        ("listeners = [\"nowhere\"]\n", "routes[0].listeners"),
+    ] {
+        let rest = route_with(
+            "mtls",
+            "/mtls/",
+            &[backend],
+            "",
+            &format!("phi = false\n{route_extra}[routes.auth]\nmode = \"none\"\n"),
+        );
+        let path = pki.path("gateway.toml");
+        std::fs::write(&path, base_config(&pki, "", &rest)).unwrap();
+        let out = run_until_exit(
+            &["check-config", "--config", path.to_str().unwrap()],
+            Duration::from_secs(20),
+        )
+        .expect("check-config exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{route_extra}: check-config accepted it");
+        assert!(stderr.contains(expected), "{route_extra}: {stderr}");
+    }
+}

@@ -16,6 +16,13 @@ pub enum GatewayError {
     NoRoute,
     #[error("the request path is not acceptable: {0}")]
     BadPath(&'static str),
+    /// The request's framing is malformed or ambiguous (RFC 9112 / RFC 9113).
+    #[error("the request is malformed: {0}")]
+    BadRequest(&'static str),
+    /// The route needs a verified client certificate and the connection has none
+    /// (EX-MTLS-1).
+    #[error("this route requires a client certificate; connect with your institution's certificate through a listener that asks for one")]
+    ClientCertRequired,
     #[error("the request body exceeds the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("WebSocket upgrades are not enabled on this route")]
@@ -82,7 +89,8 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::BadPath(_) => StatusCode::BAD_REQUEST,
+            Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::ClientCertRequired => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
             Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +120,8 @@ impl GatewayError {
         match self {
             Self::NoRoute => "no_route",
             Self::BadPath(_) => "bad_path",
+            Self::BadRequest(_) => "bad_request",
+            Self::ClientCertRequired => "client_cert_required",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UpgradeNotAllowed => "upgrade_not_allowed",
             Self::NoHealthyEndpoint { .. } => "no_healthy_endpoint",

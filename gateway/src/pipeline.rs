@@ -165,9 +165,14 @@ async fn process(
     ctx: &mut RequestContext,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    // Phase 2: route.
-    let route = route_request(runtime, &req)?.clone();
+    // Phase 2: route (among the routes bound to this listener), then the route's
+    // demand for a client certificate.
+    check_host_fields(&req)?;
+    let route = route_request(runtime, &ctx.conn.listener, &req)?.clone();
     ctx.route = Some(route.clone());
+    if route.client_cert_required && ctx.conn.client.is_none() {
+        return Err(GatewayError::ClientCertRequired);
+    }
     // Phase 3: limits that need no identity (source address, route, auth back-off).
     check_body_size(&req, route.max_body_bytes)?;
     limits::before_auth(&runtime.protection, &route, ctx).await?;
@@ -274,11 +279,34 @@ impl Outgoing {
 /// Phase 2: the request's host and path select a route. Paths with dot segments or
 /// encoded separators are refused first: a backend that normalised `/public/../fhir/x`
 /// would otherwise be reached through the route (and the policy) of `/public/`.
-fn route_request<'r>(runtime: &'r Runtime, req: &Request<Incoming>) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
+fn route_request<'r>(
+    runtime: &'r Runtime,
+    listener: &str,
+    req: &Request<Incoming>,
+) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
     let path = req.uri().path();
     check_path(path)?;
     let host = request_host(req).unwrap_or("");
-    runtime.route(host, path).ok_or(GatewayError::NoRoute)
+    runtime.route(listener, host, path).ok_or(GatewayError::NoRoute)
+}
+
+/// RFC 9112 §3.2 and RFC 9113 §8.3.1: an HTTP/1.1 request has exactly one `Host`; no
+/// request has two; an HTTP/2 `Host` names the same authority as `:authority`. A request
+/// that breaks these is ambiguous about where it goes, so a backend or a cache behind
+/// the gateway could route it differently from the gateway's own route match.
+fn check_host_fields<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest("more than one Host header"));
+    }
+    match (req.version(), host, req.uri().authority()) {
+        (Version::HTTP_11, None, _) => Err(GatewayError::BadRequest("an HTTP/1.1 request needs a Host header")),
+        (Version::HTTP_2, Some(host), Some(authority)) if host.as_bytes() != authority.as_str().as_bytes() => {
+            Err(GatewayError::BadRequest("the Host header differs from :authority"))
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn check_path(path: &str) -> Result<(), GatewayError> {
@@ -513,6 +541,7 @@ fn detail(err: &GatewayError) -> String {
         | GatewayError::UpstreamConnect { reason, .. }
         | GatewayError::UpstreamFailed { reason, .. } => reason.clone(),
         GatewayError::Concealed { reason, .. } => format!("answered as not found: {reason}"),
+        GatewayError::ClientBody(reason) => format!("the request body could not be read: {reason}"),
         other => other.to_string(),
     }
 }

@@ -38,9 +38,17 @@ pub struct RouteRuntime {
     pub public_base_url: Option<String>,
     /// Rate-limit policies this route applies, in order.
     pub rate_limits: Vec<crate::limits::enforce::RoutePolicy>,
+    /// Listeners the route is reachable from; empty means all (EX-SEG-1).
+    listeners: Vec<Arc<str>>,
+    /// Requests without a verified client certificate are refused (EX-MTLS-1).
+    pub client_cert_required: bool,
 }
 
 impl RouteRuntime {
+    fn reachable_from(&self, listener: &str) -> bool {
+        self.listeners.is_empty() || self.listeners.iter().any(|l| &**l == listener)
+    }
+
     fn host_matches(&self, host: &str) -> bool {
         match &self.host {
             None => true,
@@ -185,6 +193,8 @@ impl Runtime {
                     fhir_policy: fhir_policy(r, &config.limits),
                     public_base_url: r.public_base_url.clone(),
                     rate_limits: protection.route_policies(&r.rate_limits),
+                    listeners: r.listeners.iter().map(|l| Arc::from(l.as_str())).collect(),
+                    client_cert_required: r.client_cert == config::RouteClientCert::Required,
                 })
             })
             .collect();
@@ -233,11 +243,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// The most specific route for a host (without port) and a path.
-    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<RouteRuntime>> {
+    /// The most specific route for a host (without port) and a path among the routes
+    /// reachable from `listener`: a route bound to other listeners does not exist here.
+    pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&Arc<RouteRuntime>> {
         self.routes
             .iter()
-            .find(|r| r.host_matches(host) && path.starts_with(r.prefix.as_str()))
+            .find(|r| r.reachable_from(listener) && r.host_matches(host) && path.starts_with(r.prefix.as_str()))
     }
 
     pub fn peer_is_trusted(&self, ip: IpAddr) -> bool {

@@ -304,6 +304,17 @@ pub enum ClientAuth {
     Required,
 }
 
+/// Whether a route needs a verified client certificate (mutual TLS).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteClientCert {
+    /// As the listener decides.
+    #[default]
+    Any,
+    /// Refused (403 `client_cert_required`) without a verified client certificate.
+    Required,
+}
+
 /// A named backend service.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,6 +392,16 @@ pub struct Route {
     /// Rate-limit policies (names from `[rate_limits.policies]`) applied to this route.
     #[serde(default)]
     pub rate_limits: Vec<String>,
+    /// Names of the listeners this route is reachable from (EX-SEG-1). Empty (the
+    /// default) means every listener; a request arriving on a listener the route is not
+    /// bound to is matched against the other routes as if this one did not exist.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// `"required"`: every request needs a client certificate that verified in the TLS
+    /// handshake (EX-MTLS-1), whatever the listener; `check-config` refuses a route that
+    /// requires one and is reachable from a listener that never asks for one.
+    #[serde(default)]
+    pub client_cert: RouteClientCert,
     /// Token requirements: `mode` (required | optional | none), `two_factor`,
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]

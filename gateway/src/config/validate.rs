@@ -191,7 +191,6 @@ fn check_upstreams(config: &Config, issues: &mut Issues) {
 
 fn check_routes(config: &Config, issues: &mut Issues) {
     let mut names = BTreeSet::new();
-    let mut keys = BTreeSet::new();
     for (i, r) in config.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         if !names.insert(&r.name) {
@@ -208,16 +207,20 @@ fn check_routes(config: &Config, issues: &mut Issues) {
                 "write it as \"/fhir/\"",
             );
         }
-        if !keys.insert((r.host.clone(), r.path_prefix.clone())) {
+        let earlier_twin = config.routes[..i]
+            .iter()
+            .any(|o| o.host == r.host && o.path_prefix == r.path_prefix && share_a_listener(config, o, r));
+        if earlier_twin {
             issues.add(
                 format!("{key}.path_prefix"),
                 format!(
-                    "another route already matches host {:?} and prefix {:?}",
+                    "another route already matches host {:?} and prefix {:?} on the same listener",
                     r.host, r.path_prefix
                 ),
-                "remove one of the two routes",
+                "remove one of the two routes, or bind them to different listeners with `listeners = [...]`",
             );
         }
+        check_route_listeners(config, r, &key, issues);
         for (op, letters) in &r.fhir_operations {
             if !op.starts_with('$') || fhir_adapter::Perms::from_v2(letters).is_none() {
                 issues.add(
@@ -235,6 +238,47 @@ fn check_routes(config: &Config, issues: &mut Issues) {
                 "add an [upstreams.NAME] table or correct the name",
             );
         }
+    }
+}
+
+/// The listeners a route can be reached from (all of them when it names none).
+fn reachable_from<'c>(config: &'c Config, r: &'c super::Route) -> impl Iterator<Item = &'c super::Listener> {
+    config
+        .listeners
+        .iter()
+        .filter(|l| r.listeners.is_empty() || r.listeners.contains(&l.name))
+}
+
+fn share_a_listener(config: &Config, a: &super::Route, b: &super::Route) -> bool {
+    reachable_from(config, a).any(|l| reachable_from(config, b).any(|m| m.name == l.name))
+}
+
+/// EX-SEG-1, EX-MTLS-1: a route is bound to listeners that exist, and a route that needs
+/// a client certificate is not reachable where none is ever asked for (every request
+/// there would be refused: the binding is what the operator meant to write).
+fn check_route_listeners(config: &Config, r: &super::Route, key: &str, issues: &mut Issues) {
+    let known: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
+    for name in &r.listeners {
+        if !known.contains(&name.as_str()) {
+            issues.add(
+                format!("{key}.listeners"),
+                format!("no listener named {name:?} (known: {})", known.join(", ")),
+                "use the name of a [[listeners]] entry",
+            );
+        }
+    }
+    if r.client_cert != super::RouteClientCert::Required {
+        return;
+    }
+    for l in reachable_from(config, r).filter(|l| l.client_auth == ClientAuth::None) {
+        issues.add(
+            format!("{key}.client_cert"),
+            format!(
+                "route {:?} requires a client certificate but is reachable from listener {:?}, which never asks for one (client_auth = \"none\")",
+                r.name, l.name
+            ),
+            "bind the route to the listeners that ask for client certificates with `listeners = [...]`, or set client_auth = \"required\" on that listener",
+        );
     }
 }
 

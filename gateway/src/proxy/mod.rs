@@ -215,11 +215,17 @@ impl UpstreamPool {
             }
             SendError::Exchange(e) => e,
         };
-        // A request body cut off by the size limit surfaces as the body's error.
+        // A request body cut off by the size limit surfaces as the body's error; so does
+        // a body the client framed badly (a malformed chunk, a stream reset): the
+        // client's `hyper::Error` is then a source of the upstream exchange's error.
+        // Neither is the upstream's fault, so neither is counted against it.
         let mut source = e.source();
         while let Some(s) = source {
             if s.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 return GatewayError::BodyTooLarge { limit: 0 };
+            }
+            if let Some(client) = s.downcast_ref::<hyper::Error>() {
+                return GatewayError::ClientBody(client.to_string());
             }
             source = s.source();
         }
