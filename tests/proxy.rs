@@ -284,3 +284,176 @@ async fn websocket_echo_through_the_gateway() {
         .await
         .is_err());
 }
+
+/// A backend that counts the requests whose head reached it and the ones whose body
+/// it read to the end; answers 200 "ok".
+async fn counting_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
+) {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::Ordering;
+    let counts: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        seen[0].fetch_add(1, Ordering::SeqCst);
+                        if req.into_body().collect().await.is_ok() {
+                            seen[1].fetch_add(1, Ordering::SeqCst);
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Sends raw bytes over TLS (HTTP/1.1) and returns the status code of the answer
+/// (0 when the connection closed without one).
+async fn raw_http1(gw: &Gateway, pki: &Pki, bytes: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tls = tls_connect(gw.addr, client(pki)).await.unwrap();
+    tls.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|r| r.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// RFC 9112 §3.2: two `Host` headers, or an HTTP/1.1 request without one, are 400 and
+/// never reach the backend (it could route them differently from the gateway).
+#[tokio::test]
+async fn ambiguous_host_is_400_and_not_forwarded() {
+    let pki = Pki::new();
+    let (backend, counts) = counting_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("api", "/", &[backend], "")));
+    let cases: [&[u8]; 2] = [
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ];
+    for raw in cases {
+        let (status, text) = raw_http1(&gw, &pki, raw).await;
+        assert_eq!(status, 400, "{}: {text}", String::from_utf8_lossy(raw));
+        assert!(text.contains("bad_request"), "{text}");
+    }
+    // The well-formed request still goes through: the backend was reachable all along.
+    let (status, _) = raw_http1(
+        &gw,
+        &pki,
+        b"GET /a HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        counts[0].load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the good request was forwarded"
+    );
+}
+
+/// A malformed chunked body is the client's fault: 400, and the upstream's error
+/// counter does not move.
+#[tokio::test]
+async fn malformed_chunked_body_is_400_not_an_upstream_error() {
+    let pki = Pki::new();
+    let (backend, _) = counting_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("api", "/", &[backend], "")));
+    for raw in [
+        &b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab"[..],
+        &b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"[..],
+        &b"POST /a HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY0\r\n\r\n"[..],
+    ] {
+        let (status, text) = {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+            tls.write_all(raw).await.unwrap();
+            // A truncated body ends with the client closing its side.
+            tls.shutdown().await.ok();
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+            (status, text)
+        };
+        assert_eq!(status, 400, "{}: {text}", String::from_utf8_lossy(raw));
+        assert!(text.contains("bad_body"), "{text}");
+    }
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(
+        !metrics.contains("phr_upstream_errors_total"),
+        "a client's bad body was counted against the upstream:\n{metrics}"
+    );
+    assert!(
+        !gw.log_text().contains("upstream_failed"),
+        "a client's bad body was reported as an upstream failure:\n{}",
+        gw.log_text()
+    );
+}
+
+/// RFC 9113 §8.1.1: an HTTP/2 request whose DATA frames disagree with its
+/// `content-length` is malformed: a stream error, and no complete request upstream.
+#[tokio::test]
+async fn http2_content_length_mismatch_is_a_stream_error() {
+    let pki = Pki::new();
+    // One backend reads every body before answering; the other answers at once,
+    // without reading the body (as many do for a request they do not expect a body on).
+    let (backend, counts) = counting_backend().await;
+    let plain = start_backend().await;
+    let gw = Gateway::start(
+        &pki,
+        &base_config(
+            &pki,
+            "",
+            &format!(
+                "{}{}",
+                plain_route("api", "/", &[backend], ""),
+                plain_route("quick", "/q/", &[plain], "")
+            ),
+        ),
+    );
+    let h2 = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            h2: true,
+            ..Default::default()
+        },
+    );
+    // Repeated: whether the quick backend's answer beats the malformed DATA is a race.
+    let cases = [("/a", 10usize, 5usize), ("/a", 3, 8), ("/q/a", 10, 5), ("/q/a", 3, 8)];
+    for (path, declared, sent) in cases.into_iter().cycle().take(40) {
+        let mut c = Conn::open(gw.addr, h2.clone()).await.unwrap();
+        let req = Request::post(format!("https://localhost{path}"))
+            .header("content-length", declared)
+            .body(Full::new(Bytes::from(vec![b'x'; sent])))
+            .unwrap();
+        match c.send(req).await {
+            Ok(resp) => panic!("{path} declared {declared}, sent {sent}: answered {}", resp.status()),
+            Err(e) => assert!(
+                format!("{e:?}").contains("PROTOCOL_ERROR"),
+                "{path} declared {declared}: {e:?}"
+            ),
+        }
+    }
+    assert_eq!(
+        counts[0].load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a malformed request reached the backend"
+    );
+}

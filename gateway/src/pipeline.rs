@@ -194,6 +194,7 @@ async fn process(
         other => other?,
     };
     let mut out = Outgoing::new(ctx, &route, req)?;
+    out.read_small_body(route.max_body_bytes).await?;
     // Phase 5: authorise (FHIR routes: SMART scopes and the patient compartment).
     let exchange = match route.fhir {
         // Boxed (FHIR routes only) so its buffered-body state does not enlarge
@@ -273,6 +274,36 @@ impl Outgoing {
             body,
             client_upgrade,
         })
+    }
+}
+
+/// Declared bodies up to this size are read whole before anything is sent upstream.
+/// A body that then fails to arrive as declared (an HTTP/2 DATA total that differs from
+/// `content-length`, a client that stops short) is refused without a byte of it reaching
+/// the backend, which would otherwise see a request it may act on before the body breaks.
+/// Larger bodies stream; a failure cuts the upstream request short instead.
+const PREREAD_BODY_BYTES: u64 = 64 * 1024;
+
+impl Outgoing {
+    /// Reads a small declared body into memory (see [`PREREAD_BODY_BYTES`]).
+    async fn read_small_body(&mut self, limit: u64) -> Result<(), GatewayError> {
+        use http_body_util::BodyExt;
+        let Either::Left(body) = &self.body else {
+            return Ok(());
+        };
+        if !body.size_hint().exact().is_some_and(|n| n <= PREREAD_BODY_BYTES) {
+            return Ok(());
+        }
+        let body = std::mem::replace(&mut self.body, Either::Right(Full::new(Bytes::new())));
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                return Err(GatewayError::BodyTooLarge { limit })
+            }
+            Err(e) => return Err(GatewayError::ClientBody(e.to_string())),
+        };
+        self.body = Either::Right(Full::new(bytes));
+        Ok(())
     }
 }
 
