@@ -291,7 +291,7 @@ impl Outgoing {
         let Either::Left(body) = &self.body else {
             return Ok(());
         };
-        if !body.size_hint().exact().is_some_and(|n| n <= PREREAD_BODY_BYTES) {
+        if body.size_hint().exact().is_none_or(|n| n > PREREAD_BODY_BYTES) {
             return Ok(());
         }
         let body = std::mem::replace(&mut self.body, Either::Right(Full::new(Bytes::new())));
