@@ -304,7 +304,8 @@ impl Outgoing {
         let Either::Left(body) = &self.body else {
             return Ok(());
         };
-        if body.size_hint().exact().is_none_or(|n| n > PREREAD_BODY_BYTES) {
+        // Nothing to read (most GETs): the request goes on exactly as it came.
+        if body.is_end_stream() || body.size_hint().exact().is_none_or(|n| n > PREREAD_BODY_BYTES) {
             return Ok(());
         }
         let body = std::mem::replace(&mut self.body, Either::Right(Full::new(Bytes::new())));
