@@ -99,7 +99,7 @@ pub enum BuildError {
     Protection(String),
     #[error("auth: {0}")]
     Auth(String),
-    #[error("auth: {0}. Fix: check that every issuer's JWKS URL answers (and is inside the residency allow-list)")]
+    #[error("auth: {0}")]
     KeysNotLoaded(#[from] crate::auth::KeysNotLoaded),
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
