@@ -406,8 +406,9 @@ async fn every_request_has_one_record(pg: Option<&str>) {
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
     let (s, no_token, _) = get(&mut c, "/fhir/Patient/pa", None).await;
     assert_eq!(s, 401);
+    // Answered exactly as a missing resource (ACL-PHR-1); the record keeps the reason.
     let (s, other, _) = get(&mut c, "/fhir/Patient/pb", Some(&tok)).await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 404);
     let (s, no_route, _) = get(&mut c12, "/nowhere?code=secret-value", None).await;
     assert_eq!(s, 404);
     let (s, plain_ok, _) = get(&mut c, "/plain/echo?code=secret-value&x=1", None).await;
@@ -475,7 +476,7 @@ async fn every_request_has_one_record(pg: Option<&str>) {
         (
             "other patient",
             &other,
-            json!({"status": 403, "decision": "refused", "reason": "forbidden", "route": "fhir",
+            json!({"status": 404, "decision": "refused", "reason": "other_patient_concealed", "route": "fhir",
                    "path": "/fhir/Patient/pb", "subject": subject, "jti": jti, "upstream_addr": null,
                    "tls_version": "TLSv1.3"}),
         ),
@@ -1404,8 +1405,78 @@ async fn export_stdout_holds_only_the_export_on_postgres() {
     assert_eq!(bundle["entry"].as_array().map(Vec::len), Some(2));
 }
 
+/// A panic inside a phase (injected through a debug-build-only hook, see
+/// `gateway/src/fault.rs`) answers that request 500 in the route's error format, writes
+/// its access record with the refusal code, counts it, and the gateway keeps serving
+/// (on the same connection and on new ones). Before, the connection dropped with no
+/// response and no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_phase_is_a_recorded_500_and_the_gateway_keeps_serving() {
+    let pki = Pki::new();
+    let fhir = fhir_backend::start().await;
+    let plain = start_backend().await;
+    let dir = pki.path("panic");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config(&pki, "test", fhir, plain, "")).unwrap();
+    let gw = Gateway::start_with_env(
+        &["run", "--config", cfg_str(&path)],
+        path.clone(),
+        &[("PHR_GATEWAY_TEST_PANIC_ON_PATH", "/plain/boom,/fhir/Observation/boom")],
+    );
+    let tok = token(&unique("subject-"), Some("pa"), &unique("jti-"));
+    let mut c = open(&gw, &pki, false).await;
+
+    let (s, plain_boom, body) = get(&mut c, "/plain/boom", None).await;
+    assert_eq!(s, 500, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "internal_error", "{v}");
+    assert_eq!(v["error"]["request_id"], json!(plain_boom), "{v}");
+    assert!(
+        !String::from_utf8_lossy(&body).contains("injected"),
+        "the panic message stays in the log: {v}"
+    );
+    // The same connection goes on serving.
+    let (s, _, _) = get(&mut c, "/plain/after", None).await;
+    assert_eq!(s, 200, "the connection survives the panic");
+
+    let mut c2 = open(&gw, &pki, false).await;
+    let (s, fhir_boom, body) = get(&mut c2, "/fhir/Observation/boom", Some(&tok)).await;
+    assert_eq!(s, 500, "{}", String::from_utf8_lossy(&body));
+    let v = json(&body);
+    assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+    assert_eq!(v["issue"][0]["code"], "exception", "{v}");
+    let (s, _, _) = get(&mut c2, "/fhir/Patient/pa", Some(&tok)).await;
+    assert_eq!(s, 200, "the gateway keeps serving FHIR requests");
+    drop((c, c2));
+
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("phr_request_panics_total") && l.ends_with(" 2")),
+        "panics counted:\n{metrics}"
+    );
+    assert!(
+        gw.log_text().contains("a phase panicked: injected panic"),
+        "{}",
+        gw.log_text()
+    );
+    let (lines, _) = export(&gw.config).await;
+    let recs = by_request_id(&lines);
+    for (what, id) in [("plain", &plain_boom), ("fhir", &fhir_boom)] {
+        let r = &recs
+            .get(id)
+            .unwrap_or_else(|| panic!("no record for the {what} panic {id}"))["record"];
+        assert_eq!(r["status"], 500, "{what}: {r}");
+        assert_eq!(r["decision"], "refused", "{what}: {r}");
+        assert_eq!(r["reason"], "internal_error", "{what}: {r}");
+    }
+    assert_intact(&gw.config, "after panics").await;
+}
+
 /// A refused FHIR request is recorded without what it tried to reach: `interaction`,
-/// `resource_type` and `resource_id` are null on the 403 for `GET /fhir/Patient/pb`
+/// `resource_type` and `resource_id` are null on the refusal of `GET /fhir/Patient/pb`
 /// (and for a search such as `?patient=pb` the scrubbed path keeps no trace of whose
 /// data was sought). `ctx.fhir` is only set once authorisation succeeded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1416,7 +1487,7 @@ async fn refused_fhir_requests_record_what_was_attempted() {
     let gw = Gateway::start(&pki, &config(&pki, "test", fhir, plain, ""));
     let tok = token(&unique("subject-"), Some("pa"), &unique("jti-"));
     let (s, other, _) = get_once(&gw, &pki, "/fhir/Patient/pb", Some(&tok)).await;
-    assert_eq!(s, 403);
+    assert_eq!(s, 404, "answered as a missing resource");
     let (lines, _) = export(&gw.config).await;
     let r = &by_request_id(&lines)[&other]["record"];
     assert_eq!(r["decision"], "refused");

@@ -281,8 +281,9 @@ async fn demo_serves_synthetic_patients() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["resourceType"], "Patient");
     assert!(headers.contains_key("strict-transport-security"));
-    // The demo shows the safeguards: another patient's record and no token are refused.
-    assert_eq!(get("/fhir/Patient/p2", Some(token("PATIENT_TOKEN"))).await.0, 403);
+    // The demo shows the safeguards: another patient's record (answered as missing, so
+    // the token learns nothing about it) and no token are refused.
+    assert_eq!(get("/fhir/Patient/p2", Some(token("PATIENT_TOKEN"))).await.0, 404);
     assert_eq!(get("/fhir/Patient/p2", Some(token("DOCTOR_TOKEN"))).await.0, 200);
     assert_eq!(get("/fhir/Patient/p1", None).await.0, 401);
     gw.wait_log("curl --cacert").await;

@@ -83,6 +83,10 @@ pub enum GatewayError {
     /// The route needs tokens but no authenticator is configured: refuse, never allow.
     #[error("authentication is not available")]
     AuthUnavailable,
+    /// A phase panicked (a defect in the gateway). The request is refused, recorded and
+    /// counted like any other refusal; the panic message stays in the log.
+    #[error("the gateway failed while handling this request; the operator can find it by its request id")]
+    Internal(String),
 }
 
 impl GatewayError {
@@ -112,6 +116,7 @@ impl GatewayError {
             Self::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UploadRefused { status, .. } => *status,
             Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -143,6 +148,7 @@ impl GatewayError {
             Self::AuditUnavailable => "audit_unavailable",
             Self::UploadRefused { code, .. } => code,
             Self::ClientBody(_) => "bad_body",
+            Self::Internal(_) => "internal_error",
         }
     }
 }

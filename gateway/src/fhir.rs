@@ -80,7 +80,18 @@ pub async fn authorize(
         scopes: &scopes,
         patient: patient.as_deref(),
     };
-    let mut decision = fhir_adapter::authorize(&classified, &access, &route.fhir_policy)?;
+    let mut decision = match fhir_adapter::authorize(&classified, &access, &route.fhir_policy) {
+        // The adapter answers a confined read of another patient's `Patient` as a missing
+        // resource; the access record still says what was tried.
+        Err(fhir_adapter::FhirError::NotFound { .. }) => {
+            let patient = classified.id.clone().unwrap_or_default();
+            return Err(concealed(
+                &classified,
+                fhir_adapter::FhirError::OtherPatient { patient },
+            ));
+        }
+        other => other?,
+    };
     // Defence in depth: whatever a patient-confined request gets back is checked, even
     // when the query was confined, so a backend that ignores a parameter leaks nothing.
     if decision.patient.is_some() {

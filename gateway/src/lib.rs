@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;
+mod fault;
 pub mod fhir;
 pub mod limits;
 pub mod metrics;

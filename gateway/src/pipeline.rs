@@ -29,6 +29,7 @@ use crate::proxy::{headers, websocket, PeerAddr, UpstreamBody};
 use crate::runtime::{RouteRuntime, Runtime, Shared};
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Full, Limited};
@@ -122,7 +123,18 @@ impl Pipeline {
                 .to_string(),
             bytes_in: req.body().size_hint().exact().unwrap_or(0),
         });
-        let (mut resp, refusal) = match process(&runtime, &mut ctx, req).await {
+        // A panic in a phase is a defect, not a reason to drop the connection unanswered
+        // and unrecorded: it becomes this request's 500, recorded like any refusal. Only
+        // this request's state is abandoned; shared state is behind locks that either
+        // survive a panic (atomics, moka, arc-swap) or refuse later requests the same way.
+        let outcome = std::panic::AssertUnwindSafe(process(&runtime, &mut ctx, req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                metrics::counter!("phr_request_panics_total").increment(1);
+                Err(GatewayError::Internal(panic_message(panic.as_ref())))
+            });
+        let (mut resp, refusal) = match outcome {
             Ok(resp) => {
                 limits::after_response(&runtime.protection, &ctx);
                 (resp, None)
@@ -193,6 +205,7 @@ async fn process(
         }
         other => other?,
     };
+    crate::fault::inject_panic(req.uri().path());
     let mut out = Outgoing::new(ctx, &route, req)?;
     out.read_small_body(route.max_body_bytes).await?;
     // Phase 5: authorise (FHIR routes: SMART scopes and the patient compartment).
@@ -573,8 +586,18 @@ fn detail(err: &GatewayError) -> String {
         | GatewayError::UpstreamFailed { reason, .. } => reason.clone(),
         GatewayError::Concealed { reason, .. } => format!("answered as not found: {reason}"),
         GatewayError::ClientBody(reason) => format!("the request body could not be read: {reason}"),
+        GatewayError::Internal(panic) => format!("a phase panicked: {panic}"),
         other => other.to_string(),
     }
+}
+
+/// What `panic!` said, for the log line (payloads are `&str` or `String` in practice).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 #[cfg(test)]

@@ -176,9 +176,15 @@ impl Gateway {
     }
 
     pub fn start_with_args(args: &[&str], config: PathBuf) -> Self {
+        Self::start_with_env(args, config, &[])
+    }
+
+    /// As [`Gateway::start_with_args`], with extra environment variables for the process.
+    pub fn start_with_env(args: &[&str], config: PathBuf, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(args)
             .env("PHR_GATEWAY_WORKER_THREADS", "2")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
