@@ -152,6 +152,29 @@ fn check_config_refuses_a_loopback_upstream_outside_the_cluster() {
     );
 }
 
+/// A reload makes the same checks: a file `check-config` refuses is not swapped in.
+#[tokio::test]
+async fn reload_refuses_a_loopback_upstream_outside_the_cluster() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let text = base_config(&pki, "", &plain_route("b", "/", &[backend], ""));
+    let gw = Gateway::start(&pki, &text);
+    let changed = text.replace("in_cluster = true\n", "");
+    assert_ne!(changed, text);
+    std::fs::write(&gw.config, &changed).unwrap();
+    let (status, body) = gw.admin("POST", "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("upstreams.b.endpoints[0]") && body.contains("in_cluster = true"),
+        "{body}"
+    );
+    // The last good configuration keeps serving.
+    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
+        .await
+        .unwrap();
+    assert_eq!(c.get("/echo").await.unwrap().0, 200);
+}
+
 #[test]
 fn check_config_names_the_key_when_a_private_key_is_given_as_cert_file() {
     let pki = Pki::new();

@@ -40,11 +40,7 @@ pub async fn check(path: &Path) -> Result<Checked, StartError> {
             issues,
         }))
     };
-    let mut issues = Vec::new();
-    listener_tls(&config, &mut issues);
-    upstream_tls(&config, &mut issues);
-    jwks_files(&config, &mut issues);
-    fixed_addresses(&config, &mut issues);
+    let mut issues = file_and_address_issues(&config);
     audit_keys(&config, &mut issues);
     if !issues.is_empty() {
         return Err(invalid(issues));
@@ -59,6 +55,17 @@ pub async fn check(path: &Path) -> Result<Checked, StartError> {
         return Err(invalid(vec![runtime_issue(e)]));
     }
     Ok(Checked { config, storage })
+}
+
+/// The checks of a loaded config that a reload makes too: TLS files, JWKS files and
+/// fixed addresses (the access-record keys cannot change on reload).
+pub fn file_and_address_issues(config: &Config) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    listener_tls(config, &mut issues);
+    upstream_tls(config, &mut issues);
+    jwks_files(config, &mut issues);
+    fixed_addresses(config, &mut issues);
+    issues
 }
 
 fn issue(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> ConfigIssue {
