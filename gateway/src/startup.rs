@@ -10,7 +10,8 @@
 //! refused, every request answered 502 `egress_refused`), the store's and Redis's
 //! addresses (DATA-JP-1), the access-record keys that already exist and the directories
 //! of those `run` will create (LOG-PROT-1, DATA-ENC-1), and the limits (AV-DOS-1).
-//! Every problem names the config file, the key and the fix.
+//! Every problem names the config file, the key and the fix. A reload makes the
+//! file and address checks too ([`file_and_address_issues`]).
 //!
 //! Left to `run`, after this passed: creating missing key files, opening the store and
 //! checking the key-encryption key against it, fetching JWKS URLs, binding sockets.
