@@ -684,6 +684,54 @@ async fn per_ip_connection_cap_refuses_the_third_connection_until_one_closes() {
     assert!(try_conn(&gw, &pki).await.is_err(), "the cap holds again with two open");
     assert_eq!(second.get("/api/echo").await.unwrap().0, 200);
     drop(replacement);
+    // Three refusals, one log line for the source within the minute, naming the key.
+    gw.wait_log("connection refused before TLS").await;
+    let lines = refusal_lines(&gw, "connection refused before TLS");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("127.0.0.1") && lines[0].contains("connection_limits.max_connections_per_ip"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// The gateway's log lines containing `needle`, once the log has had time to settle.
+fn refusal_lines(gw: &Gateway, needle: &str) -> Vec<String> {
+    std::thread::sleep(Duration::from_millis(300));
+    gw.log_text()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_is_logged_once_per_source_per_interval() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let rest = limited_route("api", "/api/", backend, &[]);
+    let limits = "max_connections_per_ip = 10000\ntls_handshakes_per_ip_per_second = 1\ntls_handshake_burst = 1";
+    let gw = Gateway::start(&pki, &config(&pki, limits, NO_BACKOFF, &rest));
+    // A scanner's burst: most of these are refused before TLS.
+    let mut refused = 0;
+    for _ in 0..8 {
+        if try_conn(&gw, &pki).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 2, "only {refused} of 8 handshakes were refused");
+    gw.wait_log("TLS handshake refused").await;
+    let lines = refusal_lines(&gw, "TLS handshake refused");
+    assert_eq!(lines.len(), 1, "{refused} refusals: {lines:#?}");
+    let line = &lines[0];
+    for needed in [
+        "\"source\":\"127.0.0.1\"",
+        "connection_limits.tls_handshake_burst = 1",
+        "connection_limits.tls_handshakes_per_ip_per_second = 1",
+        "connection_limits.exempt",
+    ] {
+        assert!(line.contains(needed), "{needed:?} missing: {line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,139 @@ fn bad_config_exits_non_zero_with_a_precise_message() {
     );
 }
 
+/// The files in `dir`, by name.
+fn files_in(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// `check-config` and `run` on `config`: both must refuse with a message naming the
+/// file and every `needles` entry, and `run` must have created nothing in the data dir
+/// (no audit key, no signing key, no store).
+fn both_refuse(pki: &Pki, config: &str, needles: &[&str]) {
+    let path = pki.path("gateway.toml");
+    std::fs::write(&path, config).unwrap();
+    let before = files_in(pki.dir.path());
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "check-config called it valid: {err}");
+    for needle in ["gateway.toml", "Fix:"].iter().chain(needles) {
+        assert!(err.contains(needle), "check-config: {needle:?} missing in: {err}");
+    }
+    assert_eq!(files_in(pki.dir.path()), before, "check-config created files");
+    let out = run_until_exit(&["run", "--config", path.to_str().unwrap()], Duration::from_secs(20))
+        .expect("run started with a configuration that can only fail");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run: {err}");
+    for needle in ["gateway.toml", "Fix:"].iter().chain(needles) {
+        assert!(err.contains(needle), "run: {needle:?} missing in: {err}");
+    }
+    assert_eq!(
+        files_in(pki.dir.path()),
+        before,
+        "run created files before refusing the configuration"
+    );
+}
+
+#[test]
+fn check_config_refuses_a_missing_jwks_file_and_run_creates_no_key() {
+    let pki = Pki::new();
+    let issuer =
+        "[[auth.issuers]]\nissuer = \"https://idp.test\"\njwks_file = \"no-such-jwks.json\"\naudiences = [\"phr\"]\n\n";
+    let config = base_config(
+        &pki,
+        "",
+        &format!("{issuer}{}", plain_route("b", "/", &[closed_port()], "")),
+    );
+    both_refuse(
+        &pki,
+        &config,
+        &[
+            "auth.issuers[0].jwks_file",
+            "JWKS file",
+            "no-such-jwks.json",
+            "issuer https://idp.test",
+        ],
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config", pki.path("gateway.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // A file is called a file, and the issuer is written as words, not a code tuple.
+    assert!(
+        !err.contains("JWKS URL") && !err.contains("jwks_url") && !err.contains("[(\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_refuses_a_loopback_upstream_outside_the_cluster() {
+    let pki = Pki::new();
+    // Without in_cluster = true the residency policy refuses 127.0.0.1 on every
+    // connection: a gateway that starts can only answer 502 egress_refused.
+    let rest = format!(
+        "[upstreams.b]\nendpoints = [\"http://{}\"]\nallow_plaintext = true\njurisdiction = \"JP\"\n\n[[routes]]\nname = \"b\"\npath_prefix = \"/\"\nupstream = \"b\"\nphi = false\n[routes.auth]\nmode = \"none\"\n",
+        closed_port()
+    );
+    both_refuse(
+        &pki,
+        &base_config(&pki, "", &rest),
+        &[
+            "upstreams.b.endpoints[0]",
+            "127.0.0.1",
+            "in_cluster = true",
+            "egress_refused",
+        ],
+    );
+}
+
+/// A reload makes the same checks: a file `check-config` refuses is not swapped in.
+#[tokio::test]
+async fn reload_refuses_a_loopback_upstream_outside_the_cluster() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let text = base_config(&pki, "", &plain_route("b", "/", &[backend], ""));
+    let gw = Gateway::start(&pki, &text);
+    let changed = text.replace("in_cluster = true\n", "");
+    assert_ne!(changed, text);
+    std::fs::write(&gw.config, &changed).unwrap();
+    let (status, body) = gw.admin("POST", "/reload").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.contains("upstreams.b.endpoints[0]") && body.contains("in_cluster = true"),
+        "{body}"
+    );
+    // The last good configuration keeps serving.
+    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
+        .await
+        .unwrap();
+    assert_eq!(c.get("/echo").await.unwrap().0, 200);
+}
+
+#[test]
+fn check_config_names_the_key_when_a_private_key_is_given_as_cert_file() {
+    let pki = Pki::new();
+    let cert = format!("cert_file = \"{}\"", pki.path("server.pem").display());
+    let swapped = format!("cert_file = \"{}\"", pki.path("server-key.pem").display());
+    let config = base_config(&pki, "", &plain_route("b", "/", &[closed_port()], "")).replace(&cert, &swapped);
+    assert!(config.contains(&swapped));
+    both_refuse(
+        &pki,
+        &config,
+        &[
+            "listeners[0].certificates[0].cert_file",
+            "server-key.pem",
+            "holds a private key",
+        ],
+    );
+}
+
 #[test]
 fn reference_config_is_valid() {
     // config/gateway.toml documents every key; it must parse with the real parser.

@@ -2,7 +2,6 @@
 //! here, so the demo exercises exactly the production start-up path.
 
 use crate::audit::service;
-use crate::config;
 use crate::runtime::{BuildError, Runtime, Shared};
 use crate::server::Server;
 use std::net::SocketAddr;
@@ -36,11 +35,10 @@ pub async fn run(
     on_ready: impl FnOnce(&[(String, SocketAddr)], SocketAddr),
 ) -> Result<(), StartError> {
     let metrics = crate::metrics::install();
-    let config = config::load(config_path).map_err(BuildError::from)?;
-    // Where the store and Redis are, before anything is sent there.
-    let storage = crate::residency::cli::check_storage_targets(&config)
-        .await
-        .map_err(StartError::Residency)?;
+    // Every check that needs neither the network nor a new file, the same ones
+    // `check-config` runs: nothing (a key file, the SQLite store) is created for a
+    // configuration that could not start, or could only refuse.
+    let crate::startup::Checked { config, storage } = crate::startup::check(config_path).await?;
     // The store and the access-record writer first: no request is served unrecorded.
     let store = service::open_store(&config).map_err(StartError::Audit)?;
     // A key-encryption key that cannot open the store's keys would spool every record forever.

@@ -20,5 +20,6 @@ pub mod proxy;
 pub mod residency;
 pub mod runtime;
 pub mod server;
+pub mod startup;
 pub mod store;
 pub mod tls;

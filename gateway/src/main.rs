@@ -204,11 +204,9 @@ fn main() -> ExitCode {
     init_logging(matches!(cli.command, Command::Run { .. } | Command::Demo { .. }));
     match cli.command {
         Command::CheckConfig { config } => block_on(async move {
-            let cfg = phr_gateway::config::load(&config).map_err(|e| e.to_string())?;
-            // The same checks, in the same order, as `run` before it serves: a config
-            // that passes here does not fail at start on the store's or Redis's address.
-            let storage = phr_gateway::residency::cli::check_storage_targets(&cfg).await?;
-            phr_gateway::runtime::Runtime::check(&cfg, &storage).map_err(|e| e.to_string())?;
+            // The very checks `run` makes before it creates a file or serves; only what
+            // needs the network (the store's KEK, JWKS URLs) is left to `run`.
+            phr_gateway::startup::check(&config).await.map_err(|e| e.to_string())?;
             println!("{}: configuration is valid", config.display());
             Ok::<(), String>(())
         }),

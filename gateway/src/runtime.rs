@@ -99,7 +99,7 @@ pub enum BuildError {
     Protection(String),
     #[error("auth: {0}")]
     Auth(String),
-    #[error("auth: {0}. Fix: check that every issuer's JWKS URL answers (and is inside the residency allow-list)")]
+    #[error("auth: {0}")]
     KeysNotLoaded(#[from] crate::auth::KeysNotLoaded),
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
@@ -308,6 +308,14 @@ impl Shared {
 
     async fn try_reload(&self) -> Result<(), BuildError> {
         let config = config::load(&self.config_path)?;
+        // What `check-config` and start-up refuse, a reload refuses too (crate::startup).
+        let issues = crate::startup::file_and_address_issues(&config);
+        if !issues.is_empty() {
+            return Err(BuildError::Load(config::LoadError::Invalid {
+                file: self.config_path.clone(),
+                issues,
+            }));
+        }
         let old = self.current.load();
         let before: Vec<_> = old.config.listeners.iter().map(|l| (&l.name, l.bind)).collect();
         let after: Vec<_> = config.listeners.iter().map(|l| (&l.name, l.bind)).collect();

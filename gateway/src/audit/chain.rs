@@ -154,6 +154,12 @@ impl CheckpointSigner {
             create_key_file(path, pem.as_bytes())?;
             return Ok(signer);
         }
+        Self::load(path)
+    }
+
+    /// Loads the signing key from an existing PKCS#8 PEM file, creating nothing:
+    /// the start-up check reads it before `run` may create any file.
+    pub fn load(path: &Path) -> Result<CheckpointSigner, CryptoError> {
         check_key_file_mode(path)?;
         let pem = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| CryptoError::KeyFileIo {
             path: path.to_path_buf(),

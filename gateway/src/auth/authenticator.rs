@@ -59,9 +59,35 @@ pub struct AuthStats {
 }
 
 /// Some issuers have no keys at all: the gateway must not report ready.
+/// Printed for an operator: each issuer in words, with where its keys were to come
+/// from (a file or a URL) and the fix for that kind of source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no JWKS keys for issuers: {0:?}")]
-pub struct KeysNotLoaded(pub Vec<(String, String)>);
+#[error("no JWKS keys for {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct KeysNotLoaded(pub Vec<MissingKeys>);
+
+/// One issuer without keys, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingKeys {
+    pub issuer: String,
+    /// `file /etc/…/jwks.json` or `url https://…`, as configured.
+    pub source: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for MissingKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fix = if self.source.starts_with("file ") {
+            "make jwks_file a readable JWKS document (JSON with a \"keys\" array of the issuer's public keys)"
+        } else {
+            "check that jwks_url answers with the issuer's JWKS and that its address is inside the residency allow-list"
+        };
+        write!(
+            f,
+            "issuer {} (JWKS {}): {}. Fix: {fix}",
+            self.issuer, self.source, self.error
+        )
+    }
+}
 
 struct IssuerEntry {
     cfg: IssuerConfig,
@@ -135,7 +161,16 @@ impl Authenticator {
         for (name, e) in &self.issuers {
             if let Err(err) = e.keys.refresh(&*self.fetcher, 3).await {
                 if e.keys.key_count() == 0 {
-                    missing.push((name.clone(), err));
+                    let source = match (&e.cfg.jwks_file, &e.cfg.jwks_url) {
+                        (Some(f), _) => format!("file {}", f.display()),
+                        (None, Some(u)) => format!("url {u}"),
+                        (None, None) => "shared secret".to_string(),
+                    };
+                    missing.push(MissingKeys {
+                        issuer: name.clone(),
+                        source,
+                        error: err,
+                    });
                 }
             }
         }

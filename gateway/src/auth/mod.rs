@@ -51,7 +51,7 @@ pub mod token_cache;
 pub mod two_factor;
 
 pub use self::assertion::AssertionSigner;
-pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded};
+pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded, MissingKeys};
 pub use self::config::{AuthConfig, AuthMode, ConfigError, IssuerConfig, RoutePolicy};
 pub use self::error::{AuthError, DpopError};
 pub use self::identity::{identity_headers, Binding, HeaderNames, Identity};

@@ -13,6 +13,10 @@
 //! open connection (entries are removed when their count drops to zero), so
 //! it is bounded by the gateway's total connection cap; the handshake limiter
 //! is a bounded [`LocalLimiter`].
+//!
+//! A refusal closes the socket before TLS, so it leaves no request and no access
+//! record: each is counted, and logged once per source per minute ([`RefusalLog`]),
+//! naming the limit and the key that raises it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,6 +29,7 @@ use super::config::ConnectionLimitsConfig;
 use super::decision::Decision;
 use super::keys::IpKey;
 use super::local::{LimiterError, LocalLimiter, RateSpec};
+use super::refusal_log::RefusalLog;
 
 type Counts = Arc<Mutex<HashMap<IpKey, u32>>>;
 
@@ -35,6 +40,9 @@ pub struct ConnectionLimiter<C: Clock = DefaultClock> {
     exempt: Vec<IpNet>,
     open: Counts,
     handshakes: LocalLimiter<C>,
+    /// One log line per source per interval for each kind of refusal.
+    handshake_refusals: RefusalLog<C>,
+    cap_refusals: RefusalLog<C>,
 }
 
 /// Holds one counted connection; dropping it releases the slot. Keep it in
@@ -79,6 +87,8 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
             v6_prefix: cfg.ipv6_prefix,
             exempt: cfg.exempt.clone(),
             open: Arc::default(),
+            handshake_refusals: RefusalLog::new(clock.clone()),
+            cap_refusals: RefusalLog::new(clock.clone()),
             handshakes: LocalLimiter::with_clock("tls_handshake", spec, cfg.max_tracked_ips, clock)?,
         })
     }
@@ -102,6 +112,17 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
             }
             drop(map);
             metrics::counter!("phr_connections_refused_total", "reason" => "per_ip_cap").increment(1);
+            if self.cap_refusals.should_log(key) {
+                tracing::warn!(
+                    source = %key,
+                    limit = self.max_per_ip,
+                    config_key = "connection_limits.max_connections_per_ip",
+                    silent_for_s = self.cap_refusals.interval().as_secs(),
+                    "connection refused before TLS: the source already holds connection_limits.max_connections_per_ip = {} open connections; raise that key, or list the source in connection_limits.exempt if it is a load balancer or health checker (further refusals of this source are counted in phr_connections_refused_total{{reason=\"per_ip_cap\"}}, not logged, for {} s)",
+                    self.max_per_ip,
+                    self.cap_refusals.interval().as_secs(),
+                );
+            }
             return None;
         }
         *n += 1;
@@ -143,7 +164,22 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
             };
         }
         let key = IpKey::new(ip, self.v6_prefix);
-        self.handshakes.check_digest(self.handshakes.hasher().hash_ip(key), 1)
+        let decision = self.handshakes.check_digest(self.handshakes.hasher().hash_ip(key), 1);
+        if !decision.allowed && self.handshake_refusals.should_log(key) {
+            let spec = self.handshakes.spec();
+            tracing::warn!(
+                source = %key,
+                per_second = spec.rate,
+                burst = spec.burst,
+                config_key = "connection_limits.tls_handshakes_per_ip_per_second",
+                silent_for_s = self.handshake_refusals.interval().as_secs(),
+                "TLS handshake refused: the source started more than connection_limits.tls_handshake_burst = {} handshakes at once (then connection_limits.tls_handshakes_per_ip_per_second = {} per second), so its connection was closed before TLS (a scanner reports this as \"TLS not offered\"); raise those keys, or list the source in connection_limits.exempt (further refusals of this source are counted in phr_connections_refused_total{{reason=\"handshake_rate\"}}, not logged, for {} s)",
+                spec.burst,
+                spec.rate,
+                self.handshake_refusals.interval().as_secs(),
+            );
+        }
+        decision
     }
 }
 

@@ -45,6 +45,7 @@ pub mod headers;
 pub mod keys;
 pub mod local;
 pub mod phases;
+pub mod refusal_log;
 pub mod shared;
 pub mod subject_blocks;
 pub mod upload_filter;

@@ -116,7 +116,14 @@ async fn start_fails_without_keys_and_background_refresh_runs() {
     f.set(Err("dns failure".into()));
     let a = Arc::new(Authenticator::new(config(), f.clone(), Arc::new(NoRevocations)).unwrap());
     let err = a.start().await.unwrap_err();
-    assert_eq!(err.0[0].0, ISS);
+    assert_eq!(err.0[0].issuer, ISS);
+    // For an operator: the issuer in words, where its keys were to come from, the fix.
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("issuer {ISS} (JWKS url ")), "{msg}");
+    assert!(
+        msg.contains("dns failure") && msg.contains("Fix:") && !msg.contains("(\""),
+        "{msg}"
+    );
     // Requests meanwhile get 503, not a misleading 401.
     let t = sign("ec1", Algorithm::ES256, "ec1", &claims());
     let h = bearer(&t);
@@ -142,4 +149,22 @@ async fn start_fails_without_keys_and_background_refresh_runs() {
     drop(a);
     tokio::time::sleep(Duration::from_secs(301)).await;
     assert!(task.is_finished(), "refresh task ends with the authenticator");
+}
+
+#[tokio::test]
+async fn a_missing_jwks_file_is_reported_as_a_file() {
+    let mut cfg = config();
+    cfg.issuers[0].jwks_url = None;
+    cfg.issuers[0].jwks_file = Some("/nonexistent/phr-test-jwks.json".into());
+    let f = MockFetcher::new(default_jwks());
+    let a = Authenticator::new(cfg, f, Arc::new(NoRevocations)).unwrap();
+    let msg = a.refresh_all().await.unwrap_err().to_string();
+    assert!(
+        msg.contains(&format!("issuer {ISS} (JWKS file /nonexistent/phr-test-jwks.json)")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("jwks_file") && !msg.contains("url") && !msg.contains("(\""),
+        "{msg}"
+    );
 }
