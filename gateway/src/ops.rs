@@ -4,7 +4,7 @@
 //! 情報の破棄). Each reads the same config file as `run`, so it talks to the same store
 //! with the same keys.
 
-use crate::audit::export::{export, ExportFormat, ExportQuery};
+use crate::audit::export::{export_with, ExportFormat, ExportQuery};
 use crate::audit::service::{load_kek, load_signer, open_store};
 use crate::audit::time::parse_rfc3339;
 use crate::config::Config;
@@ -74,7 +74,25 @@ pub async fn verify(path: &Path) -> Result<String, String> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
-    let report = crate::audit::verify::verify(&store, &[signer.verifying_key()])
+    let a = &cfg.audit;
+    // LOG-PROT-1: a tail a running gateway would already have checkpointed fails.
+    let interval_ms = i64::try_from(a.checkpoint_interval.as_millis()).unwrap_or(i64::MAX / 4);
+    let grace_ms = i64::try_from(a.checkpoint_grace.as_millis()).unwrap_or(i64::MAX / 4);
+    let options = crate::audit::verify::VerifyOptions {
+        tail_bound: Some(crate::audit::verify::TailBound {
+            max_records: a.checkpoint_every,
+            max_age_ms: interval_ms.saturating_mul(2).saturating_add(grace_ms),
+            now_ms: crate::audit::time::now_ms(),
+        }),
+        published: match &a.checkpoint_file {
+            Some(file) => {
+                let log = crate::audit::checkpoint_log::CheckpointLog::new(file.clone());
+                Some((file.display().to_string(), log.read().map_err(|e| e.to_string())?))
+            }
+            None => None,
+        },
+    };
+    let report = crate::audit::verify::verify_with(&store, &[signer.verifying_key()], &options)
         .await
         .map_err(|e| e.to_string())?;
     match report.is_intact() {
@@ -115,13 +133,28 @@ pub async fn export_records(
         subject,
     };
     let format = if fhir { ExportFormat::Fhir } else { ExportFormat::Jsonl };
-    let summary = export(&store, &*kek, &query, format, out)
+    let signer = load_signer(&cfg)?;
+    let trusted = [signer.verifying_key()];
+    let summary = export_with(&store, &*kek, &query, format, out, Some(&trusted))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(format!(
-        "{} records exported, {} unreadable (destroyed keys)",
-        summary.exported, summary.unreadable
-    ))
+    let text = format!(
+        "{} records exported, {} unreadable ({} destroyed keys, {} damaged)",
+        summary.exported,
+        summary.unreadable,
+        summary.unreadable - summary.damaged,
+        summary.damaged
+    );
+    // DATA-INT-1: damaged evidence must not pass as a complete export.
+    match summary.damaged {
+        0 => Ok(text),
+        n => Err(format!(
+            "{text}. {n} records are DAMAGED: their ciphertext does not open with a key that exists, or their \
+             data key is gone without a signed destruction record (the lines with \"reason\": \"damaged\" \
+             name them). Run `phr-gateway audit verify` to locate the alteration, and restore those rows \
+             from a backup"
+        )),
+    }
 }
 
 /// The periodic review (LOG-ACC-1): top subjects, off-hours access, many patients, refusals.

@@ -10,8 +10,8 @@
 //! (every variable-length field length-prefixed), so changing, removing,
 //! adding or moving a row breaks the chain at that row. A database
 //! administrator could still rewrite the whole chain; checkpoints stop that:
-//! every N records or T seconds, on shutdown, on purge and on key
-//! destruction the writer signs `(instance, seq, hash)` with an Ed25519 key
+//! every N records or T seconds (100 or 1 s by default), at start, on
+//! shutdown, on purge and on key destruction the writer signs `(instance, seq, hash)` with an Ed25519 key
 //! that is not in the database. The signing key is loaded from a PKCS#8 file
 //! with mode 0600 (DATA-ENC-2) or generated into the data directory.
 
@@ -58,6 +58,10 @@ pub enum CheckpointKind {
     Periodic,
     /// Writer stopped cleanly.
     Shutdown,
+    /// Writer started over an existing chain: vouches for the tail an unclean
+    /// stop (kill -9, crash) left after the last checkpoint, so `audit verify`
+    /// does not report it as unvouched forever.
+    Start,
     /// Records up to `seq` were deleted for retention; the chain restarts after it.
     Purge,
     /// A data key was destroyed (crypto-shredding); `detail` names it.
@@ -70,6 +74,7 @@ impl CheckpointKind {
         match self {
             CheckpointKind::Periodic => "periodic",
             CheckpointKind::Shutdown => "shutdown",
+            CheckpointKind::Start => "start",
             CheckpointKind::Purge => "purge",
             CheckpointKind::KeyDestroyed => "key_destroyed",
         }

@@ -7,10 +7,15 @@
 //! subject through the keyed-hash columns so only matching rows are
 //! decrypted. Output is JSON lines or a FHIR R4 `Bundle` of BALP
 //! `AuditEvent`s (see [`super::fhir`]). Records whose data key was destroyed
-//! are counted (and listed in JSON lines) but cannot be shown.
+//! are counted (and listed in JSON lines) but cannot be shown. Records that
+//! do not open for any other reason (altered ciphertext, a key deleted
+//! without a signed destruction record) are counted apart as damage
+//! (DATA-INT-1): `audit export` then exits non-zero, since evidence with
+//! damaged entries must not pass as complete.
 
 use std::io::Write;
 
+use ed25519_dalek::VerifyingKey;
 use serde_json::{json, Value};
 
 use super::super::store::Store;
@@ -61,6 +66,8 @@ pub struct ExportSummary {
     pub exported: u64,
     /// Matching rows that could not be decrypted (key destroyed or damaged).
     pub unreadable: u64,
+    /// Of those, the ones damaged (not a deliberately destroyed key).
+    pub damaged: u64,
 }
 
 /// Reads and decrypts the records matching `query`, in time order.
@@ -68,6 +75,17 @@ pub async fn read_records(
     store: &Store,
     kek: &dyn KeyEncryptionKey,
     query: &ExportQuery,
+) -> Result<Vec<StoredRecord>, AuditError> {
+    read_records_with(store, kek, query, None).await
+}
+
+/// [`read_records`]; with `trusted`, a key counts as destroyed only if a
+/// checkpoint signed by one of those keys says so.
+pub async fn read_records_with(
+    store: &Store,
+    kek: &dyn KeyEncryptionKey,
+    query: &ExportQuery,
+    trusted: Option<&[VerifyingKey]>,
 ) -> Result<Vec<StoredRecord>, AuditError> {
     let (mut subject_mac, mut patient_mac) = (None, None);
     if query.patient.is_some() || query.subject.is_some() {
@@ -84,6 +102,9 @@ pub async fn read_records(
         )
         .await?;
     let mut ring = KeyRing::new(store, kek);
+    if let Some(t) = trusted {
+        ring = ring.trusting(t.to_vec());
+    }
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let record = ring.open(&row).await?;
@@ -110,6 +131,10 @@ fn jsonl_line(r: &StoredRecord) -> Result<Value, AuditError> {
     match &r.record {
         Ok(rec) => v["record"] = serde_json::to_value(rec)?,
         Err(Unreadable::KeyDestroyed(k)) => v["unreadable"] = json!({ "reason": "key_destroyed", "key_id": k }),
+        Err(Unreadable::KeyMissing(k)) => {
+            v["unreadable"] =
+                json!({ "reason": "damaged", "detail": "data key missing without a destruction record", "key_id": k })
+        }
         Err(Unreadable::Damaged) => v["unreadable"] = json!({ "reason": "damaged" }),
     }
     Ok(v)
@@ -123,13 +148,28 @@ pub async fn export(
     format: ExportFormat,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, AuditError> {
-    let records = read_records(store, kek, query).await?;
+    export_with(store, kek, query, format, out, None).await
+}
+
+/// [`export`], trusting only destruction records signed by `trusted` (see
+/// [`read_records_with`]).
+pub async fn export_with(
+    store: &Store,
+    kek: &dyn KeyEncryptionKey,
+    query: &ExportQuery,
+    format: ExportFormat,
+    out: &mut dyn Write,
+    trusted: Option<&[VerifyingKey]>,
+) -> Result<ExportSummary, AuditError> {
+    let records = read_records_with(store, kek, query, trusted).await?;
     let mut sum = ExportSummary::default();
     for r in &records {
-        if r.record.is_ok() {
-            sum.exported += 1;
-        } else {
-            sum.unreadable += 1;
+        match &r.record {
+            Ok(_) => sum.exported += 1,
+            Err(why) => {
+                sum.unreadable += 1;
+                sum.damaged += u64::from(why.is_damage());
+            }
         }
     }
     match format {

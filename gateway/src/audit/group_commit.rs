@@ -17,8 +17,9 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::super::store::{AuditRow, KeyRow, Store};
+use super::super::store::{AuditRow, CheckpointRow, KeyRow, Store};
 use super::chain::{link_hash, CheckpointKind, CheckpointSigner, GENESIS_HASH};
+use super::checkpoint_log::CheckpointLog;
 use super::crypto::{record_aad, record_ids, spool_aad, DataKey, KeyEncryptionKey};
 use super::keys::IndexKey;
 use super::record::AccessRecord;
@@ -107,6 +108,16 @@ impl Writer {
     pub(super) async fn run(mut self) {
         if let Err(e) = self.replay().await {
             tracing::warn!(error = %e, "audit spool not replayed at start; will retry");
+        }
+        // A previous run that ended by kill -9 or a crash left records after its
+        // last checkpoint; vouch for them now rather than when traffic resumes
+        // (LOG-PROT-1: `audit verify` fails on an old unvouched tail).
+        // Probed first: a database that is down at start must not hold the first
+        // requests behind a connect timeout.
+        if self.spool_is_empty() && self.db_reachable().await {
+            if let Err(e) = self.checkpoint(CheckpointKind::Start).await {
+                tracing::warn!(error = %e, "start audit checkpoint failed; the next periodic one covers the chain");
+            }
         }
         let tick_every = self.cfg.retry_interval.min(self.cfg.checkpoint_interval);
         let mut tick = tokio::time::interval(tick_every);
@@ -339,6 +350,7 @@ impl Writer {
             false => vec![],
         };
         self.store.audit_commit(&keys, &rows, &checkpoints).await?;
+        self.publish(checkpoints).await;
         self.head = Some((seq, prev));
         let dek = self.dek.as_mut().expect("exists");
         dek.in_db = true;
@@ -379,10 +391,30 @@ impl Writer {
         };
         let c = self.signer.checkpoint(&self.cfg.instance, seq, &hash, kind, "")?;
         self.store.audit_insert_checkpoint(&c).await?;
+        self.publish(vec![c]).await;
         self.count(6, 1);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(())
+    }
+
+    /// Appends committed checkpoints to `checkpoint_file`, if configured. A
+    /// failure is logged, not retried: the database already holds the
+    /// checkpoint, and the next published one vouches for everything before
+    /// it, since each covers the whole chain up to its sequence number.
+    async fn publish(&self, checkpoints: Vec<CheckpointRow>) {
+        let Some(path) = self.cfg.checkpoint_file.clone() else {
+            return;
+        };
+        if checkpoints.is_empty() {
+            return;
+        }
+        let log = CheckpointLog::new(path);
+        match tokio::task::spawn_blocking(move || log.append(&checkpoints)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "audit checkpoint not published"),
+            Err(e) => tracing::error!(error = %e, "audit checkpoint not published"),
+        }
     }
 
     async fn stop(mut self, done: Option<oneshot::Sender<()>>) {
@@ -431,6 +463,13 @@ impl Writer {
         }
         self.with_spool(|s| s.clear()).await?;
         tracing::info!(records = recs.len(), "audit spool replayed");
+        // Replayed records carry their original (old) times: vouch for them now,
+        // not up to a tick later, so `audit verify` never sees them unvouched.
+        if !recs.is_empty() {
+            if let Err(e) = self.checkpoint(CheckpointKind::Periodic).await {
+                tracing::warn!(error = %e, "audit checkpoint after replay failed");
+            }
+        }
         Ok(())
     }
 }

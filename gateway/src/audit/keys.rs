@@ -15,7 +15,9 @@
 //!   longer be decrypted by anyone (情報の破棄 / crypto-shredding), and the
 //!   destruction is itself recorded as a signed checkpoint.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use ed25519_dalek::VerifyingKey;
 
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -23,7 +25,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::super::store::{AuditRow, KeyRow, Store};
-use super::chain::{CheckpointKind, CheckpointSigner};
+use super::chain::{check_checkpoint_signature, CheckpointKind, CheckpointSigner};
 use super::crypto::{random_bytes, record_aad, DataKey, KeyEncryptionKey};
 use super::record::AccessRecord;
 use super::AuditError;
@@ -134,12 +136,27 @@ impl IndexKey {
 }
 
 /// Why a stored record could not be read (it still counts in exports).
+///
+/// Only [`Unreadable::KeyDestroyed`] is an expected outcome (情報の破棄);
+/// the other two mean the store was damaged or altered (DATA-INT-1) and an
+/// export that meets them fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unreadable {
-    /// Its data key was destroyed (crypto-shredded) or never stored.
+    /// Its data key was deliberately destroyed (crypto-shredded): a
+    /// `key_destroyed` checkpoint names it.
     KeyDestroyed(String),
-    /// Decryption failed: the row was altered.
+    /// Its data key is gone but no checkpoint records its destruction: the
+    /// key row was deleted outside `keys destroy`, or the record's key id altered.
+    KeyMissing(String),
+    /// Decryption with an existing key failed: the row was altered.
     Damaged,
+}
+
+impl Unreadable {
+    /// True for damage, false for a deliberately destroyed key.
+    pub fn is_damage(&self) -> bool {
+        !matches!(self, Unreadable::KeyDestroyed(_))
+    }
 }
 
 /// Data keys unwrapped on demand and cached, for export, report and tests.
@@ -147,6 +164,10 @@ pub struct KeyRing<'a> {
     store: &'a Store,
     kek: &'a dyn KeyEncryptionKey,
     cache: HashMap<String, Option<DataKey>>,
+    /// Keys named by `key_destroyed` checkpoints, read on first need.
+    destroyed: Option<HashSet<String>>,
+    /// When set, only checkpoints signed by one of these keys count.
+    trusted: Option<Vec<VerifyingKey>>,
 }
 
 impl<'a> KeyRing<'a> {
@@ -156,7 +177,40 @@ impl<'a> KeyRing<'a> {
             store,
             kek,
             cache: HashMap::new(),
+            destroyed: None,
+            trusted: None,
         }
+    }
+
+    /// Counts a key as destroyed only if its `key_destroyed` checkpoint is
+    /// signed by one of `trusted`: a key row deleted behind the gateway's
+    /// back, with a forged checkpoint beside it, is then damage too.
+    pub fn trusting(mut self, trusted: Vec<VerifyingKey>) -> KeyRing<'a> {
+        self.trusted = Some(trusted);
+        self
+    }
+
+    /// Whether a signed checkpoint records the destruction of `key_id`.
+    async fn was_destroyed(&mut self, key_id: &str) -> Result<bool, AuditError> {
+        if self.destroyed.is_none() {
+            let mut set = HashSet::new();
+            for c in self.store.audit_checkpoints().await? {
+                if c.kind != CheckpointKind::KeyDestroyed.as_str() {
+                    continue;
+                }
+                if let Some(trusted) = &self.trusted {
+                    if check_checkpoint_signature(&c, trusted).is_err() {
+                        continue;
+                    }
+                }
+                let detail: serde_json::Value = serde_json::from_str(&c.detail).unwrap_or_default();
+                if let Some(k) = detail["key_id"].as_str() {
+                    set.insert(k.to_string());
+                }
+            }
+            self.destroyed = Some(set);
+        }
+        Ok(self.destroyed.as_ref().is_some_and(|s| s.contains(key_id)))
     }
 
     /// The data key `key_id`, `None` if it no longer exists; an error if it
@@ -176,7 +230,10 @@ impl<'a> KeyRing<'a> {
     /// Decrypts one row.
     pub async fn open(&mut self, row: &AuditRow) -> Result<Result<AccessRecord, Unreadable>, AuditError> {
         let Some(key) = self.data_key(&row.key_id).await? else {
-            return Ok(Err(Unreadable::KeyDestroyed(row.key_id.clone())));
+            return Ok(Err(match self.was_destroyed(&row.key_id).await? {
+                true => Unreadable::KeyDestroyed(row.key_id.clone()),
+                false => Unreadable::KeyMissing(row.key_id.clone()),
+            }));
         };
         let aad = record_aad(&row.record_id, &row.instance, row.seq);
         let Ok(plain) = key.open(&row.record_id, &row.nonce, &aad, &row.ciphertext) else {

@@ -10,7 +10,7 @@
 //! | [`record`] | LOG-ACC-1, LOG-ACC-2 (アクセス記録の取得), DATA-INT-1, DATA-RES-1 |
 //! | [`time`] | LOG-TIME-1 |
 //! | [`crypto`], [`keys`] | DATA-ENC-1, DATA-ENC-2 (データの暗号化), INC-APPI-1, 情報の破棄 |
-//! | [`chain`], [`verify`] | LOG-PROT-1, DATA-INT-1 |
+//! | [`chain`], [`verify`], [`checkpoint_log`] | LOG-PROT-1, DATA-INT-1 |
 //! | [`writer`], [`group_commit`], [`spool`], [`replay`] | LOG-ACC-1 (no unrecorded request), LOG-PROT-1 |
 //! | [`export`], [`fhir`] | LOG-ACC-1, INC-MHLW-1, INC-APPI-1 (evidence for authorities) |
 //! | [`report`] | LOG-ACC-1 (periodic review), ACL-ACCT-1 |
@@ -20,6 +20,7 @@
 //! so it can live beside `store/` under any crate root.
 
 pub mod chain;
+pub mod checkpoint_log;
 pub mod crypto;
 pub mod export;
 pub mod fhir;
@@ -121,6 +122,14 @@ pub enum AuditError {
     /// Writing an export or report failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    /// The external checkpoint file could not be written or read.
+    #[error("audit checkpoint file {path}: {detail}")]
+    CheckpointFile {
+        /// The file (`audit.checkpoint_file`).
+        path: PathBuf,
+        /// What went wrong, and how to fix it.
+        detail: String,
+    },
     /// A setting is out of range.
     #[error("invalid audit configuration: {0}")]
     Config(String),

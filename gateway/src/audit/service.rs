@@ -86,6 +86,9 @@ pub fn start_writer(config: &Config) -> Result<Option<AuditHandle>, String> {
     let kek = load_kek(config, true)?;
     let signer = load_signer(config)?;
     let mut wc = WriterConfig::new(config.gateway.instance_id.clone(), config.audit.spool_file.clone());
+    wc.checkpoint_every = config.audit.checkpoint_every;
+    wc.checkpoint_interval = config.audit.checkpoint_interval;
+    wc.checkpoint_file = config.audit.checkpoint_file.clone();
     wc.mode = match config.audit.mode {
         AuditMode::Durable => DurabilityMode::Durable,
         AuditMode::Relaxed => DurabilityMode::Relaxed,

@@ -59,8 +59,12 @@ pub struct WriterConfig {
     pub linger: Duration,
     /// Signed checkpoint after this many records...
     pub checkpoint_every: u64,
-    /// ...or this much time, whichever comes first.
+    /// ...or this much time, whichever comes first. Together they bound the tail a
+    /// crash leaves without a checkpoint (LOG-PROT-1): records there could be deleted
+    /// without trace, so both are small by default; `audit verify` enforces the bound.
     pub checkpoint_interval: Duration,
+    /// Also append every checkpoint to this file (see [`super::checkpoint_log`]).
+    pub checkpoint_file: Option<std::path::PathBuf>,
     /// New data key after this many records...
     pub data_key_max_records: u64,
     /// ...or this age (so a day's records can be shredded together).
@@ -71,7 +75,7 @@ pub struct WriterConfig {
 
 impl WriterConfig {
     /// Defaults: durable, batches of up to 512 waiting at most 2 ms for announced records, checkpoint
-    /// every 10 000 records or 60 s, data key per start and per day.
+    /// every 100 records or 1 s, data key per start and per day.
     pub fn new(instance: impl Into<String>, spool_path: impl Into<std::path::PathBuf>) -> WriterConfig {
         WriterConfig {
             instance: instance.into(),
@@ -80,8 +84,9 @@ impl WriterConfig {
             queue_capacity: 8192,
             max_batch: 512,
             linger: Duration::from_millis(2),
-            checkpoint_every: 10_000,
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_every: 100,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_file: None,
             data_key_max_records: 1_000_000,
             data_key_max_age: Duration::from_secs(24 * 3600),
             retry_interval: Duration::from_secs(1),
@@ -228,6 +233,17 @@ impl AuditWriter {
             return Err(AuditError::Config(
                 "audit writer needs an instance name, max_batch > 0 and queue_capacity > 0".into(),
             ));
+        }
+        if config.checkpoint_every == 0 || config.checkpoint_interval.is_zero() {
+            return Err(AuditError::Config(
+                "audit.checkpoint_every and audit.checkpoint_interval must be above zero (defaults: 100, \"1s\")"
+                    .into(),
+            ));
+        }
+        // Checked before serving: a checkpoint file that cannot be written would
+        // otherwise only show in the log while checkpoints went unpublished.
+        if let Some(path) = &config.checkpoint_file {
+            super::checkpoint_log::CheckpointLog::new(path.clone()).check_writable()?;
         }
         let spool = Spool::open(&config.spool_path)?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);

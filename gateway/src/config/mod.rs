@@ -105,6 +105,20 @@ pub struct AuditSection {
     /// our default, not a guideline number (LOG-RET-1).
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// A signed checkpoint after this many records... (LOG-PROT-1: bounds the tail a
+    /// `kill -9` leaves unvouched, which could be cut without trace).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    /// ...or this much time, whichever comes first.
+    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    pub checkpoint_interval: Duration,
+    /// `audit verify` fails when a record after the last checkpoint is older than two
+    /// intervals plus this (queueing, commit time and clock differences between hosts).
+    #[serde(default = "default_checkpoint_grace", with = "humantime_serde")]
+    pub checkpoint_grace: Duration,
+    /// Also append every signed checkpoint (one JSON line, fsync'd) to this file, ideally
+    /// on storage the database administrator cannot change; `audit verify` checks it.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 impl Default for AuditSection {
@@ -117,6 +131,10 @@ impl Default for AuditSection {
             spool_file: default_spool_file(),
             mode: AuditMode::Durable,
             retention_days: default_retention_days(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+            checkpoint_grace: default_checkpoint_grace(),
+            checkpoint_file: None,
         }
     }
 }
@@ -140,6 +158,15 @@ fn default_spool_file() -> PathBuf {
 }
 fn default_retention_days() -> u32 {
     1825
+}
+fn default_checkpoint_every() -> u64 {
+    100
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_checkpoint_grace() -> Duration {
+    Duration::from_secs(10)
 }
 
 impl Config {

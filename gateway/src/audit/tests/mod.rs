@@ -3,6 +3,7 @@
 mod chain_tests;
 mod crypto_tests;
 mod export_tests;
+mod tail_tests;
 mod writer_tests;
 
 use std::sync::Arc;
