@@ -25,6 +25,7 @@ use common::*;
 use http::Request;
 use http_body_util::Full;
 use jsonwebtoken::Algorithm;
+use phr_gateway::audit::chain::{CheckpointKind, CheckpointSigner};
 use phr_gateway::store::Store;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -593,8 +594,24 @@ async fn verify_names_a_modified_record() {
         "{}",
         out.text()
     );
-    // Export still lists it, as damaged, and the others as readable.
-    let (lines, _) = export(&cfg).await;
+    // Export still lists it, as damaged, and the others as readable; damage is not a
+    // destroyed key: the export names it and exits non-zero (DATA-INT-1).
+    let out = export_result(&cfg).await;
+    assert!(!out.ok, "export passed over a damaged record:\n{}", out.text());
+    assert!(
+        out.stderr
+            .contains("4 records exported, 1 unreadable (0 destroyed keys, 1 damaged)")
+            && out.stderr.contains("DAMAGED"),
+        "{}",
+        out.text()
+    );
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| !is_log_line(v))
+        .collect();
     assert_eq!(lines.len(), 5);
     let bad: Vec<&Value> = lines.iter().filter(|l| l.get("unreadable").is_some()).collect();
     assert_eq!(bad.len(), 1, "{lines:?}");
@@ -695,6 +712,129 @@ async fn verify_names_a_truncated_tail_against_the_shutdown_checkpoint() {
         out.text()
     );
     assert!(out.stderr.contains("shutdown checkpoint"), "{}", out.text());
+}
+
+/// Rewrites chain `instance` as if its records had been made `age_ms` ago, keeping it
+/// self-consistent (what someone who deletes checkpoints can also do); returns the head.
+async fn age_chain(store: &Store, instance: &str, age_ms: i64) -> (i64, Vec<u8>) {
+    let then = phr_gateway::audit::time::now_ms() - age_ms;
+    let mut prev = phr_gateway::audit::chain::GENESIS_HASH.to_vec();
+    let mut seq = 0;
+    for mut row in store.audit_rows_page(instance, None, 1000).await.unwrap() {
+        row.recorded_ms = then + row.seq;
+        row.prev_hash = prev.clone();
+        row.hash = phr_gateway::audit::chain::link_hash(&prev, row.seq, &row).to_vec();
+        prev = row.hash.clone();
+        seq = row.seq;
+        sqlx::query(
+            "UPDATE audit_records SET recorded_ms = $1, prev_hash = $2, hash = $3 WHERE instance = $4 AND seq = $5",
+        )
+        .bind(row.recorded_ms)
+        .bind(row.prev_hash)
+        .bind(row.hash)
+        .bind(instance)
+        .bind(row.seq)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    (seq, prev)
+}
+
+/// LOG-PROT-1: after kill -9, records since the last checkpoint (here: every record,
+/// the checkpoints deleted too) could be cut without trace; verify used to say
+/// "intact". Now a tail older than the bound a running gateway keeps fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_fails_on_a_cut_tail_left_without_checkpoints_after_kill_9() {
+    let pki = Pki::new();
+    let fhir = fhir_backend::start().await;
+    let plain = start_backend().await;
+    let dir = pki.path("cut-tail");
+    let gw = start_in(&dir, &config(&pki, "test", fhir, plain, ""));
+    plain_requests(&gw, &pki, 5).await;
+    // A running gateway's tail is reported and passes (it is young and short).
+    let out = assert_intact(&gw.config, "while running").await;
+    assert!(out.stdout.contains("unvouched tail: "), "{}", out.text());
+    let cfg = gw.config.clone();
+    drop(gw); // SIGKILL: no shutdown checkpoint
+    let store = connect(&sqlite_url(&dir)).await;
+    for sql in [
+        "DELETE FROM audit_checkpoints",
+        "DELETE FROM audit_records WHERE seq >= 4",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    // The crash was an hour ago: ages the three remaining records (rehashing them).
+    age_chain(&store, "test", 3_600_000).await;
+    store.close().await;
+    let out = verify(&cfg).await;
+    assert!(
+        !out.ok,
+        "verify passed on a chain with no checkpoint and an hour-old tail:\n{}",
+        out.text()
+    );
+    assert!(
+        out.stdout.contains("unvouched tail: 3 records after seq 0")
+            || out.stderr.contains("unvouched tail: 3 records after seq 0"),
+        "{}",
+        out.text()
+    );
+    assert!(
+        out.stderr.contains("UNVOUCHED test seq 1 record -: UnvouchedTail")
+            && out.stderr.contains("no signed checkpoint covers this chain")
+            && out.stderr.contains("RESULT: UNVOUCHED TAIL"),
+        "{}",
+        out.text()
+    );
+    // Starting the gateway again signs a start checkpoint over what is there now.
+    let gw = restart(&cfg);
+    plain_requests(&gw, &pki, 1).await;
+    stop(gw);
+    assert_intact(&cfg, "after a restart").await;
+}
+
+/// LOG-PROT-1 with `audit.checkpoint_file`: records *and* the checkpoints that vouched
+/// for them deleted from the database; the published file still names the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_fails_on_a_cut_the_published_checkpoints_cover() {
+    let pki = Pki::new();
+    let fhir = fhir_backend::start().await;
+    let plain = start_backend().await;
+    let dir = pki.path("published");
+    let file = pki.path("other-volume").join("checkpoints.log");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let extra = format!("[audit]\ncheckpoint_file = \"{}\"\n", file.display());
+    let gw = start_in(&dir, &config(&pki, "test", fhir, plain, &extra));
+    plain_requests(&gw, &pki, 5).await;
+    let cfg = gw.config.clone();
+    stop(gw);
+    let published = std::fs::read_to_string(&file).unwrap();
+    assert!(published.contains("\"shutdown\""), "{published}");
+    assert_intact(&cfg, "before the cut").await;
+    let store = connect(&sqlite_url(&dir)).await;
+    for sql in [
+        "DELETE FROM audit_checkpoints WHERE seq >= 4",
+        "DELETE FROM audit_records WHERE seq >= 4",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    store.close().await;
+    let out = verify(&cfg).await;
+    assert!(
+        !out.ok,
+        "verify passed on a cut the published checkpoints cover:\n{}",
+        out.text()
+    );
+    assert!(
+        out.stderr.contains("TAMPERED test seq 4 record -: Deleted")
+            && out.stderr.contains(&format!("published in {}", file.display())),
+        "{}",
+        out.text()
+    );
+    // Deleting the file is not a way out: verify cannot read it and says so.
+    std::fs::remove_file(&file).unwrap();
+    let out = verify(&cfg).await;
+    assert!(!out.ok && out.stderr.contains("checkpoints.log"), "{}", out.text());
 }
 
 // ---- 3. FHIR export ---------------------------------------------------------------
@@ -1003,7 +1143,17 @@ async fn purge_removes_expired_records_and_verify_still_passes() {
             .await
             .unwrap();
     }
-    assert!(store.audit_checkpoints().await.unwrap().is_empty());
+    // The checkpoints the writer signed vouch for the hashes before the ageing; a writer
+    // that recorded these two days ago would have signed the aged chain instead.
+    sqlx::query("DELETE FROM audit_checkpoints")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let signer = CheckpointSigner::load_or_generate(&dir.join("audit-signing.pem")).unwrap();
+    let c = signer
+        .checkpoint("test", 6, &prev, CheckpointKind::Periodic, "")
+        .unwrap();
+    store.audit_insert_checkpoint(&c).await.unwrap();
     store.close().await;
     assert_intact(&cfg, "aged chain").await;
 
