@@ -275,3 +275,58 @@ async fn unrecordable_is_an_error_and_relaxed_mode_counts_drops() {
     assert!(s.dropped > 0, "a 4-slot queue overflows with 200 immediate records");
     assert_eq!(s.dropped + s.committed, 200);
 }
+
+/// LOG-PROT-1 cost of checkpointing every 100 records or 1 s (the default) against
+/// the former 10 000 / 60 s: records per second, 64 concurrent submitters, rounds
+/// alternated. A measurement, not an assertion (run with `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn checkpoint_frequency_cost() {
+    for fx in Fx::all().await {
+        let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for round in 0..6 {
+            let which = round % 2;
+            let mut cfg = fx.config(&format!("gw-{round}"));
+            if which == 0 {
+                (cfg.checkpoint_every, cfg.checkpoint_interval) = (10_000, Duration::from_secs(60));
+            }
+            let (h, task) = AuditWriter::start(fx.store.clone(), fx.kek.clone(), fx.signer.clone(), cfg).unwrap();
+            let n = 4000;
+            let started = Instant::now();
+            let workers: Vec<_> = (0..64)
+                .map(|w| {
+                    let h = h.clone();
+                    tokio::spawn(async move {
+                        for i in (w..n).step_by(64) {
+                            h.record(sample(i)).await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.await.unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let stats = h.stats();
+            h.shutdown().await.unwrap();
+            task.await.unwrap();
+            rates[which].push(n as f64 / secs);
+            eprintln!(
+                "{} round {round} ({}): {:.0} records/s, {} transactions, {} checkpoints",
+                fx.db.name,
+                ["10000/60s", "100/1s"][which],
+                n as f64 / secs,
+                stats.transactions,
+                stats.checkpoints
+            );
+        }
+        let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+        eprintln!(
+            "{}: 10000/60s {:.0} records/s, 100/1s {:.0} records/s ({:+.1} %)",
+            fx.db.name,
+            mean(&rates[0]),
+            mean(&rates[1]),
+            (mean(&rates[1]) / mean(&rates[0]) - 1.0) * 100.0
+        );
+    }
+}
