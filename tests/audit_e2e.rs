@@ -811,7 +811,22 @@ async fn verify_fails_on_a_cut_the_published_checkpoints_cover() {
     let published = std::fs::read_to_string(&file).unwrap();
     assert!(published.contains("\"shutdown\""), "{published}");
     assert_intact(&cfg, "before the cut").await;
+    // Operator commands publish their checkpoints too; a shredded key is not damage.
     let store = connect(&sqlite_url(&dir)).await;
+    let key = data_keys(&store).await[0].0.clone();
+    cli_ok(&["keys", "destroy", "-c", cfg_str(&cfg), "--key-id", &key]).await;
+    let published = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        published.contains("\"key_destroyed\"") && published.contains(&key),
+        "{published}"
+    );
+    let (_, out) = export(&cfg).await;
+    assert!(
+        out.stderr
+            .contains("0 records exported, 5 unreadable (5 destroyed keys, 0 damaged)"),
+        "{}",
+        out.text()
+    );
     for sql in [
         "DELETE FROM audit_checkpoints WHERE seq >= 4",
         "DELETE FROM audit_records WHERE seq >= 4",

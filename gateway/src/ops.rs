@@ -168,15 +168,45 @@ pub async fn report(path: &Path, from: Option<&str>, to: Option<&str>) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// Ids of the checkpoints in the store, when `audit.checkpoint_file` is set (else empty).
+async fn checkpoint_ids(cfg: &Config, store: &crate::store::Store) -> Result<Vec<String>, String> {
+    if cfg.audit.checkpoint_file.is_none() {
+        return Ok(Vec::new());
+    }
+    let all = store.audit_checkpoints().await.map_err(|e| e.to_string())?;
+    Ok(all.into_iter().map(|c| c.checkpoint_id).collect())
+}
+
+/// Appends the checkpoints an operator command added (purge, key destruction) to
+/// `audit.checkpoint_file`, as the writer does with its own (LOG-PROT-1). `done` says
+/// what already happened, since a publication failure cannot undo it.
+async fn publish_new(cfg: &Config, store: &crate::store::Store, before: &[String], done: &str) -> Result<(), String> {
+    let Some(file) = &cfg.audit.checkpoint_file else {
+        return Ok(());
+    };
+    let all = store.audit_checkpoints().await.map_err(|e| e.to_string())?;
+    let new: Vec<_> = all.into_iter().filter(|c| !before.contains(&c.checkpoint_id)).collect();
+    crate::audit::checkpoint_log::CheckpointLog::new(file.clone())
+        .append(&new)
+        .map_err(|e| {
+            format!(
+                "{done}, but its signed checkpoint was not published: {e}. The database holds it; fix the file \
+                 and the gateway's next checkpoint vouches for the chain"
+            )
+        })
+}
+
 /// Removes records older than `audit.retention_days`, with a signed checkpoint.
 pub async fn purge(path: &Path) -> Result<String, String> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
     let now = crate::audit::time::now_ms();
+    let before = checkpoint_ids(&cfg, &store).await?;
     let r = crate::audit::purge::purge(&store, &signer, cfg.audit.retention_days, now)
         .await
         .map_err(|e| e.to_string())?;
+    publish_new(&cfg, &store, &before, "the purge is done").await?;
     Ok(format!("{r:?}"))
 }
 
@@ -204,13 +234,17 @@ pub async fn destroy_key(path: &Path, key_id: &str) -> Result<String, String> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
+    let before = checkpoint_ids(&cfg, &store).await?;
     match crate::audit::keys::destroy_data_key(&store, &signer, key_id)
         .await
         .map_err(|e| e.to_string())?
     {
-        true => Ok(format!(
-            "data key {key_id} destroyed; its records can no longer be decrypted"
-        )),
+        true => {
+            publish_new(&cfg, &store, &before, &format!("data key {key_id} is destroyed")).await?;
+            Ok(format!(
+                "data key {key_id} destroyed; its records can no longer be decrypted"
+            ))
+        }
         false => Err(format!("no data key {key_id}")),
     }
 }
