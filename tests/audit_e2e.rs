@@ -791,6 +791,16 @@ async fn verify_fails_on_a_cut_tail_left_without_checkpoints_after_kill_9() {
     plain_requests(&gw, &pki, 1).await;
     stop(gw);
     assert_intact(&cfg, "after a restart").await;
+    // Checkpoints cannot be switched off.
+    let never = dir.join("never.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap() + "\n[audit]\ncheckpoint_every = 0\n";
+    std::fs::write(&never, text).unwrap();
+    let out = cli(&["check-config", "-c", cfg_str(&never)]).await;
+    assert!(
+        !out.ok && out.stderr.contains("audit.checkpoint_every"),
+        "{}",
+        out.text()
+    );
 }
 
 /// LOG-PROT-1 with `audit.checkpoint_file`: records *and* the checkpoints that vouched

@@ -312,6 +312,14 @@ fn check_limits(config: &Config, issues: &mut Issues) {
             );
         }
     }
+    // LOG-PROT-1: checkpoints bound the tail a crash leaves unvouched; zero means never.
+    if config.audit.checkpoint_every == 0 || config.audit.checkpoint_interval.is_zero() {
+        issues.add(
+            "audit.checkpoint_every",
+            "audit.checkpoint_every and audit.checkpoint_interval must be above zero",
+            "use the defaults, 100 and \"1s\"",
+        );
+    }
     if config.gateway.hsts_max_age.as_secs() > 0 && config.gateway.hsts_max_age.as_secs() < 86_400 {
         issues.add(
             "gateway.hsts_max_age",
