@@ -570,13 +570,137 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
         assert_eq!(s, 503, "closed, request {i}: {}", String::from_utf8_lossy(&b));
         assert_eq!(error_code(&b), "rate_limit_unavailable");
         assert!(header(&h, "retry-after").parse::<u64>().unwrap() >= 1);
-        assert!(header(&h, "ratelimit-policy").starts_with("\"strict\";"));
+        // The limit was not checked: no quota or remaining budget is claimed for it.
+        assert!(
+            h.get("ratelimit-policy").is_none() && h.get("ratelimit").is_none(),
+            "{h:?}"
+        );
 
         let (s, _, b) = c.get("/open/echo").await.unwrap();
         assert_eq!(s, 200, "open, request {i}: {}", String::from_utf8_lossy(&b));
         assert_eq!(json(&b)["method"], "GET", "reached the backend");
     }
     gw.wait_log("shared rate limit: redis unavailable").await;
+}
+
+/// The sum of a Prometheus counter's samples whose labels contain every `labels` item.
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Issue 17, item 8: with Redis refusing connections, the shared limiter's circuit
+/// breaker opens after a few errors and later requests are decided by the policy's
+/// failure mode without calling Redis (counted, logged); a fail-open response claims no
+/// `RateLimit` budget, because none was checked. Defaults only (no breaker keys).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_redis_opens_the_breaker_and_unchecked_responses_carry_no_ratelimit() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let rest = format!(
+        "{}{}[redis]\nurl = \"redis://127.0.0.1:1\"\nkey_prefix = \"phr-e2e:breaker:\"\njurisdiction = \"JP\"\nin_cluster = true\n",
+        policy("lenient", "route", 100, "1s", 100, "shared = true\non_redis_error = \"open\""),
+        limited_route("open", "/open/", backend, &["lenient"]),
+    );
+    let gw = Gateway::start(&pki, &config(&pki, UNLIMITED_CONNECTIONS, NO_BACKOFF, &rest));
+    let mut c = open(&gw, &pki).await;
+    const REQUESTS: usize = 20;
+    for i in 0..REQUESTS {
+        let (s, h, b) = c.get("/open/echo").await.unwrap();
+        assert_eq!(s, 200, "open, request {i}: {}", String::from_utf8_lossy(&b));
+        assert!(
+            h.get("ratelimit").is_none() && h.get("ratelimit-policy").is_none(),
+            "request {i}: nothing was checked, yet the response claims a budget: {h:?}"
+        );
+    }
+    gw.wait_log("redis circuit breaker opened").await;
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    let errors = metric_sum(&metrics, "phr_rate_limit_redis_errors_total", &["policy=\"lenient\""]);
+    let spared = metric_sum(
+        &metrics,
+        "phr_rate_limit_redis_short_circuited_total",
+        &["policy=\"lenient\""],
+    );
+    assert!(errors >= 1.0, "{metrics}");
+    assert!(
+        spared >= 1.0 && errors + spared == REQUESTS as f64 && errors < (REQUESTS / 2) as f64,
+        "later requests must not go to Redis: {errors} errors, {spared} short-circuited\n{metrics}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "phr_rate_limit_redis_breaker_open", &[]),
+        1.0,
+        "{metrics}"
+    );
+}
+
+/// Issue 17, item 8, with the real Redis: the breaker opens when Redis goes away
+/// (requests stop calling it), and the first probe after Redis is back closes it, after
+/// which responses carry `RateLimit` again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_opens_the_breaker_and_a_probe_closes_it() {
+    let Some((_, proxy)) = redis_behind_proxy().await else {
+        return;
+    };
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let rest = format!(
+        "{}{}[redis]\nurl = \"redis://{}\"\nkey_prefix = \"{}\"\njurisdiction = \"JP\"\nin_cluster = true\n\
+         breaker_after_errors = 2\nbreaker_retry_interval = \"300ms\"\n",
+        policy(
+            "lenient",
+            "route",
+            1000,
+            "1s",
+            1000,
+            "shared = true\non_redis_error = \"open\""
+        ),
+        limited_route("open", "/open/", backend, &["lenient"]),
+        proxy.addr,
+        unique_prefix("breaker"),
+    );
+    let gw = Gateway::start(&pki, &config(&pki, UNLIMITED_CONNECTIONS, NO_BACKOFF, &rest));
+    let mut c = open(&gw, &pki).await;
+    let (s, h, _) = c.get("/open/echo").await.unwrap();
+    assert_eq!(s, 200);
+    assert!(
+        header(&h, "ratelimit").starts_with("\"lenient\";r="),
+        "checked with Redis up"
+    );
+
+    proxy.stop().await;
+    for i in 0..10 {
+        let (s, h, _) = c.get("/open/echo").await.unwrap();
+        assert_eq!(s, 200, "fail-open, request {i}");
+        assert!(h.get("ratelimit").is_none(), "request {i} was not checked: {h:?}");
+    }
+    gw.wait_log("redis circuit breaker opened").await;
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(
+        metric_sum(
+            &metrics,
+            "phr_rate_limit_redis_short_circuited_total",
+            &["policy=\"lenient\""]
+        ) >= 1.0,
+        "requests while the breaker is open do not call Redis: {metrics}"
+    );
+
+    proxy.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, h, _) = c.get("/open/echo").await.unwrap();
+        if h.get("ratelimit").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the breaker never closed after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.wait_log("redis circuit breaker closed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

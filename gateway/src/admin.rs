@@ -1,4 +1,5 @@
-//! The operator's listener: `/healthz`, `/readyz`, `/metrics` and `POST /reload`.
+//! The operator's listener: `/healthz`, `/readyz` (see [`crate::readiness`]), `/metrics`
+//! and `POST /reload`.
 //! Plain HTTP on loopback by default (EX-SEG-2): it carries no medical data, and binding
 //! it to a public address is the operator's explicit choice.
 
@@ -36,12 +37,26 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
 async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
-        (&Method::GET, "/readyz") if shared.is_ready() => text(StatusCode::OK, "ready\n".into()),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+        (&Method::GET, "/readyz") => {
+            let r = crate::readiness::evaluate(shared);
+            match r.ready {
+                true => text(StatusCode::OK, "ready\n".into()),
+                false => {
+                    let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", r.reason));
+                    let wait = r.retry_after.min(std::time::Duration::from_secs(3600));
+                    let secs = crate::limits::headers::ceil_secs(wait).max(1);
+                    resp.headers_mut().insert(http::header::RETRY_AFTER, secs.into());
+                    resp
+                }
+            }
+        }
         (&Method::GET, "/metrics") => {
             if let Some(audit) = &shared.audit {
                 crate::metrics::audit_writer(&audit.stats());
             }
+            let runtime = shared.current.load();
+            crate::proxy::health::export_gauges(runtime.routes().iter().map(|r| &r.upstream));
+            crate::readiness::evaluate(shared);
             text(StatusCode::OK, crate::metrics::install().render())
         }
         (&Method::POST, "/reload") => match shared.reload().await {

@@ -27,8 +27,13 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("WebSocket upgrades are not enabled on this route")]
     UpgradeNotAllowed,
+    /// Every endpoint is ejected; `retry_after` is when one may be back (ejection end
+    /// or next health probe).
     #[error("no healthy endpoint for upstream {upstream}")]
-    NoHealthyEndpoint { upstream: String },
+    NoHealthyEndpoint {
+        upstream: String,
+        retry_after: std::time::Duration,
+    },
     #[error("the upstream connection is refused by the residency policy")]
     EgressRefused { upstream: String, reason: String },
     #[error("cannot reach upstream {upstream}")]
@@ -120,6 +125,17 @@ impl GatewayError {
         }
     }
 
+    /// When a client should try again after a 503 of this error: the upstream's own
+    /// estimate (ejection end or next health probe), or [`UNAVAILABLE_RETRY_AFTER`] for
+    /// outages the gateway cannot time (store, keys, shutting down: another instance
+    /// behind the load balancer may answer sooner).
+    pub fn retry_after(&self) -> std::time::Duration {
+        match self {
+            Self::NoHealthyEndpoint { retry_after, .. } => *retry_after,
+            _ => UNAVAILABLE_RETRY_AFTER,
+        }
+    }
+
     /// Stable reason code for clients, metrics and access records.
     pub fn code(&self) -> &'static str {
         match self {
@@ -152,6 +168,10 @@ impl GatewayError {
         }
     }
 }
+
+/// `Retry-After` of a 503 whose end the gateway cannot estimate: short enough that a
+/// client comes back soon after a brief outage, long enough not to hammer a long one.
+pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn rate_limit_message(d: &crate::limits::decision::Decision) -> String {
     match d.denial {
@@ -201,10 +221,58 @@ pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full
         }
         _ => {}
     }
+    // Every 503 says when to come back (RFC 9110 §10.2.3), so clients and load
+    // balancers retry on time instead of at once; a rate-limit 503 already has its own.
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE && !resp.headers().contains_key(header::RETRY_AFTER) {
+        // Capped at an hour: a number that large only tells a client to give up.
+        let wait = err.retry_after().min(std::time::Duration::from_secs(3600));
+        let secs = crate::limits::headers::ceil_secs(wait).max(1);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     if let GatewayError::Auth { challenge: Some(c), .. } = err {
         if let Ok(v) = HeaderValue::from_str(c) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Issue 17, item 7: every 503 the gateway writes carries `Retry-After`.
+    #[test]
+    fn every_503_says_when_to_come_back() {
+        let cases = [
+            GatewayError::NoHealthyEndpoint {
+                upstream: "u".into(),
+                retry_after: Duration::from_millis(2_300),
+            },
+            GatewayError::ShuttingDown,
+            GatewayError::AuthUnavailable,
+            GatewayError::AuditUnavailable,
+        ];
+        for err in &cases {
+            for fhir in [false, true] {
+                let resp = rescue(err, "r1", fhir);
+                assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+                let secs: u64 = resp.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+                assert!(secs >= 1, "{err:?}");
+            }
+        }
+        let resp = rescue(&cases[0], "r1", false);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3", "rounded up from 2.3 s");
+        let forever = GatewayError::NoHealthyEndpoint {
+            upstream: "u".into(),
+            retry_after: Duration::MAX,
+        };
+        assert_eq!(rescue(&forever, "r1", false).headers()[header::RETRY_AFTER], "3600");
+        // Not on other statuses.
+        assert!(rescue(&GatewayError::NoRoute, "r1", false)
+            .headers()
+            .get(header::RETRY_AFTER)
+            .is_none());
+    }
 }

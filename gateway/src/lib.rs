@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod proxy;
+pub mod readiness;
 pub mod residency;
 pub mod runtime;
 pub mod server;

@@ -459,6 +459,7 @@ pub(crate) async fn forward(
     let pool = &route.upstream;
     let endpoint = pool.pick().ok_or_else(|| GatewayError::NoHealthyEndpoint {
         upstream: pool.name.to_string(),
+        retry_after: pool.retry_after(),
     })?;
     let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
     let forwarded_path = match route.strip_prefix {

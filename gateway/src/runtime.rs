@@ -240,7 +240,21 @@ impl Runtime {
             auth.start().await?;
         }
         self.protection.spawn_sweeper();
+        // Active health checks, once per upstream a route uses (AV-BCP-1); each task ends
+        // when this runtime is replaced and dropped.
+        let mut started: Vec<&Arc<UpstreamPool>> = Vec::new();
+        for r in &self.routes {
+            if !started.iter().any(|p| Arc::ptr_eq(p, &r.upstream)) {
+                crate::proxy::health::spawn(&r.upstream);
+                started.push(&r.upstream);
+            }
+        }
         Ok(())
+    }
+
+    /// Every route, most specific first (readiness looks at each one's upstream).
+    pub fn routes(&self) -> &[Arc<RouteRuntime>] {
+        &self.routes
     }
 
     /// The most specific route for a host (without port) and a path among the routes

@@ -63,6 +63,9 @@ pub struct Config {
     /// Access records (LOG-ACC-1, LOG-PROT-1, DATA-ENC-1/2).
     #[serde(default)]
     pub audit: AuditSection,
+    /// How upstream health reaches `/readyz` (AV-BCP-1).
+    #[serde(default)]
+    pub health: crate::proxy::health::HealthSection,
 }
 
 /// Where the gateway keeps its state. SQLite next to the config by default; PostgreSQL
@@ -382,6 +385,9 @@ pub struct Upstream {
     /// Send the client's `Host` upstream instead of the endpoint's authority.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Active health checks of the endpoints (AV-BCP-1; on by default, see proxy::health).
+    #[serde(default)]
+    pub health_check: crate::proxy::health::HealthCheckConfig,
 }
 
 /// Which requests go to which upstream, matched by host and longest path prefix.

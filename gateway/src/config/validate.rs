@@ -53,6 +53,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     check_residency(config, &mut issues);
     check_auth(config, &mut issues);
     check_protection(config, &mut issues);
+    issues.0.extend(crate::proxy::health::config_issues(config));
     issues.0
 }
 

@@ -339,6 +339,14 @@ pub struct RedisConfig {
     /// Redis runs inside the operator's cluster.
     #[serde(default)]
     pub in_cluster: bool,
+    /// Consecutive Redis errors (or timeouts) after which the circuit breaker opens
+    /// and shared policies stop calling Redis (see `limits::breaker`). Default 3.
+    #[serde(default = "default_breaker_errors")]
+    pub breaker_after_errors: u32,
+    /// How long the open breaker fails fast before one probe tries Redis again.
+    /// Default 1 s.
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub breaker_retry_interval: Duration,
 }
 
 fn default_max_keys() -> usize {
@@ -373,6 +381,12 @@ fn fifteen_minutes() -> Duration {
 }
 fn one_day() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_breaker_errors() -> u32 {
+    3
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
 }
 fn fifty_ms() -> Duration {
     Duration::from_millis(50)

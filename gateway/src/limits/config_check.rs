@@ -187,6 +187,12 @@ impl LimitsConfig {
             if r.timeout < Duration::from_millis(1) || r.timeout > Duration::from_secs(5) {
                 push("redis.timeout".into(), ConfigProblem::TimeoutRange(r.timeout));
             }
+            if r.breaker_after_errors == 0 {
+                push("redis.breaker_after_errors".into(), ConfigProblem::Zero);
+            }
+            if r.breaker_retry_interval.is_zero() {
+                push("redis.breaker_retry_interval".into(), ConfigProblem::ZeroDuration);
+            }
         }
         if out.is_empty() {
             Ok(())

@@ -161,6 +161,7 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
                 retry_after: None,
                 policy: self.handshakes.policy().clone(),
                 denial: None,
+                checked: true,
             };
         }
         let key = IpKey::new(ip, self.v6_prefix);

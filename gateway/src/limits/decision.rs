@@ -38,4 +38,9 @@ pub struct Decision {
     pub policy: Arc<str>,
     /// Why not admitted; `None` when `allowed`.
     pub denial: Option<Denial>,
+    /// False when the limit could not be consulted (a shared policy's Redis failed or
+    /// its circuit breaker is open) and the policy's failure mode decided instead: no
+    /// `RateLimit` / `RateLimit-Policy` is sent for such a decision, because it would
+    /// advertise a budget nobody checked.
+    pub checked: bool,
 }

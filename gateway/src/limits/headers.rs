@@ -84,18 +84,24 @@ pub fn ratelimit_item(d: &Decision) -> String {
 /// Sets `RateLimit-Policy` and `RateLimit` (one list member per decision,
 /// e.g. the IP and the subject policy of one request) and, if any decision
 /// denies, `Retry-After` with the longest wait among the denials.
+/// A decision that was not checked (its Redis unavailable, the policy's failure
+/// mode decided) gets no list member: `r=0` or a quota would be a claim about a
+/// budget nobody looked at. Its denial still sets `Retry-After`.
 pub fn insert_headers(headers: &mut HeaderMap, decisions: &[&Decision]) {
-    if decisions.is_empty() {
-        return;
-    }
-    let policies: Vec<String> = decisions.iter().map(|d| policy_item(d)).collect();
-    let limits: Vec<String> = decisions.iter().map(|d| ratelimit_item(d)).collect();
-    // Built only from digits, '"', ';', '=', ',' and sanitised names: always valid.
-    if let Ok(v) = HeaderValue::from_str(&policies.join(", ")) {
-        headers.insert(RATELIMIT_POLICY, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&limits.join(", ")) {
-        headers.insert(RATELIMIT, v);
+    let policies: Vec<String> = decisions.iter().filter(|d| d.checked).map(|d| policy_item(d)).collect();
+    if !policies.is_empty() {
+        let limits: Vec<String> = decisions
+            .iter()
+            .filter(|d| d.checked)
+            .map(|d| ratelimit_item(d))
+            .collect();
+        // Built only from digits, '"', ';', '=', ',' and sanitised names: always valid.
+        if let Ok(v) = HeaderValue::from_str(&policies.join(", ")) {
+            headers.insert(RATELIMIT_POLICY, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&limits.join(", ")) {
+            headers.insert(RATELIMIT, v);
+        }
     }
     if let Some(secs) = decisions.iter().filter_map(|d| retry_after_secs(d)).max() {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -119,6 +125,7 @@ mod tests {
             retry_after: (!allowed).then(|| Duration::from_millis(2_100)),
             policy: Arc::from("per_subject"),
             denial: (!allowed).then_some(Denial::RateLimited),
+            checked: true,
         }
     }
 
@@ -146,6 +153,34 @@ mod tests {
         assert_eq!(retry_after_secs(&tiny), Some(1));
         tiny.retry_after = Some(Duration::ZERO);
         assert_eq!(retry_after_secs(&tiny), Some(1));
+    }
+
+    #[test]
+    fn unchecked_decisions_advertise_no_limit() {
+        let mut h = HeaderMap::new();
+        let unchecked_open = Decision {
+            checked: false,
+            remaining: 0,
+            ..decision(true)
+        };
+        insert_headers(&mut h, &[&unchecked_open]);
+        assert!(h.is_empty(), "a fail-open decision sends nothing: {h:?}");
+        let unchecked_closed = Decision {
+            checked: false,
+            denial: Some(Denial::StoreUnavailable),
+            ..decision(false)
+        };
+        let ip = Decision {
+            policy: Arc::from("pre_auth"),
+            ..decision(true)
+        };
+        insert_headers(&mut h, &[&ip, &unchecked_closed]);
+        assert_eq!(h["ratelimit"], "\"pre_auth\";r=42;t=1", "only the checked policy");
+        assert_eq!(h["ratelimit-policy"], "\"pre_auth\";q=100;w=1");
+        assert_eq!(
+            h["retry-after"], "3",
+            "the unchecked denial still says when to come back"
+        );
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl<C: Clock + Clone> LocalLimiter<C> {
             retry_after: None,
             policy: self.policy.clone(),
             denial: None,
+            checked: true,
         };
         match self.limiter.check_key_n(&digest, n) {
             Ok(Ok(snapshot)) => {

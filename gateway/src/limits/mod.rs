@@ -51,6 +51,7 @@ pub mod subject_blocks;
 pub mod upload_filter;
 
 mod bounded_store;
+mod breaker;
 mod config_check;
 mod content_sniff;
 mod embedded_parts;

@@ -16,6 +16,14 @@
 //!   `closed` denies with [`Denial::StoreUnavailable`], `open` admits. Either
 //!   way the event is counted in `phr_rate_limit_redis_errors_total{policy,mode}`
 //!   and logged at most once per 10 s per policy.
+//! * **Circuit breaker** ([`super::breaker`]): after `breaker_after_errors`
+//!   consecutive errors, decisions stop calling Redis for
+//!   `breaker_retry_interval` and fail fast in their policy's mode; then one
+//!   probe decides whether Redis is back. A decision made without Redis
+//!   (error or open breaker) is marked unchecked, so it sends no `RateLimit`
+//!   headers, and is counted in
+//!   `phr_rate_limit_redis_short_circuited_total{policy,mode}` when the
+//!   breaker spared the call.
 //! * [`redis::aio::ConnectionManager`] reconnects in the background; it is
 //!   created lazily, so the gateway starts even while Redis is down.
 //! * **Residency (DATA-JP-1)**: the client is given the address the residency
@@ -39,6 +47,7 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::bounded_store::DigestMap;
+use super::breaker::{Admission, Breaker};
 use super::config::{PolicyConfig, RedisConfig, RedisFailureMode};
 use super::decision::{Decision, Denial};
 use super::keys::KeyHasher;
@@ -88,6 +97,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     timeout: Duration,
     prefix: Arc<str>,
+    /// One per Redis, shared by every policy that uses it (clones share it).
+    breaker: Arc<Breaker>,
 }
 
 impl RedisStore {
@@ -111,6 +122,7 @@ impl RedisStore {
             conn,
             timeout: cfg.timeout,
             prefix: Arc::from(cfg.key_prefix.as_str()),
+            breaker: Arc::new(Breaker::new(cfg.breaker_after_errors, cfg.breaker_retry_interval)),
         })
     }
 }
@@ -162,6 +174,7 @@ pub struct SharedLimiter {
     log_gate: LogGate,
     round_trips: AtomicU64,
     errors: AtomicU64,
+    short_circuited: AtomicU64,
 }
 
 impl SharedLimiter {
@@ -190,6 +203,7 @@ impl SharedLimiter {
             },
             round_trips: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            short_circuited: AtomicU64::new(0),
         }
     }
 
@@ -203,6 +217,7 @@ impl SharedLimiter {
             retry_after: None,
             policy: self.policy.clone(),
             denial: None,
+            checked: true,
         }
     }
 
@@ -240,6 +255,9 @@ impl SharedLimiter {
             d.denial = Some(Denial::RateLimited);
             return d;
         }
+        if let Admission::FailFast(open_for) = self.store.breaker.admit() {
+            return self.short_circuit(d, open_for);
+        }
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let mut conn = self.store.conn.clone();
         let mut call = self.script.key(self.redis_key(key));
@@ -247,7 +265,10 @@ impl SharedLimiter {
         let reply =
             tokio::time::timeout(self.store.timeout, call.invoke_async::<(i64, i64, i64, i64)>(&mut conn)).await;
         let (allowed, remaining, reset_us, retry_us) = match reply {
-            Ok(Ok(v)) => v,
+            Ok(Ok(v)) => {
+                self.store.breaker.record_success();
+                v
+            }
             Ok(Err(e)) => return self.on_error(d, &e.to_string()),
             Err(_) => return self.on_error(d, "timed out"),
         };
@@ -292,23 +313,45 @@ impl SharedLimiter {
         );
     }
 
-    fn on_error(&self, mut d: Decision, error: &str) -> Decision {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let mode = match self.mode {
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
             RedisFailureMode::Closed => "closed",
             RedisFailureMode::Open => "open",
-        };
+        }
+    }
+
+    fn on_error(&self, d: Decision, error: &str) -> Decision {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mode = self.mode_name();
         metrics::counter!("phr_rate_limit_redis_errors_total", "policy" => self.policy.to_string(), "mode" => mode)
             .increment(1);
         if let Some(suppressed) = self.log_gate.admit() {
             tracing::warn!(policy = %self.policy, mode, error, suppressed, "shared rate limit: redis unavailable");
         }
+        self.store.breaker.record_failure();
+        // If this error opened the breaker, the client is told to come back when the
+        // next probe may have closed it; else in a second.
+        let wait = self.store.breaker.remaining().max(Duration::from_secs(1));
+        self.unchecked(d, wait)
+    }
+
+    /// The breaker is open: decided by the failure mode, without a Redis call.
+    fn short_circuit(&self, d: Decision, open_for: Duration) -> Decision {
+        self.short_circuited.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("phr_rate_limit_redis_short_circuited_total", "policy" => self.policy.to_string(), "mode" => self.mode_name())
+            .increment(1);
+        self.unchecked(d, open_for.max(Duration::from_secs(1)))
+    }
+
+    /// The policy's failure mode decides a request its limit could not be checked for.
+    fn unchecked(&self, mut d: Decision, wait: Duration) -> Decision {
+        d.checked = false;
         match self.mode {
             RedisFailureMode::Open => {
                 d.allowed = true;
             }
             RedisFailureMode::Closed => {
-                d.retry_after = Some(Duration::from_secs(1));
+                d.retry_after = Some(wait);
                 d.denial = Some(Denial::StoreUnavailable);
             }
         }
@@ -323,6 +366,11 @@ impl SharedLimiter {
     /// Redis errors and timeouts seen (also exported as a metric).
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Decisions the open circuit breaker made without calling Redis.
+    pub fn short_circuited(&self) -> u64 {
+        self.short_circuited.load(Ordering::Relaxed)
     }
 
     /// The policy's name.

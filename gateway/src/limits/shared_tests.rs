@@ -17,6 +17,8 @@ fn store(url: &str, prefix: &str) -> RedisStore {
         key_prefix: prefix.to_owned(),
         jurisdiction: None,
         in_cluster: true,
+        breaker_after_errors: 3,
+        breaker_retry_interval: Duration::from_secs(1),
     };
     RedisStore::new(&cfg, None).unwrap()
 }
@@ -33,6 +35,8 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
         key_prefix: unique_prefix("unreachable"),
         jurisdiction: None,
         in_cluster: true,
+        breaker_after_errors: 3,
+        breaker_retry_interval: Duration::from_secs(1),
     };
     let s = spec(10, Duration::from_secs(1), 10);
     let closed = SharedLimiter::new(
@@ -62,6 +66,48 @@ async fn unreachable_redis_fails_closed_or_open_as_configured() {
     }
     assert_eq!(closed.errors(), 3);
     assert_eq!(open.errors(), 3);
+}
+
+/// Item 8 of issue 17: with Redis refusing, the breaker opens after
+/// `breaker_after_errors` errors and later decisions do not call Redis at all; they are
+/// decided by the policy's mode and marked unchecked (no RateLimit headers).
+#[tokio::test]
+async fn open_breaker_decides_without_calling_redis() {
+    let cfg = RedisConfig {
+        url: "redis://127.0.0.1:1".into(),
+        timeout: Duration::from_millis(50),
+        key_prefix: unique_prefix("breaker"),
+        jurisdiction: None,
+        in_cluster: true,
+        breaker_after_errors: 2,
+        breaker_retry_interval: Duration::from_secs(60),
+    };
+    let s = spec(10, Duration::from_secs(1), 10);
+    let store = RedisStore::new(&cfg, None).unwrap();
+    let closed = SharedLimiter::new("closed", s, RedisFailureMode::Closed, 100, store.clone());
+    let open = SharedLimiter::new("open", s, RedisFailureMode::Open, 100, store);
+    assert!(!closed.check("alice", 1).await.checked);
+    assert!(!open.check("alice", 1).await.checked);
+    assert_eq!(
+        closed.errors() + open.errors(),
+        2,
+        "two errors on one Redis open its breaker"
+    );
+    for _ in 0..20 {
+        let d = closed.check("alice", 1).await;
+        assert!(!d.allowed && !d.checked);
+        assert_eq!(d.denial, Some(Denial::StoreUnavailable));
+        assert!(d.retry_after.unwrap() > Duration::from_secs(50), "until the probe");
+        let d = open.check("alice", 1).await;
+        assert!(d.allowed && !d.checked);
+    }
+    assert_eq!(
+        closed.round_trips() + open.round_trips(),
+        2,
+        "no call to Redis while open"
+    );
+    assert_eq!(closed.errors() + open.errors(), 2);
+    assert_eq!(closed.short_circuited() + open.short_circuited(), 40);
 }
 
 async fn hammer(limiter: Arc<SharedLimiter>, key: &'static str, max: u32, deadline: Instant, pace: bool) -> u32 {

@@ -1,12 +1,16 @@
 //! One backend address of an upstream, with passive health (AV-BCP-1): an endpoint that
 //! fails to connect `eject_after_failures` times in a row is skipped for `eject_for`, so a
 //! dead replica costs one connect timeout per ejection period instead of one per request.
-//! It also holds its keep-alive connections.
+//! Active health checks ([`super::health`]) can take it out until a probe succeeds, and
+//! bring it back early after a successful probe. It also holds its keep-alive connections.
 
 use super::pool::Connections;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// `ejected_until_ms` of an endpoint the health checks took out: no timer brings it back.
+const DOWN: u64 = u64::MAX;
 
 /// A parsed `scheme://host:port` endpoint.
 #[derive(Debug)]
@@ -20,7 +24,8 @@ pub struct Endpoint {
     pub authority: String,
     pub(super) connections: Connections,
     failures: AtomicU32,
-    /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = healthy.
+    /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = healthy;
+    /// [`DOWN`] = until a health probe succeeds.
     ejected_until_ms: AtomicU64,
     epoch: Instant,
 }
@@ -80,6 +85,35 @@ impl Endpoint {
         until != 0 && self.now_ms() < until
     }
 
+    /// How much longer the endpoint stays out (`Duration::MAX`: until a probe succeeds);
+    /// `None` when it is in service.
+    pub fn ejected_for(&self) -> Option<Duration> {
+        match self.ejected_until_ms.load(Ordering::Relaxed) {
+            0 => None,
+            DOWN => Some(Duration::MAX),
+            until => {
+                let now = self.now_ms();
+                (now < until).then(|| Duration::from_millis(until - now))
+            }
+        }
+    }
+
+    /// Takes the endpoint out until a health probe succeeds; true if it was in service
+    /// or only ejected for a time.
+    pub(super) fn mark_down(&self) -> bool {
+        self.ejected_until_ms.swap(DOWN, Ordering::Relaxed) != DOWN
+    }
+
+    /// A health probe succeeded: back in service at once; true if it was out.
+    pub(super) fn restore(&self) -> bool {
+        let was_out = self.is_ejected();
+        if was_out {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        self.ejected_until_ms.store(0, Ordering::Relaxed);
+        was_out
+    }
+
     pub fn record_success(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
@@ -132,5 +166,21 @@ mod tests {
         assert!(!e.is_ejected());
         assert!(e.record_failure(3, Duration::from_secs(30)));
         assert!(e.is_ejected());
+        assert!(e.ejected_for().unwrap() > Duration::from_secs(29));
+    }
+
+    #[test]
+    fn probes_take_an_endpoint_out_until_one_succeeds_and_bring_it_back_early() {
+        let e = Endpoint::parse("http://127.0.0.1:1").unwrap();
+        assert!(e.record_failure(1, Duration::from_secs(300)));
+        assert!(e.restore(), "a passive ejection ends with a successful probe");
+        assert!(!e.is_ejected() && e.ejected_for().is_none());
+        assert!(!e.restore(), "nothing to restore");
+        assert!(e.mark_down());
+        assert!(!e.mark_down(), "already down");
+        assert!(e.is_ejected());
+        assert_eq!(e.ejected_for(), Some(Duration::MAX), "no timer brings it back");
+        assert!(e.restore());
+        assert!(!e.is_ejected());
     }
 }

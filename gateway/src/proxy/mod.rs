@@ -1,11 +1,12 @@
 //! Forwarding to upstreams: pooled keep-alive connections, round-robin over endpoints
-//! with passive health checks, upstream TLS, and the header hygiene that keeps a client
+//! with passive and active health checks, upstream TLS, and the header hygiene that keeps a client
 //! from speaking for the gateway.
 
 mod connector;
 pub mod egress;
 mod endpoint;
 pub mod headers;
+pub mod health;
 mod pool;
 pub mod websocket;
 
@@ -69,6 +70,7 @@ pub struct UpstreamPool {
     eject_after: u32,
     eject_for: Duration,
     pub preserve_host: bool,
+    health: health::HealthCheckConfig,
 }
 
 impl UpstreamPool {
@@ -104,6 +106,7 @@ impl UpstreamPool {
             eject_after: config.eject_after_failures,
             eject_for: config.eject_for,
             preserve_host: config.preserve_host,
+            health: config.health_check.clone(),
         })
     }
 
@@ -114,6 +117,27 @@ impl UpstreamPool {
         (0..n)
             .map(|i| &self.endpoints[(start + i) % n])
             .find(|e| !e.is_ejected())
+    }
+
+    /// Whether any endpoint is in service (what `/readyz` asks of each route).
+    pub fn has_healthy_endpoint(&self) -> bool {
+        self.endpoints.iter().any(|e| !e.is_ejected())
+    }
+
+    /// When an endpoint may be back, for the `Retry-After` of a 503 when none is: the
+    /// soonest end of an ejection, or the next probe if that is sooner (a successful
+    /// probe ends any ejection).
+    pub fn retry_after(&self) -> Duration {
+        let soonest = self
+            .endpoints
+            .iter()
+            .filter_map(|e| e.ejected_for())
+            .min()
+            .unwrap_or(Duration::ZERO);
+        match self.health.enabled {
+            true => soonest.min(self.health.interval),
+            false => soonest,
+        }
     }
 
     /// Sends a prepared request (origin-form URI, `Host` set) to `endpoint`, with the
