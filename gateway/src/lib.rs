@@ -21,3 +21,6 @@ pub mod runtime;
 pub mod server;
 pub mod store;
 pub mod tls;
+
+#[cfg(test)]
+mod fuzz_budget;
