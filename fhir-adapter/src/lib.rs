@@ -49,6 +49,9 @@ mod response;
 mod scopes;
 mod write_checks;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use authorize::{authorize, not_found, AccessContext, AllowedOperation, Decision, Policy};
 pub use classify::{classify, Classified, FhirRequest, Interaction, Limits, PatchFormat};
 pub use error::{FhirError, Part};

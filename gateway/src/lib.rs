@@ -24,3 +24,6 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod tls;
+
+#[cfg(test)]
+mod fuzz_budget;

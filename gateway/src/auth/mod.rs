@@ -50,6 +50,9 @@ pub mod revocation;
 pub mod token_cache;
 pub mod two_factor;
 
+#[cfg(test)]
+mod header_screening_fuzz;
+
 pub use self::assertion::AssertionSigner;
 pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded, MissingKeys};
 pub use self::config::{AuthConfig, AuthMode, ConfigError, IssuerConfig, RoutePolicy};

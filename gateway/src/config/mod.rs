@@ -10,6 +10,8 @@
 //! listeners), AV-DOS-1 (limits), DATA-JP-1 (every upstream declares its jurisdiction).
 
 mod load;
+#[cfg(test)]
+mod load_fuzz;
 mod validate;
 
 pub use load::{load, load_str, LoadError};

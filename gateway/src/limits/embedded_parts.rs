@@ -61,7 +61,11 @@ pub(super) fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<
             return Err(BAD);
         }
         let head_end = find(body, b"\r\n\r\n", at).ok_or(BAD)?;
-        let headers = std::str::from_utf8(&body[at + 2..head_end]).map_err(|_| BAD)?;
+        // A part may have no headers at all: then the blank line follows the
+        // delimiter's own CRLF and `head_end == at` (slicing `at + 2..head_end`
+        // would panic on such a body).
+        let headers = body.get(at + 2..head_end).unwrap_or_default();
+        let headers = std::str::from_utf8(headers).map_err(|_| BAD)?;
         let content_type = headers.split("\r\n").find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim()

@@ -63,4 +63,6 @@ mod shared_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
+mod upload_filter_fuzz;
+#[cfg(test)]
 mod upload_filter_tests;

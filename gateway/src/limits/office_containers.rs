@@ -38,10 +38,20 @@ fn central_directory(body: &[u8]) -> Result<Vec<ZipEntry<'_>>, RefusalReason> {
         .map(|p| p + tail_from)
         .ok_or(MALFORMED)?;
     let count = le16(body, eocd + 10).ok_or(MALFORMED)?;
-    let mut at = le32(body, eocd + 16).ok_or(MALFORMED)?;
-    if at == 0xFFFF_FFFF || count == 0xFFFF {
+    let size = le32(body, eocd + 12).ok_or(MALFORMED)?;
+    let declared = le32(body, eocd + 16).ok_or(MALFORMED)?;
+    if declared == 0xFFFF_FFFF || count == 0xFFFF {
         return Err(MALFORMED); // zip64: not an upload an office document needs
     }
+    // Zip readers find the central directory from the end (it ends where the
+    // end record starts), so bytes put in front of the archive (a
+    // self-extractor stub, an image: a polyglot) shift every offset by their
+    // length. Read it where a reader would, and shift the entries' offsets alike.
+    let mut at = declared;
+    if body.get(at..at + 4) != Some(b"PK\x01\x02") {
+        at = eocd.checked_sub(size).ok_or(MALFORMED)?;
+    }
+    let shift = at.saturating_sub(declared);
     let mut out = Vec::with_capacity(count.min(4096));
     for _ in 0..count {
         if body.get(at..at + 4) != Some(b"PK\x01\x02") {
@@ -53,7 +63,7 @@ fn central_directory(body: &[u8]) -> Result<Vec<ZipEntry<'_>>, RefusalReason> {
             name: body.get(at + 46..at + 46 + name_len).ok_or(MALFORMED)?,
             method: le16(body, at + 10).ok_or(MALFORMED)?,
             compressed: le32(body, at + 20).ok_or(MALFORMED)?,
-            local_offset: le32(body, at + 42).ok_or(MALFORMED)?,
+            local_offset: le32(body, at + 42).ok_or(MALFORMED)? + shift,
         });
         at += 46 + skip;
     }
@@ -130,6 +140,24 @@ pub(super) fn scan_zip(body: &[u8]) -> Result<DetectedType, RefusalReason> {
         return Err(RefusalReason::OfficeEmbeddedObject(EmbeddedObject::OleObject));
     }
     Ok(DetectedType::Ooxml)
+}
+
+/// Inspects a zip archive that does not start the body: one behind other
+/// bytes (a JPEG or PNG with an archive appended, a self-extractor), or whose
+/// first local header is damaged. Zip readers open such bodies from the end,
+/// so their entries are refused as a zip's would be. A body whose end holds no
+/// readable central directory is no archive to a reader either: `Ok`.
+pub(super) fn scan_hidden_zip(body: &[u8]) -> Result<(), RefusalReason> {
+    let Ok(entries) = central_directory(body) else {
+        return Ok(());
+    };
+    for e in &entries {
+        check_name(e.name)?;
+    }
+    for name in local_names(body) {
+        check_name(name)?;
+    }
+    Ok(())
 }
 
 /// Inspects an OLE compound file's directory entry names.

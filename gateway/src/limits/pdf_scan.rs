@@ -74,14 +74,21 @@ pub(super) fn scan(body: &[u8]) -> Result<(), RefusalReason> {
     }
     let mut budget = INFLATE_BUDGET;
     let mut at = 0;
+    // Where the current stream's dictionary may begin: just after the previous
+    // "stream" keyword (or the previous object stream's data). Not "the last
+    // `obj`": a string `(obj)` inside the dictionary would cut it there and
+    // hide the /Filter before it; and a lookback from each keyword made a body
+    // of many "stream" words quadratic. Taking every name since the previous
+    // keyword is a superset of the dictionary: it can cause a false refusal,
+    // never a miss, and each byte is looked at once.
+    let mut dict_from = 0;
     while let Some(kw) = find(body, b"stream", at) {
         at = kw + 6;
         if kw >= 3 && &body[kw - 3..kw] == b"end" {
             continue;
         }
-        // The stream's dictionary: back to the preceding "obj" keyword.
-        let dict_start = body[..kw].windows(3).rposition(|w| w == b"obj").unwrap_or(0);
-        let dict = &body[dict_start..kw];
+        let dict = &body[dict_from..kw];
+        dict_from = at;
         let mut object_stream = false;
         let mut flate = false;
         let mut other_filter = false;
@@ -110,7 +117,7 @@ pub(super) fn scan(body: &[u8]) -> Result<(), RefusalReason> {
         let decoded = if flate && !other_filter {
             miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(raw, budget)
                 .map_err(|_| RefusalReason::PdfUninspectable)?
-        } else if !flate && !other_filter {
+        } else if !flate && !other_filter && reads_as_plain_object_stream(raw) {
             raw.to_vec()
         } else {
             return Err(RefusalReason::PdfUninspectable);
@@ -120,8 +127,26 @@ pub(super) fn scan(body: &[u8]) -> Result<(), RefusalReason> {
             return Err(RefusalReason::PdfActiveContent(f));
         }
         at = end + 9;
+        dict_from = at;
     }
     Ok(())
+}
+
+/// Whether the data of an object stream whose dictionary names no filter reads
+/// as what it then must be: object numbers and offsets, then PDF objects in
+/// text. Anything else (zlib, hex or ASCII85 text, binary) means the filter was
+/// not seen (a keyword inside a string can hide it), so the stream cannot be
+/// inspected as plain bytes: fail closed.
+fn reads_as_plain_object_stream(raw: &[u8]) -> bool {
+    let text = raw.trim_ascii();
+    let hex_like = text
+        .strip_suffix(b">")
+        .is_some_and(|h| h.iter().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace()));
+    text.first().is_some_and(u8::is_ascii_digit)
+        && raw.iter().all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        && !hex_like
+        && !text.ends_with(b"~>")
+        && find(raw, b"stream", 0).is_none()
 }
 
 #[cfg(test)]
@@ -148,5 +173,53 @@ mod tests {
         let mut hex = b"%PDF-1.7\n5 0 obj << /Type /ObjStm /Filter /ASCIIHexDecode >>\nstream\n".to_vec();
         hex.extend_from_slice(b"3c3c3e3e>\nendstream\nendobj\n");
         assert_eq!(scan(&hex), Err(RefusalReason::PdfUninspectable));
+    }
+
+    fn object_stream(dict: &str) -> Vec<u8> {
+        // Long enough to be really compressed (a short input is stored as is,
+        // and its names would be seen in the raw bytes).
+        let inner = "<< /Type /Action /S /JavaScript /JS (app.alert(1)) >> ".repeat(20);
+        let z = miniz_oxide::deflate::compress_to_vec_zlib(inner.as_bytes(), 6);
+        assert!(
+            !z.windows(10).any(|w| w == b"JavaScript"),
+            "the stream must hide its names"
+        );
+        let mut pdf = format!("%PDF-1.7\n5 0 obj << {dict} >>\nstream\n").into_bytes();
+        pdf.extend_from_slice(&z);
+        pdf.extend_from_slice(b"\nendstream\nendobj\n%%EOF\n");
+        pdf
+    }
+
+    #[test]
+    fn regression_keyword_in_a_string_does_not_hide_the_filter() {
+        // The dictionary was taken from the last "obj" before "stream", so a
+        // string "(obj)" cut off the /Filter before it: the compressed stream
+        // was read as plain bytes and its JavaScript was missed.
+        let pdf = object_stream("/Filter /FlateDecode /T (obj) /Type /ObjStm /N 1 /First 4");
+        assert_eq!(scan(&pdf), Err(RefusalReason::PdfActiveContent(PdfFeature::JavaScript)));
+        let pdf = object_stream("/Filter /FlateDecode /T (endobj) /Type /ObjStm");
+        assert_eq!(scan(&pdf), Err(RefusalReason::PdfActiveContent(PdfFeature::JavaScript)));
+        // A keyword that cuts the dictionary the other way leaves nothing
+        // readable: refused as uninspectable.
+        let pdf = object_stream("/Type /ObjStm /T (stream) /Filter /FlateDecode");
+        assert_eq!(scan(&pdf), Err(RefusalReason::PdfUninspectable));
+        let pdf = object_stream("/Type /ObjStm /T (endstream) /Filter /FlateDecode");
+        assert!(scan(&pdf).is_err());
+        // An uncompressed object stream is still read as it is.
+        let plain =
+            b"%PDF-1.7\n5 0 obj << /Type /ObjStm /N 1 /First 4 >>\nstream\n1 0 << /S /GoTo >>\nendstream\nendobj\n";
+        assert_eq!(scan(plain), Ok(()));
+    }
+
+    #[test]
+    fn regression_many_stream_keywords_are_scanned_once() {
+        // Each "stream" looked back to the previous "obj" (here: none), so this
+        // 4 MiB body took hours; now each byte is looked at once. The body must
+        // pass (no object stream is declared), and the test ends at all.
+        let mut body = b"%PDF-1.7\n1 0 obj << /Length 0 >>\n".to_vec();
+        while body.len() < 4 << 20 {
+            body.extend_from_slice(b"stream ");
+        }
+        assert_eq!(scan(&body), Ok(()));
     }
 }

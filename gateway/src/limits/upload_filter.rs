@@ -324,9 +324,14 @@ impl UploadPolicy {
                 DetectedType::Zip => return office_containers::scan_zip(body),
                 _ => {}
             }
+            // A polyglot: an image (or PDF, OLE file) with an archive appended.
+            office_containers::scan_hidden_zip(body)?;
             return Ok(t);
         }
         let Some(text) = content_sniff::as_text(body) else {
+            // Unknown bytes may still be an archive to a zip reader (a
+            // damaged first header, a self-extractor stub).
+            office_containers::scan_hidden_zip(body)?;
             return Ok(DetectedType::Unknown);
         };
         let declared_image = declared.is_some_and(|d| d.trim_start().to_ascii_lowercase().starts_with("image/"));
