@@ -106,12 +106,15 @@ async fn connections_are_checked_on_the_resolved_address_every_time() {
     let hosts = pki.path("hosts");
     std::fs::write(&hosts, "127.0.0.1 fhir.test\n127.0.0.2 abroad.test\n").unwrap();
     let ca = pki.path("ca.pem");
-    // Both backends listen on their own port; the names pick the address.
+    // Both backends listen on their own port; the names pick the address. Active health
+    // probes are off: they are checked (and refused) like traffic, and this test counts
+    // the refusals of its own requests.
+    let no_probes = "jurisdiction = \"JP\"\nhealth_check = { enabled = false }";
     let rest = format!(
         "[residency]\nallowed_networks = [\"127.0.0.1/32\"]\nhosts_file = \"{}\"\n\n{}\n{}",
         hosts.display(),
-        upstream("fhir", "fhir.test", inside.port(), &ca, "jurisdiction = \"JP\""),
-        upstream("abroad", "abroad.test", abroad.port(), &ca, "jurisdiction = \"JP\"")
+        upstream("fhir", "fhir.test", inside.port(), &ca, no_probes),
+        upstream("abroad", "abroad.test", abroad.port(), &ca, no_probes)
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
     let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
