@@ -125,14 +125,16 @@ impl GatewayError {
         }
     }
 
-    /// When a client should try again after a 503 of this error: the upstream's own
+    /// When a client should try again: the auth back-off's lock, the upstream's own
     /// estimate (ejection end or next health probe), or [`UNAVAILABLE_RETRY_AFTER`] for
-    /// outages the gateway cannot time (store, keys, shutting down: another instance
-    /// behind the load balancer may answer sooner).
-    pub fn retry_after(&self) -> std::time::Duration {
+    /// other 503s, outages the gateway cannot time (store, keys, shutting down: another
+    /// instance behind the load balancer may answer sooner). `None`: not worth a retry
+    /// as it stands.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::NoHealthyEndpoint { retry_after, .. } => *retry_after,
-            _ => UNAVAILABLE_RETRY_AFTER,
+            Self::AuthLocked { retry_after } | Self::NoHealthyEndpoint { retry_after, .. } => Some(*retry_after),
+            _ if self.status() == StatusCode::SERVICE_UNAVAILABLE => Some(UNAVAILABLE_RETRY_AFTER),
+            _ => None,
         }
     }
 
@@ -212,22 +214,20 @@ pub fn rescue(err: &GatewayError, request_id: &str, fhir: bool) -> Response<Full
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    match err {
-        GatewayError::RateLimited(d) => crate::limits::headers::insert_headers(resp.headers_mut(), &[d]),
-        GatewayError::AuthLocked { retry_after } => {
-            // Rounded up: a client told to come back early would only be refused again.
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    if let GatewayError::RateLimited(d) = err {
+        crate::limits::headers::insert_headers(resp.headers_mut(), &[d]);
+    }
+    // Every 503 and the auth back-off's 429 say when to come back (RFC 9110 §10.2.3), so
+    // clients and load balancers retry on time instead of at once; a rate-limit refusal
+    // already has its own.
+    if let Some(wait) = err.retry_after() {
+        if !resp.headers().contains_key(header::RETRY_AFTER) {
+            // Rounded up (a client told to come back early would only be refused again)
+            // and capped at an hour (a number that large only tells a client to give up).
+            let wait = wait.min(std::time::Duration::from_secs(3600));
+            let secs = crate::limits::headers::ceil_secs(wait).max(1);
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        _ => {}
-    }
-    // Every 503 says when to come back (RFC 9110 §10.2.3), so clients and load
-    // balancers retry on time instead of at once; a rate-limit 503 already has its own.
-    if resp.status() == StatusCode::SERVICE_UNAVAILABLE && !resp.headers().contains_key(header::RETRY_AFTER) {
-        // Capped at an hour: a number that large only tells a client to give up.
-        let wait = err.retry_after().min(std::time::Duration::from_secs(3600));
-        let secs = crate::limits::headers::ceil_secs(wait).max(1);
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if let GatewayError::Auth { challenge: Some(c), .. } = err {
         if let Ok(v) = HeaderValue::from_str(c) {
