@@ -9,11 +9,16 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-/// Why the gateway answered the request itself instead of the upstream.
+/// Why the gateway answered the request itself instead of the upstream. Each variant
+/// has one status ([`GatewayError::status`]) and one stable code
+/// ([`GatewayError::code`]) that clients, metrics and access records share.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// No route matches the request's host and path (on this listener); 404 `no_route`.
     #[error("no route matches this host and path")]
     NoRoute,
+    /// The path has dot segments, encoded separators or backslashes, which a backend
+    /// could resolve to another route's path; 400 `bad_path`.
     #[error("the request path is not acceptable: {0}")]
     BadPath(&'static str),
     /// The request's framing is malformed or ambiguous (RFC 9112 / RFC 9113).
@@ -23,31 +28,62 @@ pub enum GatewayError {
     /// (EX-MTLS-1).
     #[error("this route requires a client certificate; connect with your institution's certificate through a listener that asks for one")]
     ClientCertRequired,
+    /// The body is longer than the route's `max_body_bytes` (AV-DOS-1); 413.
     #[error("the request body exceeds the limit of {limit} bytes")]
-    BodyTooLarge { limit: u64 },
+    BodyTooLarge {
+        /// The route's limit, in bytes, told to the client.
+        limit: u64,
+    },
+    /// A WebSocket upgrade on a route that does not enable them.
     #[error("WebSocket upgrades are not enabled on this route")]
     UpgradeNotAllowed,
     /// Every endpoint is ejected; `retry_after` is when one may be back (ejection end
     /// or next health probe).
     #[error("no healthy endpoint for upstream {upstream}")]
     NoHealthyEndpoint {
+        /// The upstream's name in the config.
         upstream: String,
+        /// When to try again (the response's `Retry-After`).
         retry_after: std::time::Duration,
     },
+    /// The residency policy refused the upstream's address (DATA-JP-1); 502.
     #[error("the upstream connection is refused by the residency policy")]
-    EgressRefused { upstream: String, reason: String },
+    EgressRefused {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// The policy's reason, for the log only.
+        reason: String,
+    },
+    /// No connection to the upstream could be opened; 502.
     #[error("cannot reach upstream {upstream}")]
-    UpstreamConnect { upstream: String, reason: String },
+    UpstreamConnect {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// What failed (DNS, TCP, TLS), for the log only.
+        reason: String,
+    },
+    /// The upstream sent no response head within its `response_timeout`; 504.
     #[error("upstream {upstream} did not answer within {seconds:.1} s")]
-    UpstreamTimeout { upstream: String, seconds: f64 },
+    UpstreamTimeout {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// The timeout that passed.
+        seconds: f64,
+    },
+    /// The exchange with the upstream broke, or its answer could not be checked; 502.
     #[error("upstream {upstream} failed while answering")]
-    UpstreamFailed { upstream: String, reason: String },
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
+    UpstreamFailed {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// What failed, for the log only.
+        reason: String,
+    },
     /// Authentication refused the request (status, challenge and code from the error).
     #[error("{}", .error.client_message())]
     Auth {
+        /// Why the token (or its absence) was refused.
         error: crate::auth::AuthError,
+        /// The `WWW-Authenticate` challenge to send, if any.
         challenge: Option<String>,
     },
     /// The FHIR adapter refused the request or the response (ACL-PHR-1).
@@ -58,7 +94,9 @@ pub enum GatewayError {
     /// exist); logs and the access record keep `reason`.
     #[error("{shown}")]
     Concealed {
+        /// What the client is told: not found.
         shown: fhir_adapter::FhirError,
+        /// What happened, for the log and the access record.
         reason: fhir_adapter::FhirError,
     },
     /// A rate-limit policy refused the request (AV-DOS-1): over its limit, or its
@@ -67,22 +105,29 @@ pub enum GatewayError {
     RateLimited(Box<crate::limits::decision::Decision>),
     /// Too many failed authentications from this source or for this subject (AUTH-LOCK-1).
     #[error("too many failed authentications; try again later")]
-    AuthLocked { retry_after: std::time::Duration },
+    AuthLocked {
+        /// How long the lock lasts (the response's `Retry-After`).
+        retry_after: std::time::Duration,
+    },
     /// The subject is on the block list (bulk access, or an operator's decision).
     #[error("this account is blocked; contact the operator")]
     SubjectBlocked,
     /// The upload filter refused the body's content (EX-FILE-1).
     #[error("{message}")]
     UploadRefused {
+        /// 415 for a refused type, 422 for refused content.
         status: StatusCode,
+        /// The filter's stable reason code.
         code: &'static str,
+        /// What was refused and why, for the client.
         message: String,
     },
     /// Neither the database nor the local spool took the access record (LOG-ACC-1):
     /// the response is withheld rather than served unrecorded.
     #[error("access records cannot be written; the request was not served")]
     AuditUnavailable,
-    /// The client's body could not be read.
+    /// The client's body could not be read (it broke off or was framed badly); the
+    /// reason stays in the log.
     #[error("the request body could not be read")]
     ClientBody(String),
     /// The route needs tokens but no authenticator is configured: refuse, never allow.
@@ -95,6 +140,31 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// A request body that could not be read whole under the route's `limit`.
+    pub fn from_request_body(e: crate::proxy::body::BodyError, limit: u64) -> Self {
+        match e {
+            crate::proxy::body::BodyError::TooLarge => Self::BodyTooLarge { limit },
+            crate::proxy::body::BodyError::Unreadable(reason) => Self::ClientBody(reason),
+        }
+    }
+
+    /// A forwarding failure, as the client sees it; `body_limit` is the route's
+    /// `max_body_bytes`, told to a client whose streamed body passed it.
+    pub fn from_upstream(e: crate::proxy::UpstreamError, body_limit: u64) -> Self {
+        use crate::proxy::UpstreamError as U;
+        match e {
+            U::NoHealthyEndpoint { upstream, retry_after } => Self::NoHealthyEndpoint { upstream, retry_after },
+            U::EgressRefused { upstream, reason } => Self::EgressRefused { upstream, reason },
+            U::Connect { upstream, reason } => Self::UpstreamConnect { upstream, reason },
+            U::Timeout { upstream, seconds } => Self::UpstreamTimeout { upstream, seconds },
+            U::Failed { upstream, reason } => Self::UpstreamFailed { upstream, reason },
+            U::RequestBodyTooLarge => Self::BodyTooLarge { limit: body_limit },
+            U::ClientBody(reason) => Self::ClientBody(reason),
+            U::BadPath(why) => Self::BadPath(why),
+        }
+    }
+
+    /// The HTTP status of the refusal.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute => StatusCode::NOT_FOUND,
@@ -102,7 +172,7 @@ impl GatewayError {
             Self::ClientCertRequired => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpgradeNotAllowed => StatusCode::BAD_REQUEST,
-            Self::NoHealthyEndpoint { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHealthyEndpoint { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::EgressRefused { .. } | Self::UpstreamConnect { .. } | Self::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -127,7 +197,7 @@ impl GatewayError {
 
     /// When a client should try again: the auth back-off's lock, the upstream's own
     /// estimate (ejection end or next health probe), or [`UNAVAILABLE_RETRY_AFTER`] for
-    /// other 503s, outages the gateway cannot time (store, keys, shutting down: another
+    /// other 503s, outages the gateway cannot time (store, keys: another
     /// instance behind the load balancer may answer sooner). `None`: not worth a retry
     /// as it stands.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
@@ -152,7 +222,6 @@ impl GatewayError {
             Self::UpstreamConnect { .. } => "upstream_unreachable",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::UpstreamFailed { .. } => "upstream_failed",
-            Self::ShuttingDown => "shutting_down",
             Self::Auth { error, .. } => error.code(),
             Self::AuthUnavailable => "auth_unavailable",
             Self::Fhir(e) => e.issue_code(),
@@ -250,7 +319,6 @@ mod tests {
                 upstream: "u".into(),
                 retry_after: Duration::from_millis(2_300),
             },
-            GatewayError::ShuttingDown,
             GatewayError::AuthUnavailable,
             GatewayError::AuditUnavailable,
         ];

@@ -5,7 +5,8 @@
 //! AV-DOS-1 (connection cap, header-read timeout against slowloris, idle timeout).
 
 use crate::config::Limits;
-use crate::pipeline::{ConnInfo, Pipeline};
+use crate::context::ConnInfo;
+use crate::pipeline::Pipeline;
 use crate::runtime::Shared;
 use crate::tls::ClientIdentity;
 use hyper::service::service_fn;

@@ -4,7 +4,7 @@
 
 use super::jwks::{BoxFuture, JwksFetcher};
 use super::IssuerConfig;
-use crate::proxy::egress::UpstreamResolver;
+use crate::residency::egress::UpstreamResolver;
 use crate::residency::policy::Policy;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

@@ -44,7 +44,6 @@ pub mod enforce;
 pub mod headers;
 pub mod keys;
 pub mod local;
-pub mod phases;
 pub mod refusal_log;
 pub mod shared;
 pub mod subject_blocks;

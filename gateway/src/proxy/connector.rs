@@ -3,7 +3,7 @@
 //! address actually connected, for every new connection; pooled connections reuse a
 //! connection that was checked when it was opened.
 
-use super::egress::{EgressPolicy, UpstreamResolver};
+use crate::residency::egress::{EgressPolicy, UpstreamResolver};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;

@@ -2,9 +2,10 @@
 //! with passive and active health checks, upstream TLS, and the header hygiene that keeps a client
 //! from speaking for the gateway.
 
+pub mod body;
 mod connector;
-pub mod egress;
 mod endpoint;
+mod forward;
 pub mod headers;
 pub mod health;
 mod pool;
@@ -12,11 +13,11 @@ pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
 pub use endpoint::Endpoint;
+pub use forward::{forward, ForwardPlan, Forwarded, Outgoing, PREREAD_BODY_BYTES};
 
 use crate::config::Upstream;
-use crate::error::GatewayError;
+use crate::residency::egress::{EgressPolicy, UpstreamResolver};
 use bytes::Bytes;
-use egress::{EgressPolicy, UpstreamResolver};
 use http::{Request, Response};
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
@@ -147,13 +148,13 @@ impl UpstreamPool {
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         // Boxed: the exchange (pool checkout, connect, handshake) is the largest
         // state in the request's future, and that future is moved whole into
         // hyper's dispatcher (HTTP/1.1) or a task per stream (HTTP/2). Boxing it
         // took the future from 6.9 to 4.3 KiB and 4-6 % off CPU per small request.
         match tokio::time::timeout(self.response_timeout, Box::pin(self.exchange(endpoint, req))).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout {
+            Err(_) => Err(UpstreamError::Timeout {
                 upstream: self.name.to_string(),
                 seconds: self.response_timeout.as_secs_f64(),
             }),
@@ -218,11 +219,11 @@ impl UpstreamPool {
         resp
     }
 
-    fn classify_error(&self, endpoint: &Endpoint, e: SendError) -> GatewayError {
+    fn classify_error(&self, endpoint: &Endpoint, e: SendError) -> UpstreamError {
         let upstream = self.name.to_string();
         let e = match e {
             SendError::Connect(ConnectError::Egress(reason)) => {
-                return GatewayError::EgressRefused { upstream, reason };
+                return UpstreamError::EgressRefused { upstream, reason };
             }
             SendError::Connect(ce) => {
                 metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "connect")
@@ -232,7 +233,7 @@ impl UpstreamPool {
                         .increment(1);
                     tracing::warn!(upstream = %upstream, endpoint = %endpoint.base, eject_for_s = self.eject_for.as_secs(), "endpoint ejected after repeated connection failures");
                 }
-                return GatewayError::UpstreamConnect {
+                return UpstreamError::Connect {
                     upstream,
                     reason: ce.to_string(),
                 };
@@ -246,20 +247,76 @@ impl UpstreamPool {
         let mut source = e.source();
         while let Some(s) = source {
             if s.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                return GatewayError::BodyTooLarge { limit: 0 };
+                return UpstreamError::RequestBodyTooLarge;
             }
             if let Some(client) = s.downcast_ref::<hyper::Error>() {
-                return GatewayError::ClientBody(client.to_string());
+                return UpstreamError::ClientBody(client.to_string());
             }
             source = s.source();
         }
         metrics::counter!("phr_upstream_errors_total", "upstream" => upstream.clone(), "kind" => "request")
             .increment(1);
-        GatewayError::UpstreamFailed {
+        UpstreamError::Failed {
             upstream,
             reason: e.to_string(),
         }
     }
+}
+
+/// Why a request could not be forwarded, or its upstream did not answer. The request
+/// path turns each into the client's status (502, 503, 504, 413 or 400).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every endpoint is ejected; `retry_after` is when one may be back (ejection end
+    /// or next health probe).
+    #[error("no healthy endpoint for upstream {upstream}")]
+    NoHealthyEndpoint {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The residency policy refused the address the endpoint resolved to (DATA-JP-1).
+    #[error("upstream {upstream}: {reason}")]
+    EgressRefused {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// The policy's reason, for the log.
+        reason: String,
+    },
+    /// No connection could be opened (DNS, TCP, TLS).
+    #[error("cannot reach upstream {upstream}: {reason}")]
+    Connect {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// What failed, for the log.
+        reason: String,
+    },
+    /// No response head within the upstream's `response_timeout`.
+    #[error("upstream {upstream} did not answer within {seconds:.1} s")]
+    Timeout {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// The timeout that passed.
+        seconds: f64,
+    },
+    /// The exchange broke after the connection was open.
+    #[error("upstream {upstream} failed while answering: {reason}")]
+    Failed {
+        /// The upstream's name in the config.
+        upstream: String,
+        /// What failed, for the log.
+        reason: String,
+    },
+    /// The client's streamed body passed the route's size limit while being sent.
+    #[error("the request body exceeds the route's limit")]
+    RequestBodyTooLarge,
+    /// The client's body broke off or was framed badly while being sent.
+    #[error("the request body could not be read: {0}")]
+    ClientBody(String),
+    /// The request cannot be put into origin form for the endpoint.
+    #[error("{0}")]
+    BadPath(&'static str),
 }
 
 /// Why an exchange with an upstream failed: opening the connection (each reason maps to

@@ -316,7 +316,7 @@ pub enum AllowListError {
         source: std::io::Error,
     },
     /// The file has no entries.
-    #[error("allow-list file {} contains no networks; it is probably a failed download. Regenerate it with `phr-gateway residency import-apnic` (see OPERATORS.md)", path.display())]
+    #[error("allow-list file {} contains no networks; it is probably a failed download. Regenerate it with `phr-gateway residency import-apnic` (see docs/residency.md)", path.display())]
     EmptyFile {
         /// The file.
         path: PathBuf,

@@ -6,7 +6,7 @@
 //! records with country `JP` and status `allocated`/`assigned` are the
 //! best public approximation of "addresses of networks in Japan". It is an
 //! approximation: the registry records where the holder registered, not
-//! where a server stands (see `OPERATORS.md`).
+//! where a server stands (see `docs/residency.md`).
 //!
 //! The parser is strict on purpose. A truncated or corrupted download must
 //! not become a silently smaller (or larger) allow-list, so unknown record
@@ -356,7 +356,7 @@ pub fn write_allow_list<W: Write>(nets: &[IpNet], mut writer: W, note: &SourceNo
          # Networks: {} (IPv4: {}, IPv6: {})\n\
          # Registry country is where the address holder registered, not where a\n\
          # server stands: the declared jurisdiction and the hosting contract are\n\
-         # the primary control (see OPERATORS.md).",
+         # the primary control (see docs/residency.md).",
         note.file_name,
         note.file_date,
         note.country,

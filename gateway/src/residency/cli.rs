@@ -8,7 +8,7 @@ use super::jurisdiction::TargetKind;
 use super::policy::Policy;
 use super::report::{build_report, TargetResolution};
 use crate::config::Config;
-use crate::proxy::egress::{EgressPolicy, UpstreamResolver};
+use crate::residency::egress::{EgressPolicy, UpstreamResolver};
 use std::net::SocketAddr;
 use std::path::Path;
 

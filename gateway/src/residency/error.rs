@@ -35,7 +35,7 @@ pub enum ResidencyError {
     },
     /// A public address outside the domestic allow-list: the host may have
     /// moved abroad, or DNS may be pointing somewhere it should not.
-    #[error("{target}: address {addr} is not in the domestic allow-list; refusing to connect. If the server really is in Japan, add its network to the allow-list (see OPERATORS.md); otherwise fix DNS or the configured host")]
+    #[error("{target}: address {addr} is not in the domestic allow-list; refusing to connect. If the server really is in Japan, add its network to the allow-list (see docs/residency.md); otherwise fix DNS or the configured host")]
     NotInAllowList {
         /// The target's label (or a generic description, see [`ResidencyError::with_target`]).
         target: String,

@@ -25,7 +25,7 @@
 //!    the backstop for mistakes the declaration cannot see (DNS changes,
 //!    stale configuration). The list is generated from the APNIC delegated
 //!    statistics by [`apnic`]; registry country is *not* physical location,
-//!    so this layer never replaces the declaration (see `OPERATORS.md`).
+//!    so this layer never replaces the declaration (see `docs/residency.md`).
 //!
 //! [`report`] turns both layers into evidence (the data-location table of
 //! DATA-JP-1 / DATA-LOC-1), and [`resolve`] gives the connector and the
@@ -46,12 +46,12 @@
 //! - CLI: `apnic::parse_apnic` + `apnic::write_allow_list` for
 //!   `import-apnic`, `report::build_report` for `report`.
 
-// No `pub use` re-exports on purpose: in a binary crate they trigger
-// `unused_imports` for every item not yet used, and full paths such as
+// No `pub use` re-exports on purpose: full paths such as
 // `residency::policy::Policy` make call sites say which layer they use.
 pub mod allow_list;
 pub mod apnic;
 pub mod cli;
+pub mod egress;
 pub mod error;
 pub mod hosts;
 pub mod jurisdiction;

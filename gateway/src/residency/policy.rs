@@ -69,13 +69,6 @@ pub enum Refusal {
     Unroutable,
 }
 
-impl Verdict {
-    /// True if the connection may proceed.
-    pub fn is_allowed(&self) -> bool {
-        !matches!(self, Verdict::Refused(_))
-    }
-}
-
 impl Policy {
     /// A policy with the standard in-cluster ranges.
     pub fn new(allow: AllowList) -> Self {

@@ -1,4 +1,4 @@
-//! Name resolution with test overrides (supports DATA-JP-1 / DATA-JP-2 /
+//! Name resolution for the residency check (supports DATA-JP-1 / DATA-JP-2 /
 //! DATA-JP-3 and ONL-3 enforcement).
 //!
 //! The address check is only meaningful if it sees the addresses the socket
@@ -7,25 +7,16 @@
 //! only to addresses that passed, never handing the hostname to a library
 //! that resolves again (DNS rebinding would slip past the check).
 //!
-//! The override map lets the gateway's tests point `fhir.test` at
-//! 127.0.0.1 ("in Japan") and then switch it to 127.0.0.2 ("abroad") while
-//! the gateway is running, to prove that a DNS change is caught on the next
-//! connection without a restart.
+//! Pinning a name to addresses (what tests use to move `fhir.test` from
+//! 127.0.0.1, "in Japan", to 127.0.0.2, "abroad", while the gateway runs) is the
+//! hosts file's job ([`super::hosts`]), consulted before this resolver.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{PoisonError, RwLock};
 
-/// Resolves `host:port`, consulting a runtime-settable override map first.
-///
-/// Shared (`Arc<Resolver>`) between the connector and the report; the
-/// override map uses interior mutability so tests can change an answer
-/// through a shared reference mid-run.
+/// Resolves `host:port` through the system resolver, IP literals without it.
 #[derive(Debug, Default)]
-pub struct Resolver {
-    overrides: RwLock<HashMap<String, Vec<IpAddr>>>,
-}
+pub struct Resolver {}
 
 impl Resolver {
     /// A resolver with no overrides: plain system DNS.
@@ -33,46 +24,23 @@ impl Resolver {
         Self::default()
     }
 
-    /// Makes `host` resolve to `addrs` from now on, replacing any earlier
-    /// override. An empty list makes the host unresolvable (NXDOMAIN-like).
-    ///
-    /// Meant for tests and for operators pinning a host in configuration;
-    /// pinned addresses are still checked by the policy like any other.
-    pub fn set_override(&self, host: &str, addrs: Vec<IpAddr>) {
-        let mut map = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-        map.insert(normalize(host), addrs);
-    }
-
-    /// Removes the override for `host`; returns whether there was one.
-    pub fn clear_override(&self, host: &str) -> bool {
-        let mut map = self.overrides.write().unwrap_or_else(PoisonError::into_inner);
-        map.remove(&normalize(host)).is_some()
-    }
-
     /// Resolves `host` (a name, an IP literal, or a bracketed IPv6 literal)
     /// to socket addresses, without duplicates, in the resolver's order.
     ///
-    /// Order: IP literal, then override, then `tokio::net::lookup_host`.
+    /// Order: IP literal, then `tokio::net::lookup_host`.
     /// Literals bypass DNS but not the policy: the caller checks them too.
     pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
         let key = normalize(host);
         if let Ok(ip) = key.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        let pinned = {
-            let map = self.overrides.read().unwrap_or_else(PoisonError::into_inner);
-            map.get(&key).cloned()
-        };
-        let addrs: Vec<SocketAddr> = match pinned {
-            Some(ips) => ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
-            None => tokio::net::lookup_host((key.as_str(), port))
-                .await
-                .map_err(|source| ResolveError::Lookup {
-                    host: key.clone(),
-                    source,
-                })?
-                .collect(),
-        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((key.as_str(), port))
+            .await
+            .map_err(|source| ResolveError::Lookup {
+                host: key.clone(),
+                source,
+            })?
+            .collect();
         let mut unique: Vec<SocketAddr> = Vec::with_capacity(addrs.len());
         for a in addrs {
             if !unique.contains(&a) {
@@ -121,7 +89,7 @@ mod tests {
     use std::pin::pin;
     use std::task::{Context, Poll, Waker};
 
-    /// Polls once: literal and override answers never await, so no runtime
+    /// Polls once: literal answers never await, so no runtime
     /// is needed (the crate depends on tokio with `net` only).
     fn now<F: Future>(f: F) -> F::Output {
         let mut cx = Context::from_waker(Waker::noop());
@@ -139,26 +107,5 @@ mod tests {
         let r = Resolver::new();
         assert_eq!(now(r.resolve("127.0.0.2", 80)).unwrap(), [sa("127.0.0.2:80")]);
         assert_eq!(now(r.resolve("[::1]", 443)).unwrap(), [sa("[::1]:443")]);
-    }
-
-    #[test]
-    fn override_can_change_mid_run() {
-        let r = Resolver::new();
-        r.set_override("fhir.test", vec!["127.0.0.1".parse().unwrap()]);
-        assert_eq!(now(r.resolve("FHIR.test.", 8443)).unwrap(), [sa("127.0.0.1:8443")]);
-        // The "DNS answer" moves abroad while the resolver is shared.
-        r.set_override("fhir.test", vec!["127.0.0.2".parse().unwrap(); 2]);
-        assert_eq!(now(r.resolve("fhir.test", 8443)).unwrap(), [sa("127.0.0.2:8443")]);
-        assert!(r.clear_override("fhir.test"));
-        assert!(!r.clear_override("fhir.test"));
-    }
-
-    #[test]
-    fn empty_override_is_unresolvable() {
-        let r = Resolver::new();
-        r.set_override("gone.test", Vec::new());
-        let err = now(r.resolve("gone.test", 80)).unwrap_err();
-        assert!(matches!(err, ResolveError::NoAddresses { ref host } if host == "gone.test"));
-        assert!(err.to_string().contains("gone.test"), "{err}");
     }
 }

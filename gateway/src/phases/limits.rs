@@ -1,14 +1,14 @@
-//! The limits' three places in the request path (see `pipeline.rs`):
+//! The limits' three places in the request path (see [`crate::pipeline`]):
 //! before authentication (source address, route, failed-auth back-off), after it
 //! (subject, client, certificate; FHIR interaction cost; block list), and after the
 //! response (bulk-access detector). Plus the upload filter on the buffered body.
 
-use super::config::KeyKind;
-use super::enforce::Protection;
-use super::subject_blocks::BlockStore;
-use super::upload_filter::Verdict;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::pipeline::RequestContext;
+use crate::limits::config::KeyKind;
+use crate::limits::enforce::Protection;
+use crate::limits::subject_blocks::BlockStore;
+use crate::limits::upload_filter::Verdict;
 use crate::runtime::RouteRuntime;
 use std::time::Instant;
 

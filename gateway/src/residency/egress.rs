@@ -3,10 +3,10 @@
 //! policy, DATA-JP-1). Both are built from the config, so a reload swaps them with the
 //! upstream pools they serve.
 
-use crate::residency::hosts::HostsFile;
-use crate::residency::jurisdiction::Target;
-use crate::residency::policy::Policy;
-use crate::residency::resolve::Resolver;
+use super::hosts::HostsFile;
+use super::jurisdiction::Target;
+use super::policy::Policy;
+use super::resolve::Resolver;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

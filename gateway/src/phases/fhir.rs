@@ -7,18 +7,20 @@
 //! patient's data), EX-SEG-1 (unknown operations denied), LOG-ACC-1 (the patients and
 //! resources touched are known for the access record).
 
+use crate::context::{GatewayBody, RequestContext};
 use crate::error::GatewayError;
-use crate::pipeline::{Outgoing, RequestContext};
+use crate::proxy::body::collect_limited;
+use crate::proxy::Outgoing;
 use crate::runtime::{RouteRuntime, Runtime};
 use bytes::Bytes;
 use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use std::collections::BTreeSet;
 
 /// Largest upstream FHIR response the gateway will buffer to check.
-const MAX_CHECKED_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+const MAX_CHECKED_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What phase 5 decided, carried to the response check.
 pub struct Exchange {
@@ -34,10 +36,15 @@ pub struct Exchange {
 /// The FHIR facts of one request for its access record (LOG-ACC-1).
 #[derive(Debug, Clone, Default)]
 pub struct FhirFacts {
+    /// The FHIR interaction (`read`, `search-type`, `create`, ...).
     pub interaction: &'static str,
+    /// The resource type addressed, if any.
     pub resource_type: Option<&'static str>,
+    /// The resource id addressed, if any.
     pub resource_id: Option<String>,
+    /// The `$operation` invoked, if any.
     pub operation: Option<String>,
+    /// Every patient whose data the request or its response touched.
     pub patients: BTreeSet<String>,
 }
 
@@ -49,7 +56,10 @@ pub async fn authorize(
     route: &RouteRuntime,
     out: &mut Outgoing,
 ) -> Result<Exchange, GatewayError> {
-    let body = buffer_request_body(out, route.max_body_bytes).await?;
+    let body = out
+        .buffer_body(route.max_body_bytes)
+        .await
+        .map_err(|e| GatewayError::from_request_body(e, route.max_body_bytes))?;
     let path = out.parts.uri.path();
     let relative = path.get(route.prefix.len()..).unwrap_or("");
     let request = FhirRequest {
@@ -149,7 +159,7 @@ pub async fn check_response(
     route: &RouteRuntime,
     exchange: Exchange,
     resp: Response<Incoming>,
-) -> Result<Response<crate::pipeline::ResponseBody>, GatewayError> {
+) -> Result<Response<GatewayBody>, GatewayError> {
     let (backend_base, public_base) = bases(ctx, route);
     let (mut parts, body) = resp.into_parts();
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
@@ -172,14 +182,7 @@ pub async fn check_response(
     if !(exchange.decision.response_check && parts.status.is_success()) {
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
-    let bytes = Limited::new(body, MAX_CHECKED_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| GatewayError::UpstreamFailed {
-            upstream: route.upstream.name.to_string(),
-            reason: e.to_string(),
-        })?
-        .to_bytes();
+    let bytes = read_response(route, body).await?;
     let access = AccessContext {
         scopes: &exchange.scopes,
         patient: exchange.patient.as_deref(),
@@ -241,35 +244,23 @@ async fn pre_read(
     if let Some(host) = ctx.original_host.clone() {
         req = req.header(header::HOST, host);
     }
-    let req = req
+    let (parts, ()) = req
         .header(header::ACCEPT, "application/fhir+json")
-        .body(Either::Right(Full::new(Bytes::new())))
-        .map_err(|_| GatewayError::BadPath("the pre-read path is not valid"))?;
-    let (parts, body) = req.into_parts();
-    let resp = crate::pipeline::forward(
-        runtime,
-        ctx,
-        route,
-        Outgoing {
-            parts,
-            body,
-            client_upgrade: None,
-        },
-    )
-    .await?;
+        .body(())
+        .map_err(|_| GatewayError::BadPath("the pre-read path is not valid"))?
+        .into_parts();
+    let out = Outgoing {
+        parts,
+        body: Either::Right(Full::new(Bytes::new())),
+        client_upgrade: None,
+    };
+    let resp = super::forward::forward(runtime, ctx, route, out).await?;
     if resp.status() == StatusCode::NOT_FOUND {
         // Nothing there yet: an update then acts as a create, whose body was checked.
         return Ok(());
     }
     let status = resp.status();
-    let bytes = Limited::new(resp.into_body(), MAX_CHECKED_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| GatewayError::UpstreamFailed {
-            upstream: route.upstream.name.to_string(),
-            reason: e.to_string(),
-        })?
-        .to_bytes();
+    let bytes = read_response(route, resp.into_body()).await?;
     if !status.is_success() {
         return Err(GatewayError::UpstreamFailed {
             upstream: route.upstream.name.to_string(),
@@ -280,19 +271,14 @@ async fn pre_read(
     Ok(())
 }
 
-/// Collects a request body the adapter must read, within the route's limit.
-async fn buffer_request_body(out: &mut Outgoing, limit: u64) -> Result<Bytes, GatewayError> {
-    let body = std::mem::replace(&mut out.body, Either::Right(Full::new(Bytes::new())));
-    match body {
-        Either::Right(full) => Ok(full.collect().await.map(|b| b.to_bytes()).unwrap_or_default()),
-        Either::Left(limited) => match limited.collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-                Err(GatewayError::BodyTooLarge { limit })
-            }
-            Err(e) => Err(GatewayError::ClientBody(e.to_string())),
-        },
-    }
+/// Reads an upstream's answer whole for the check (up to [`MAX_CHECKED_RESPONSE_BYTES`]).
+async fn read_response(route: &RouteRuntime, body: Incoming) -> Result<Bytes, GatewayError> {
+    collect_limited(body, MAX_CHECKED_RESPONSE_BYTES)
+        .await
+        .map_err(|e| GatewayError::UpstreamFailed {
+            upstream: route.upstream.name.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The backend's FHIR base URL and the gateway's, for rewriting links.
@@ -316,6 +302,7 @@ fn bases(ctx: &RequestContext, route: &RouteRuntime) -> (String, String) {
     (backend, public)
 }
 
+/// The access record's FHIR facts after the decision (and the response check).
 fn facts(c: &Classified, d: &Decision, r: Option<&fhir_adapter::ResponseCheck>) -> FhirFacts {
     let f = fhir_adapter::access_facts(c, Some(d), r);
     FhirFacts {

@@ -1,0 +1,44 @@
+//! Phases 6 and 7: what the request path hands the proxy, and what it keeps of the
+//! answer. The FHIR pre-read forwards through here too, so a gateway-made request gets
+//! the same endpoint choice, header hygiene and residency check as a client's.
+
+use crate::auth::{identity_headers, HeaderNames};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::proxy::{self, ForwardPlan, Outgoing};
+use crate::runtime::{RouteRuntime, Runtime};
+use http::Response;
+use hyper::body::Incoming;
+use std::sync::LazyLock;
+
+/// The identity header names, built once. All start with `x-phr-`, so
+/// `headers::clean_request` drops a client's copies (checked in `auth::identity`).
+static IDENTITY_HEADERS: LazyLock<HeaderNames> = LazyLock::new(HeaderNames::default);
+
+/// Sends `out` to the route's upstream and records in `ctx` which endpoint answered.
+pub async fn forward(
+    runtime: &Runtime,
+    ctx: &mut RequestContext,
+    route: &RouteRuntime,
+    out: Outgoing,
+) -> Result<Response<Incoming>, GatewayError> {
+    let plan = ForwardPlan {
+        strip_prefix: route.strip_prefix.then_some(&*route.prefix),
+        request_id: &ctx.id,
+        peer: ctx.conn.peer.ip(),
+        peer_trusted: runtime.peer_is_trusted(ctx.conn.peer.ip()),
+        original_host: ctx.original_host.as_ref(),
+        client_cert: ctx.conn.client.as_ref(),
+        identity_headers: match &ctx.identity {
+            Some(identity) => identity_headers(identity, &IDENTITY_HEADERS),
+            None => Vec::new(),
+        },
+        websocket_idle_timeout: runtime.config.limits.websocket_idle_timeout,
+    };
+    let forwarded = proxy::forward(&route.upstream, plan, out)
+        .await
+        .map_err(|e| GatewayError::from_upstream(e, route.max_body_bytes))?;
+    ctx.upstream_base = Some(forwarded.upstream_base);
+    ctx.upstream_addr = forwarded.upstream_addr;
+    Ok(forwarded.response)
+}
