@@ -1,5 +1,5 @@
 //! What one connection and one request have established so far, as the request path's
-//! phases hand it on. It lives apart from [`crate::pipeline`] so that the phases can
+//! phases hand it on. It lives apart from the pipeline (`pipeline.rs`) so that the phases can
 //! read and write it without importing the path they sit in: the pipeline imports the
 //! phases, never the other way round.
 

@@ -1,20 +1,26 @@
 //! The request path, in one file, top to bottom.
 //!
 //! ```text
-//! accept ─► connection caps (total, per IP, handshake rate), TLS handshake (rustls),
-//!           client identity (mTLS)                                     server.rs, tls/
-//! request ─► 1. request id            (ours, or a trusted hop's)      request_id
-//!         ─► 2. route                 (host + longest path prefix)    route_request
-//!         ─► 3. limits before auth    (body size, source IP, route, auth back-off)  phases::limits::before_auth
-//!         ─► 4. authenticate          (bearer JWT, two-factor, DPoP, cert binding)  authenticate
-//!         ─► 5. authorise             (SMART scopes, patient compartment)  phases::fhir::authorize
-//!         ─► 5b. limits after auth    (subject/client/cert, FHIR cost, block list, upload filter)
-//!         ─► 6. upstream peer         (round-robin, ejection; residency check on connect)
-//!         ─► 7. forward               (header hygiene, pooled upstream, timeouts)  phases::forward
-//! response ◄─ 7b. compartment check   (FHIR routes: filter other patients)  phases::fhir::check_response
-//!          ◄─ bulk-access detector    (distinct patients per subject)   phases::limits::after_response
-//!          ◄─ 8. respond              (request id, HSTS, metrics)       finish
-//!          ◄─ 9. access record        (committed before release)        audit
+//! accept    connection caps (total, per IP, handshake rate)            server.rs
+//!           TLS handshake (rustls), client identity (mTLS)             tls/
+//! request   1.  request id          ours, or a trusted hop's           request_id
+//!           2.  route               host + longest path prefix;        route_request
+//!                                   path tricks refused
+//!           3.  limits before auth  body size, source IP, route,       phases::limits::before_auth
+//!                                   auth back-off
+//!           4.  authenticate        bearer JWT, two-factor, DPoP,      authenticate
+//!                                   certificate binding
+//!           5.  authorise           SMART scopes, patient compartment  phases::fhir::authorize
+//!           5b. limits after auth   subject, client, certificate;      phases::limits::after_auth,
+//!                                   FHIR cost; block list; uploads     inspect_upload
+//!           6.  upstream peer       round-robin, ejection; residency   phases::forward → proxy
+//!                                   checked on connect
+//!           7.  forward             header hygiene, pooled upstream,   phases::forward → proxy
+//!                                   timeouts
+//! response  7b. compartment check   FHIR routes: other patients        phases::fhir::check_response
+//!               bulk access         distinct patients per subject      phases::limits::after_response
+//!           8.  respond             request id, HSTS, metrics          finish
+//!           9.  access record       committed before release           audit::service::record_for
 //! ```
 //!
 //! The functions below are defined in the order they run. Each safeguard sits behind
@@ -430,6 +436,32 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::{check_path, host_of};
+
+    /// The README's diagram of the request path is this module's, line for line, so
+    /// the two cannot drift apart.
+    #[test]
+    fn readme_diagram_is_the_module_doc() {
+        fn text_block(lines: impl Iterator<Item = String>) -> Vec<String> {
+            lines
+                .skip_while(|l| l != "```text")
+                .skip(1)
+                .take_while(|l| l != "```")
+                .collect()
+        }
+        let module = include_str!("pipeline.rs").lines().map(|l| {
+            l.strip_prefix("//! ")
+                .or_else(|| l.strip_prefix("//!"))
+                .unwrap_or(l)
+                .to_string()
+        });
+        let readme = include_str!("../../README.md").lines().map(str::to_string);
+        let (module, readme) = (text_block(module), text_block(readme));
+        assert!(!module.is_empty());
+        assert_eq!(
+            module, readme,
+            "copy the diagram of gateway/src/pipeline.rs into README.md"
+        );
+    }
 
     #[test]
     fn host_of_drops_port_brackets_and_userinfo() {

@@ -1,4 +1,4 @@
-//! The limits' three places in the request path (see [`crate::pipeline`]):
+//! The limits' three places in the request path (see `pipeline.rs`):
 //! before authentication (source address, route, failed-auth back-off), after it
 //! (subject, client, certificate; FHIR interaction cost; block list), and after the
 //! response (bulk-access detector). Plus the upload filter on the buffered body.

@@ -2,7 +2,7 @@
 //! writes the [`RequestContext`](crate::context::RequestContext) and turns the
 //! safeguard's answer into a [`GatewayError`](crate::error::GatewayError) refusal. The
 //! safeguards themselves (`limits`, `proxy`, `fhir-adapter`, `audit`) know nothing of
-//! the request context or of the pipeline; [`crate::pipeline`] calls these in order.
+//! the request context or of the pipeline; the pipeline (`pipeline.rs`) calls these in order.
 
 pub mod fhir;
 pub mod forward;
