@@ -300,7 +300,7 @@ async fn hmac_only_issuer_with_shared_secret() {
 }
 
 #[tokio::test]
-async fn jwks_from_file() {
+async fn keys_from_a_jwks_file_need_no_fetch() {
     let dir = std::env::temp_dir().join(format!("auth-jwks-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("jwks.json");
