@@ -1,22 +1,18 @@
 //! End-to-end: token authentication through the real binary (AUTH-ID-1, AUTH-2FA-1..3,
 //! なりすまし対策), with real RSA, EC and Ed25519 signatures and a JWKS server on loopback.
 
-mod common;
-#[path = "../gateway/tests/auth/common.rs"]
-mod tokens;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
+use phr_test_support::tokens::{self, claims, key, now, raw_token, sign, unique, AUD, ISS};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokens::{claims, key, now, raw_token, sign, unique, AUD, ISS};
 
 /// A JWKS endpoint whose key set the test can change, counting fetches.
 struct Jwks {

@@ -1,9 +1,8 @@
 //! End-to-end: the reverse proxy (routing, header hygiene, limits, upstream failures,
 //! WebSocket) through the real binary with a real TLS client.
 
-mod common;
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! End-to-end: TLS termination by the real binary (EX-TLS-1..4, EX-MTLS-1).
 
-mod common;
-use common::*;
+use crate::common::*;
+use phr_test_support::cli;
 use rustls::pki_types::pem::PemObject;
 use std::process::Command;
 use std::time::Duration;
@@ -308,23 +308,17 @@ fn refuses_expired_and_weak_certificates_at_start() {
         base_config(&pki, "", &plain_route("b", "/", &[closed_port()], "")),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(err.contains("server.pem") && err.contains("expired"), "{err}");
 
     // Key that does not match the certificate.
     let (cert, _) = pki.ca.issue_server(&["localhost"]).unwrap();
     std::fs::write(pki.path("server.pem"), cert).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::run(BIN, &["run", "--config", path.to_str().unwrap()]);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(err.contains("does not belong"), "{err}");
 }
 
@@ -353,12 +347,9 @@ fn refuses_weak_rsa_keys_and_sha1_signatures() {
             "openssl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = Command::new(BIN)
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "accepted a certificate with {expected}");
+        let out = cli::check_config(BIN, &path);
+        let err = out.stderr;
+        assert!(!out.success, "accepted a certificate with {expected}");
         assert!(err.contains("server.pem") && err.contains(expected), "{err}");
     }
 }
