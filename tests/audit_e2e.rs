@@ -1157,7 +1157,7 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     let plain = start_backend().await;
     let mut gw = Gateway::start(&pki, &config(&pki, "test", fhir, plain, ""));
     let cfg = gw.config.clone();
-    let client = client_config(&pki.ca_pem, &ClientOpts::default());
+    let client = client(&pki);
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut clients = Vec::new();
     for n in 0..4 {

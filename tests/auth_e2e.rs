@@ -88,9 +88,7 @@ async fn valid_tokens_pass_and_every_forgery_is_refused() {
     let pki = Pki::new();
     let jwks = jwks_server(tokens::default_jwks()).await;
     let gw = start(&pki, &jwks, "").await;
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
 
     // Valid tokens of every key family pass, and the backend sees the verified identity
     // (and not the client's forged copy of it).
@@ -288,9 +286,7 @@ async fn key_rotation_mid_run_causes_no_failure() {
     let pki = Pki::new();
     let jwks = jwks_server(tokens::jwks(&[("rsa1", Algorithm::RS256, "k1")])).await;
     let gw = start(&pki, &jwks, "").await;
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     let before = jwks.fetches.load(Ordering::SeqCst);
     let mut served = 0;
     for i in 0..60 {

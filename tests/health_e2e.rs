@@ -8,10 +8,6 @@ use crate::common::tcp_proxy::TcpProxy;
 use crate::common::*;
 use std::time::{Duration, Instant};
 
-fn client(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
-    client_config(&pki.ca_pem, &ClientOpts::default())
-}
-
 fn error_code(body: &[u8]) -> String {
     json(body)["error"]["code"].as_str().unwrap_or_default().to_string()
 }

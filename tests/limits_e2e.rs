@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- configuration -----------------------------------------------------------------
@@ -101,10 +100,6 @@ fn unique_prefix(test: &str) -> String {
 }
 
 // ---- client helpers ----------------------------------------------------------------
-
-fn client(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    client_config(&pki.ca_pem, &ClientOpts::default())
-}
 
 async fn open(gw: &Gateway, pki: &Pki) -> Conn {
     Conn::open(gw.addr, client(pki))

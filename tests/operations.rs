@@ -153,9 +153,7 @@ async fn reload_refuses_a_loopback_upstream_outside_the_cluster() {
         "{body}"
     );
     // The last good configuration keeps serving.
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     assert_eq!(c.get("/echo").await.unwrap().0, 200);
 }
 
@@ -207,7 +205,7 @@ async fn sigterm_drains_an_in_flight_request() {
     let mut gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("b", "/", &[backend], "")));
     let ready = gw.admin("GET", "/readyz").await;
     assert_eq!(ready.0, 200, "{ready:?}\n{}", gw.log_text());
-    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let cfg = client(&pki);
     let mut c = Conn::open(gw.addr, cfg.clone()).await.unwrap();
     let in_flight = tokio::spawn(async move { c.get("/slow?ms=1500").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -235,9 +233,7 @@ async fn metrics_count_requests_by_route_and_status() {
         &pki,
         &base_config(&pki, "", &plain_route("metered", "/", &[backend], "")),
     );
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     for _ in 0..3 {
         assert_eq!(c.get("/").await.unwrap().0, 200);
     }

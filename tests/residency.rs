@@ -124,9 +124,7 @@ async fn connections_are_checked_on_the_resolved_address_every_time() {
         upstream("abroad", "abroad.test", abroad.port(), &ca, no_probes)
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
 
     // Inside the allow-list: passes, over verified upstream TLS.
     let (status, _, body) = c.get("/fhir/Patient/1").await.unwrap();
@@ -177,9 +175,7 @@ async fn upstream_tls_is_verified_against_the_configured_ca() {
         )
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     let (status, _, body) = c.get("/fhir/x").await.unwrap();
     assert_eq!(status, 502, "a backend with a certificate from another CA was trusted");
     assert_eq!(json(&body)["error"]["code"], "upstream_unreachable");

@@ -433,6 +433,11 @@ pub fn client_config(ca_pem: &str, opts: &ClientOpts) -> Arc<rustls::ClientConfi
     Arc::new(cfg)
 }
 
+/// The default client (TLS 1.3 or 1.2, HTTP/1.1, no client certificate) trusting `pki`'s CA.
+pub fn client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    client_config(&pki.ca_pem, &ClientOpts::default())
+}
+
 /// One client connection (HTTP/1.1 or HTTP/2 by ALPN) to the gateway.
 pub struct Conn {
     h1: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
