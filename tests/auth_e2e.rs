@@ -195,7 +195,7 @@ async fn valid_tokens_pass_and_every_forgery_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_bound_and_dpop_tokens() {
+async fn a_bound_token_needs_its_certificate_and_a_dpop_proof_its_url_once() {
     use base64::Engine;
     use sha2::Digest;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
