@@ -11,22 +11,18 @@
 //! and skip without it (panic instead with `PHR_TEST_REQUIRE_SERVICES=1`); each uses its
 //! own schema, dropped at the end. Every loop is bounded by a count and a deadline.
 
-mod common;
-#[path = "common/fhir_backend.rs"]
-mod fhir_backend;
-#[path = "common/tcp_proxy.rs"]
-mod tcp_proxy;
-#[path = "../gateway/tests/auth/common.rs"]
-mod tokens;
-use tcp_proxy::TcpProxy;
-
+use crate::common::tcp_proxy::TcpProxy;
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use jsonwebtoken::Algorithm;
 use phr_gateway::audit::chain::{CheckpointKind, CheckpointSigner};
 use phr_gateway::store::Store;
+use phr_test_support::config::issuer;
+use phr_test_support::pg::PgSchema;
+use phr_test_support::services::postgres_url;
+use phr_test_support::tokens;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,80 +30,18 @@ use std::time::{Duration, Instant};
 
 // ---- services ----------------------------------------------------------------------
 
-/// The PostgreSQL URL, or `None` (skip) when not configured.
-fn pg_url() -> Option<String> {
-    match std::env::var("PHR_TEST_POSTGRES_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("PHR_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("PHR_TEST_POSTGRES_URL not set but PHR_TEST_REQUIRE_SERVICES=1")
-        }
-        _ => {
-            // Written past the test harness's output capture, so a plain run shows it.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"skipping: PHR_TEST_POSTGRES_URL not set (set it, or run bash .ci/run)\n",
-            );
-            None
-        }
-    }
-}
-
 fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
-/// A fresh PostgreSQL schema, dropped (with everything in it) on drop, also after a panic.
-struct PgSchema {
-    admin: String,
-    name: String,
-    /// The admin URL with `search_path` set to this schema.
-    url: String,
+/// A fresh PostgreSQL schema for one test (dropped with everything in it at the end).
+async fn pg_schema(admin: &str) -> PgSchema {
+    PgSchema::create(admin, "audit_e2e_").await
 }
 
-impl PgSchema {
-    async fn create(admin: &str) -> Self {
-        sqlx::any::install_default_drivers();
-        let name = unique("audit_e2e_");
-        let mut c = <sqlx::AnyConnection as sqlx::Connection>::connect(admin)
-            .await
-            .unwrap_or_else(|e| panic!("connect {admin}: {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut c)
-            .await
-            .expect("create schema");
-        let sep = if admin.contains('?') { '&' } else { '?' };
-        let url = format!("{admin}{sep}options=-csearch_path%3D{name}");
-        Self {
-            admin: admin.to_string(),
-            name,
-            url,
-        }
-    }
-
-    /// The schema's URL with the server's `host:port` replaced by `addr` (a proxy).
-    fn url_via(&self, addr: SocketAddr) -> String {
-        self.url.replacen(&pg_host_port(&self.admin), &addr.to_string(), 1)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .execute(&mut c)
-                        .await;
-                }
-            })
-        })
-        .join();
-    }
+/// The schema's URL with the server's `host:port` replaced by `addr` (a proxy).
+fn url_via(schema: &PgSchema, addr: SocketAddr) -> String {
+    schema.url.replacen(&pg_host_port(&schema.admin), &addr.to_string(), 1)
 }
 
 /// `host:port` of a `postgres://[user@]host:port/db` URL.
@@ -119,27 +53,13 @@ fn pg_host_port(url: &str) -> String {
 
 // ---- configuration -----------------------------------------------------------------
 
-const ISSUER_KEYS: &str = "jwks.json";
-
 /// A gateway config with a FHIR route (`/fhir/`, tokens required) and a plain route
 /// (`/plain/`, no auth), plus `extra` ([store], [audit] tables).
 fn config(pki: &Pki, instance: &str, fhir: SocketAddr, plain: SocketAddr, extra: &str) -> String {
-    let jwks = pki.path(ISSUER_KEYS);
-    if !jwks.exists() {
-        std::fs::write(&jwks, tokens::default_jwks()).unwrap();
-    }
     let rest = format!(
-        "[[auth.issuers]]\nissuer = \"{}\"\njwks_file = \"{}\"\naudiences = [\"{}\"]\n\n{}\n{}\n{extra}\n",
-        tokens::ISS,
-        jwks.display(),
-        tokens::AUD,
-        route_with(
-            "fhir",
-            "/fhir/",
-            &[fhir],
-            "",
-            "fhir = true\n[routes.auth]\nmode = \"required\"\n"
-        ),
+        "{}\n{}\n{}\n{extra}\n",
+        issuer(pki.dir.path()),
+        fhir_route(fhir),
         plain_route("plain", "/plain/", &[plain], ""),
     );
     base_config(pki, "", &rest).replacen("instance_id = \"test\"", &format!("instance_id = \"{instance}\""), 1)
@@ -377,8 +297,8 @@ async fn every_request_allowed_or_refused_has_one_encrypted_record_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_allowed_or_refused_has_one_encrypted_record_postgres() {
-    let Some(admin) = pg_url() else { return };
-    let schema = PgSchema::create(&admin).await;
+    let Some(admin) = postgres_url() else { return };
+    let schema = pg_schema(&admin).await;
     every_request_has_one_record(Some(&schema.url)).await;
 }
 
@@ -1237,7 +1157,7 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     let plain = start_backend().await;
     let mut gw = Gateway::start(&pki, &config(&pki, "test", fhir, plain, ""));
     let cfg = gw.config.clone();
-    let client = client_config(&pki.ca_pem, &ClientOpts::default());
+    let client = client(&pki);
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut clients = Vec::new();
     for n in 0..4 {
@@ -1328,15 +1248,15 @@ struct Outage {
 }
 
 async fn outage_setup() -> Option<Outage> {
-    let admin = pg_url()?;
-    let schema = PgSchema::create(&admin).await;
+    let admin = postgres_url()?;
+    let schema = pg_schema(&admin).await;
     let target: SocketAddr = pg_host_port(&admin).parse().expect("PHR_TEST_POSTGRES_URL host:port");
     assert!(target.ip().is_loopback(), "only a loopback PostgreSQL is used in tests");
     let proxy = TcpProxy::start(target).await;
     let pki = Pki::new();
     let fhir = fhir_backend::start().await;
     let plain = start_backend().await;
-    let via = schema.url_via(proxy.addr);
+    let via = url_via(&schema, proxy.addr);
     let gw = Gateway::start(&pki, &config(&pki, "test", fhir, plain, &pg_store(&via)));
     let ids = plain_requests(&gw, &pki, 3).await;
     let direct = connect(&schema.url).await;
@@ -1446,8 +1366,8 @@ async fn status_on_all(gws: &[&Gateway], pki: &Pki, tok: &str) -> Vec<u16> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_and_blocks_reach_every_gateway_sharing_the_store_within_2s() {
-    let Some(admin) = pg_url() else { return };
-    let schema = PgSchema::create(&admin).await;
+    let Some(admin) = postgres_url() else { return };
+    let schema = pg_schema(&admin).await;
     let pki = Pki::new();
     let fhir = fhir_backend::start().await;
     let plain = start_backend().await;
@@ -1562,8 +1482,8 @@ async fn revocations_and_blocks_reach_every_gateway_sharing_the_store_within_2s(
 /// `audit export > evidence.jsonl` holds log lines and `--format fhir` is not JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_stdout_holds_only_the_export_on_postgres() {
-    let Some(admin) = pg_url() else { return };
-    let schema = PgSchema::create(&admin).await;
+    let Some(admin) = postgres_url() else { return };
+    let schema = pg_schema(&admin).await;
     let pki = Pki::new();
     let fhir = fhir_backend::start().await;
     let plain = start_backend().await;

@@ -1,22 +1,18 @@
 //! End-to-end: token authentication through the real binary (AUTH-ID-1, AUTH-2FA-1..3,
 //! なりすまし対策), with real RSA, EC and Ed25519 signatures and a JWKS server on loopback.
 
-mod common;
-#[path = "../gateway/tests/auth/common.rs"]
-mod tokens;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jsonwebtoken::Algorithm;
+use phr_test_support::tokens::{self, claims, key, now, raw_token, sign, unique, AUD, ISS};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokens::{claims, key, now, raw_token, sign, unique, AUD, ISS};
 
 /// A JWKS endpoint whose key set the test can change, counting fetches.
 struct Jwks {
@@ -92,9 +88,7 @@ async fn valid_tokens_pass_and_every_forgery_is_refused() {
     let pki = Pki::new();
     let jwks = jwks_server(tokens::default_jwks()).await;
     let gw = start(&pki, &jwks, "").await;
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
 
     // Valid tokens of every key family pass, and the backend sees the verified identity
     // (and not the client's forged copy of it).
@@ -201,7 +195,7 @@ async fn valid_tokens_pass_and_every_forgery_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificate_bound_and_dpop_tokens() {
+async fn a_bound_token_needs_its_certificate_and_a_dpop_proof_its_url_once() {
     use base64::Engine;
     use sha2::Digest;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -292,9 +286,7 @@ async fn key_rotation_mid_run_causes_no_failure() {
     let pki = Pki::new();
     let jwks = jwks_server(tokens::jwks(&[("rsa1", Algorithm::RS256, "k1")])).await;
     let gw = start(&pki, &jwks, "").await;
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     let before = jwks.fetches.load(Ordering::SeqCst);
     let mut served = 0;
     for i in 0..60 {

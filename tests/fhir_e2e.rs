@@ -2,17 +2,13 @@
 //! Patient A's token reaches A's data and nothing of B's, whatever the URL, query or
 //! body says; practitioner and system tokens get what their scopes say.
 
-mod common;
-#[path = "common/fhir_backend.rs"]
-mod fhir_backend;
-#[path = "../gateway/tests/auth/common.rs"]
-mod tokens;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use jsonwebtoken::Algorithm;
+use phr_test_support::config::issuer;
+use phr_test_support::tokens;
 use serde_json::{json, Value};
 
 struct Fhir {
@@ -23,21 +19,7 @@ struct Fhir {
 async fn start() -> Fhir {
     let pki = Pki::new();
     let backend = fhir_backend::start().await;
-    let jwks = pki.path("jwks.json");
-    std::fs::write(&jwks, tokens::default_jwks()).unwrap();
-    let rest = format!(
-        "[[auth.issuers]]\nissuer = \"{}\"\njwks_file = \"{}\"\naudiences = [\"{}\"]\n\n{}",
-        tokens::ISS,
-        jwks.display(),
-        tokens::AUD,
-        route_with(
-            "fhir",
-            "/fhir/",
-            &[backend],
-            "",
-            "fhir = true\n[routes.auth]\nmode = \"required\"\n"
-        ),
-    );
+    let rest = format!("{}\n{}", issuer(pki.dir.path()), fhir_route(backend));
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
     Fhir { gw, pki }
 }

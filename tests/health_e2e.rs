@@ -4,17 +4,9 @@
 //! A backend is taken away and brought back on the same port with a stoppable TCP proxy
 //! in front of it (listener closed and every connection cut, then listening again).
 
-mod common;
-#[path = "common/tcp_proxy.rs"]
-mod tcp_proxy;
-
-use common::*;
+use crate::common::tcp_proxy::TcpProxy;
+use crate::common::*;
 use std::time::{Duration, Instant};
-use tcp_proxy::TcpProxy;
-
-fn client(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
-    client_config(&pki.ca_pem, &ClientOpts::default())
-}
 
 fn error_code(body: &[u8]) -> String {
     json(body)["error"]["code"].as_str().unwrap_or_default().to_string()
@@ -46,20 +38,22 @@ async fn readyz_becomes(gw: &Gateway, status: u16, within: Duration) -> String {
     }
 }
 
+/// A gateway with one route, `api` at `/api/`, to a backend behind a [`TcpProxy`] (which
+/// a test stops to take the backend away); `upstream_extra` goes into the upstream.
+async fn gateway_to_a_stoppable_backend(upstream_extra: &str) -> (Pki, TcpProxy, Gateway) {
+    let pki = Pki::new();
+    let proxy = TcpProxy::start(start_backend().await).await;
+    let route = plain_route("api", "/api/", &[proxy.addr], upstream_extra);
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &route));
+    (pki, proxy, gw)
+}
+
 /// The default configuration (no health keys): a backend that restarts is served again
 /// within about one probe interval (5 s by default), not after `eject_for` (10 min
 /// here); meanwhile its 503 says when to come back and `/readyz` is not ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_backend_is_back_after_a_probe_not_after_eject_for() {
-    let pki = Pki::new();
-    let proxy = TcpProxy::start(start_backend().await).await;
-    let route = plain_route(
-        "api",
-        "/api/",
-        &[proxy.addr],
-        "eject_after_failures = 1\neject_for = \"10min\"",
-    );
-    let gw = Gateway::start(&pki, &base_config(&pki, "", &route));
+    let (pki, proxy, gw) = gateway_to_a_stoppable_backend("eject_after_failures = 1\neject_for = \"10min\"").await;
     let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     assert_eq!(c.get("/api/x").await.unwrap().0, 200);
     assert_eq!(gw.admin("GET", "/readyz").await.0, 200);
@@ -107,15 +101,10 @@ async fn a_restarted_backend_is_back_after_a_probe_not_after_eject_for() {
 /// when the backend is back, all of it reverts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_take_a_dead_endpoint_out_without_traffic_and_readyz_follows() {
-    let pki = Pki::new();
-    let proxy = TcpProxy::start(start_backend().await).await;
-    let route = plain_route(
-        "api",
-        "/api/",
-        &[proxy.addr],
+    let (pki, proxy, gw) = gateway_to_a_stoppable_backend(
         "[upstreams.api.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\ntimeout = \"150ms\"\nunhealthy_threshold = 2\n",
-    );
-    let gw = Gateway::start(&pki, &base_config(&pki, "", &route));
+    )
+    .await;
     readyz_becomes(&gw, 200, Duration::from_secs(5)).await;
 
     proxy.stop().await;

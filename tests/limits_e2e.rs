@@ -7,74 +7,44 @@
 //! without it (panic instead with `PHR_TEST_REQUIRE_SERVICES=1`). Every load loop is
 //! bounded in count and in time.
 
-mod common;
-#[path = "common/fhir_backend.rs"]
-mod fhir_backend;
-#[path = "common/tcp_proxy.rs"]
-mod tcp_proxy;
-#[path = "../gateway/tests/auth/common.rs"]
-mod tokens;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use jsonwebtoken::Algorithm;
+use phr_test_support::config::issuer;
+use phr_test_support::services::redis_url;
+use phr_test_support::tokens;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 // ---- configuration -----------------------------------------------------------------
 
-/// `[connection_limits]` that never limit (each test's own gateway, all from 127.0.0.1).
-const UNLIMITED_CONNECTIONS: &str =
-    "max_connections_per_ip = 10000\ntls_handshakes_per_ip_per_second = 10000\ntls_handshake_burst = 10000";
-/// `[auth_backoff]` that never locks out.
-const NO_BACKOFF: &str = "after_failures = 100000";
-
-/// `base_config` with this test's own `[connection_limits]` and `[auth_backoff]` tables
-/// (TOML forbids defining a table twice, so they cannot be appended to `base_config`).
+/// A config with this test's own `[connection_limits]` and `[auth_backoff]` keys.
 fn config(pki: &Pki, connection_limits: &str, auth_backoff: &str, rest: &str) -> String {
-    format!(
-        r#"[gateway]
-instance_id = "limits-test"
-
-[admin]
-bind = "127.0.0.1:0"
-
-[limits]
-header_read_timeout = "1s"
-idle_timeout = "5s"
-drain_timeout = "10s"
-max_body_bytes = 1024
-
-[connection_limits]
-{connection_limits}
-
-[auth_backoff]
-{auth_backoff}
-
-[[listeners]]
-name = "public"
-bind = "127.0.0.1:0"
-
-[[listeners.certificates]]
-cert_file = "{cert}"
-key_file = "{key}"
-
-{rest}"#,
-        cert = pki.path("server.pem").display(),
-        key = pki.path("server-key.pem").display(),
-    )
+    gateway_config(pki, "limits-test", "", connection_limits, auth_backoff, "", rest)
 }
 
 /// A `[rate_limits.policies.NAME]` table.
 fn policy(name: &str, key: &str, rate: u32, per: &str, burst: u32, extra: &str) -> String {
     format!(
         "[rate_limits.policies.{name}]\nkey = \"{key}\"\nrate = {rate}\nper = \"{per}\"\nburst = {burst}\n{extra}\n"
+    )
+}
+
+/// A shared (Redis) policy of 1000 requests a second per route, a burst of 1000: one
+/// that never limits, so only Redis failures (`on_redis_error`) decide.
+fn generous_shared_policy(name: &str, on_redis_error: &str) -> String {
+    policy(
+        name,
+        "route",
+        1000,
+        "1s",
+        1000,
+        &format!("shared = true\non_redis_error = \"{on_redis_error}\""),
     )
 }
 
@@ -93,18 +63,6 @@ fn limited_route(name: &str, prefix: &str, backend: SocketAddr, policies: &[&str
     )
 }
 
-/// `[[auth.issuers]]` with the fixtures' key set in a file (no JWKS server needed).
-fn issuer(pki: &Pki) -> String {
-    let jwks = pki.path("jwks.json");
-    std::fs::write(&jwks, tokens::default_jwks()).unwrap();
-    format!(
-        "[[auth.issuers]]\nissuer = \"{}\"\njwks_file = \"{}\"\naudiences = [\"{}\"]\n",
-        tokens::ISS,
-        jwks.display(),
-        tokens::AUD
-    )
-}
-
 /// A valid ES256 token for `sub` with `scope`.
 fn token(sub: &str, scope: &str) -> String {
     let mut c = tokens::claims();
@@ -120,25 +78,6 @@ fn start_named(pki: &Pki, file: &str, config: &str) -> Gateway {
     Gateway::start_with_args(&["run", "--config", path.to_str().unwrap()], path.clone())
 }
 
-/// The Redis URL for tests that need one, or `None` (skip) when not configured.
-fn redis_url() -> Option<String> {
-    match std::env::var("PHR_TEST_REDIS_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ if std::env::var("PHR_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
-            panic!("PHR_TEST_REDIS_URL not set but PHR_TEST_REQUIRE_SERVICES=1")
-        }
-        _ => {
-            // Written past the test harness's output capture, so a plain run shows it.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"skipping: PHR_TEST_REDIS_URL not set (set it, or run bash .ci/run)\n",
-            );
-            None
-        }
-    }
-}
-
-/// A Redis key prefix no other run (or test) uses.
 /// The test Redis (`None`: skip) and a TCP proxy in front of it that a test can stop
 /// and restart to take Redis away and bring it back.
 async fn redis_behind_proxy() -> Option<(String, tcp_proxy::TcpProxy)> {
@@ -151,6 +90,7 @@ async fn redis_behind_proxy() -> Option<(String, tcp_proxy::TcpProxy)> {
     Some((url, tcp_proxy::TcpProxy::start(target).await))
 }
 
+/// A Redis key prefix no other run (or test) uses.
 fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -160,10 +100,6 @@ fn unique_prefix(test: &str) -> String {
 }
 
 // ---- client helpers ----------------------------------------------------------------
-
-fn client(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    client_config(&pki.ca_pem, &ClientOpts::default())
-}
 
 async fn open(gw: &Gateway, pki: &Pki) -> Conn {
     Conn::open(gw.addr, client(pki))
@@ -649,14 +585,7 @@ async fn redis_outage_opens_the_breaker_and_a_probe_closes_it() {
     let rest = format!(
         "{}{}[redis]\nurl = \"redis://{}\"\nkey_prefix = \"{}\"\njurisdiction = \"JP\"\nin_cluster = true\n\
          breaker_after_errors = 2\nbreaker_retry_interval = \"300ms\"\n",
-        policy(
-            "lenient",
-            "route",
-            1000,
-            "1s",
-            1000,
-            "shared = true\non_redis_error = \"open\""
-        ),
+        generous_shared_policy("lenient", "open"),
         limited_route("open", "/open/", backend, &["lenient"]),
         proxy.addr,
         unique_prefix("breaker"),
@@ -709,7 +638,7 @@ async fn subject_policy_charges_fhir_interaction_costs_per_subject() {
     let backend = fhir_backend::start().await;
     let rest = format!(
         "{}\n{}{}",
-        issuer(&pki),
+        issuer(pki.dir.path()),
         policy(
             "per_subject",
             "subject",
@@ -889,7 +818,7 @@ async fn repeated_auth_failures_lock_the_source_out_even_with_a_valid_token() {
     let backend = start_backend().await;
     let rest = format!(
         "{}\n{}",
-        issuer(&pki),
+        issuer(pki.dir.path()),
         route_with("api", "/api/", &[backend], "", "[routes.auth]\nmode = \"required\"\n"),
     );
     let backoff = "after_failures = 3\nwindow = \"60s\"\nblock_for = \"60s\"";
@@ -934,14 +863,8 @@ async fn bulk_access_blocks_a_subject_after_more_distinct_patients_than_allowed(
     let backend = fhir_backend::start().await;
     let rest = format!(
         "{}\n{}\n[bulk_access]\nwindow = \"60s\"\nmax_distinct_patients = 1\naction = \"block\"\n",
-        issuer(&pki),
-        route_with(
-            "fhir",
-            "/fhir/",
-            &[backend],
-            "",
-            "fhir = true\n[routes.auth]\nmode = \"required\"\n"
-        ),
+        issuer(pki.dir.path()),
+        fhir_route(backend),
     );
     let gw = Gateway::start(&pki, &config(&pki, UNLIMITED_CONNECTIONS, NO_BACKOFF, &rest));
     let mut c = open(&gw, &pki).await;
@@ -1021,7 +944,7 @@ async fn reload_keeps_lockouts_budgets_and_connection_counts() {
     let backend = start_backend().await;
     let rest = format!(
         "{}\n{}{}{}",
-        issuer(&pki),
+        issuer(pki.dir.path()),
         route_with("api", "/api/", &[backend], "", "[routes.auth]\nmode = \"required\"\n"),
         policy("per_ip", "source_ip", 1, "60s", 1, ""),
         limited_route("lim", "/lim/", backend, &["per_ip"]),
@@ -1059,22 +982,8 @@ async fn redis_stopped_mid_run_fails_closed_or_open_then_recovers() {
     let backend = start_backend().await;
     let rest = format!(
         "{}{}{}{}[redis]\nurl = \"redis://{}\"\nkey_prefix = \"{}\"\njurisdiction = \"JP\"\nin_cluster = true\n",
-        policy(
-            "strict",
-            "route",
-            1000,
-            "1s",
-            1000,
-            "shared = true\non_redis_error = \"closed\""
-        ),
-        policy(
-            "lenient",
-            "route",
-            1000,
-            "1s",
-            1000,
-            "shared = true\non_redis_error = \"open\""
-        ),
+        generous_shared_policy("strict", "closed"),
+        generous_shared_policy("lenient", "open"),
         limited_route("closed", "/closed/", backend, &["strict"]),
         limited_route("open", "/open/", backend, &["lenient"]),
         proxy.addr,

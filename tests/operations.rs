@@ -1,8 +1,7 @@
 //! End-to-end: starting, configuration errors, readiness, metrics, graceful drain, demo.
 
-mod common;
-use common::*;
-use std::process::Command;
+use crate::common::*;
+use phr_test_support::cli;
 use std::time::Duration;
 
 #[test]
@@ -17,12 +16,9 @@ fn bad_config_exits_non_zero_with_a_precise_message() {
     );
     std::fs::write(&path, text).unwrap();
     for cmd in ["check-config", "run"] {
-        let out = Command::new(BIN)
-            .args([cmd, "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cmd} accepted a bad config");
+        let out = cli::run(BIN, &[cmd, "--config", path.to_str().unwrap()]);
+        let err = out.stderr;
+        assert!(!out.success, "{cmd} accepted a bad config");
         assert!(
             err.contains("gateway.toml") && err.contains("client_auht"),
             "{cmd}: {err}"
@@ -31,12 +27,9 @@ fn bad_config_exits_non_zero_with_a_precise_message() {
     // Semantic errors name the key and the fix.
     let text = base_config(&pki, "client_auth = \"required\"", "[upstreams.x]\nendpoints = [\"http://10.1.2.3:80\"]\nallow_plaintext = true\njurisdiction = \"JP\"\n\n[[routes]]\nname = \"r\"\npath_prefix = \"/\"\nupstream = \"nope\"\n");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(
         err.contains("listeners[0].client_auth") && err.contains("client_ca_file"),
         "{err}"
@@ -48,12 +41,9 @@ fn bad_config_exits_non_zero_with_a_precise_message() {
     assert!(err.contains("routes[0].upstream") && err.contains("\"nope\""), "{err}");
     // Missing secret in the environment.
     std::fs::write(&path, "[gateway]\ninstance_id = \"${PHR_TEST_UNSET_VARIABLE}\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(
         err.contains("gateway.toml:2") && err.contains("PHR_TEST_UNSET_VARIABLE"),
         "{err}"
@@ -75,12 +65,9 @@ fn both_refuse(pki: &Pki, config: &str, needles: &[&str]) {
     let path = pki.path("gateway.toml");
     std::fs::write(&path, config).unwrap();
     let before = files_in(pki.dir.path());
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "check-config called it valid: {err}");
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success, "check-config called it valid: {err}");
     for needle in ["gateway.toml", "Fix:"].iter().chain(needles) {
         assert!(err.contains(needle), "check-config: {needle:?} missing in: {err}");
     }
@@ -119,11 +106,8 @@ fn check_config_refuses_a_missing_jwks_file_and_run_creates_no_key() {
             "issuer https://idp.test",
         ],
     );
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", pki.path("gateway.toml").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = cli::check_config(BIN, &pki.path("gateway.toml"));
+    let err = out.stderr;
     // A file is called a file, and the issuer is written as words, not a code tuple.
     assert!(
         !err.contains("JWKS URL") && !err.contains("jwks_url") && !err.contains("[(\""),
@@ -169,9 +153,7 @@ async fn reload_refuses_a_loopback_upstream_outside_the_cluster() {
         "{body}"
     );
     // The last good configuration keeps serving.
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     assert_eq!(c.get("/echo").await.unwrap().0, 200);
 }
 
@@ -223,7 +205,7 @@ async fn sigterm_drains_an_in_flight_request() {
     let mut gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("b", "/", &[backend], "")));
     let ready = gw.admin("GET", "/readyz").await;
     assert_eq!(ready.0, 200, "{ready:?}\n{}", gw.log_text());
-    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let cfg = client(&pki);
     let mut c = Conn::open(gw.addr, cfg.clone()).await.unwrap();
     let in_flight = tokio::spawn(async move { c.get("/slow?ms=1500").await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -251,9 +233,7 @@ async fn metrics_count_requests_by_route_and_status() {
         &pki,
         &base_config(&pki, "", &plain_route("metered", "/", &[backend], "")),
     );
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     for _ in 0..3 {
         assert_eq!(c.get("/").await.unwrap().0, 200);
     }

@@ -1,25 +1,26 @@
 //! End-to-end: the reverse proxy (routing, header hygiene, limits, upstream failures,
 //! WebSocket) through the real binary with a real TLS client.
 
-mod common;
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http::Request;
 use http_body_util::Full;
 use std::time::Duration;
 
-fn client(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
-    client_config(&pki.ca_pem, &ClientOpts::default())
-}
-
-#[tokio::test]
-async fn forwards_and_replaces_spoofed_forwarding_headers() {
+/// A gateway with one route, `api` at `/api/`, to a fresh [`start_backend`].
+async fn gateway_to_the_test_backend() -> (Pki, Gateway) {
     let pki = Pki::new();
     let backend = start_backend().await;
     let gw = Gateway::start(
         &pki,
         &base_config(&pki, "", &plain_route("api", "/api/", &[backend], "")),
     );
+    (pki, gw)
+}
+
+#[tokio::test]
+async fn forwards_and_replaces_spoofed_forwarding_headers() {
+    let (pki, gw) = gateway_to_the_test_backend().await;
     for h2 in [false, true] {
         let mut c = Conn::open(
             gw.addr,
@@ -77,12 +78,7 @@ async fn forwards_and_replaces_spoofed_forwarding_headers() {
 
 #[tokio::test]
 async fn unknown_route_404_and_path_tricks_400_as_json() {
-    let pki = Pki::new();
-    let backend = start_backend().await;
-    let gw = Gateway::start(
-        &pki,
-        &base_config(&pki, "", &plain_route("api", "/api/", &[backend], "")),
-    );
+    let (pki, gw) = gateway_to_the_test_backend().await;
     let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     let (status, headers, body) = c.get("/nothing-here").await.unwrap();
     assert_eq!(status, 404);

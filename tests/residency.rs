@@ -1,12 +1,12 @@
 //! End-to-end: domestic-only egress (DATA-JP-1..3). Upstream names are pinned with a
 //! hosts file; 127.0.0.1 plays "inside the allow-list" and 127.0.0.2 plays "abroad".
 
-mod common;
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use phr_test_support::cli;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -57,6 +57,19 @@ fn upstream(name: &str, host: &str, port: u16, ca: &std::path::Path, extra: &str
     )
 }
 
+/// Writes `text` to `path` and sets its modification time `ahead` into the future, so a
+/// reader that polls the mtime sees a change even within the file system's granularity.
+fn rewrite_with_a_later_mtime(path: &std::path::Path, text: &str, ahead: Duration) {
+    std::fs::write(path, text).unwrap();
+    let later = std::time::SystemTime::now() + ahead;
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+}
+
 #[test]
 fn undeclared_or_foreign_targets_stop_start_up() {
     let pki = Pki::new();
@@ -69,12 +82,9 @@ fn undeclared_or_foreign_targets_stop_start_up() {
     );
     std::fs::write(&path, base_config(&pki, "", &rest)).unwrap();
     for cmd in ["check-config", "run"] {
-        let out = Command::new(BIN)
-            .args([cmd, "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{cmd} started with undeclared targets");
+        let out = cli::run(BIN, &[cmd, "--config", path.to_str().unwrap()]);
+        let err = out.stderr;
+        assert!(!out.success, "{cmd} started with undeclared targets");
         assert!(
             err.contains("upstreams.nowhere.jurisdiction") && err.contains("no jurisdiction declared"),
             "{err}"
@@ -90,12 +100,9 @@ fn undeclared_or_foreign_targets_stop_start_up() {
         base_config(&pki, "", &upstream("x", "fhir.test", 443, &ca, "jurisdiction = \"jp\"")),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("\"JP\""), "{err}");
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success && err.contains("\"JP\""), "{err}");
 }
 
 #[tokio::test]
@@ -117,9 +124,7 @@ async fn connections_are_checked_on_the_resolved_address_every_time() {
         upstream("abroad", "abroad.test", abroad.port(), &ca, no_probes)
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
 
     // Inside the allow-list: passes, over verified upstream TLS.
     let (status, _, body) = c.get("/fhir/Patient/1").await.unwrap();
@@ -132,27 +137,17 @@ async fn connections_are_checked_on_the_resolved_address_every_time() {
 
     // The DNS answer for fhir.test moves abroad mid-run: the next connection is refused.
     // (Same port number on 127.0.0.2 is not needed: the check happens before connecting.)
-    std::fs::write(&hosts, "127.0.0.2 fhir.test\n127.0.0.2 abroad.test\n").unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(2);
-    std::fs::File::options()
-        .write(true)
-        .open(&hosts)
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    rewrite_with_a_later_mtime(
+        &hosts,
+        "127.0.0.2 fhir.test\n127.0.0.2 abroad.test\n",
+        Duration::from_secs(2),
+    );
     let (status, _, body) = c.get("/fhir/Patient/1").await.unwrap();
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json(&body)["error"]["code"], "egress_refused");
 
     // And back: allowed again, with no reload.
-    std::fs::write(&hosts, "127.0.0.1 fhir.test\n").unwrap();
-    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
-    std::fs::File::options()
-        .write(true)
-        .open(&hosts)
-        .unwrap()
-        .set_modified(later)
-        .unwrap();
+    rewrite_with_a_later_mtime(&hosts, "127.0.0.1 fhir.test\n", Duration::from_secs(4));
     assert_eq!(c.get("/fhir/Patient/1").await.unwrap().0, 200);
     let (_, metrics) = gw.admin("GET", "/metrics").await;
     assert!(
@@ -180,9 +175,7 @@ async fn upstream_tls_is_verified_against_the_configured_ca() {
         )
     );
     let gw = Gateway::start(&pki, &base_config(&pki, "", &rest));
-    let mut c = Conn::open(gw.addr, client_config(&pki.ca_pem, &ClientOpts::default()))
-        .await
-        .unwrap();
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
     let (status, _, body) = c.get("/fhir/x").await.unwrap();
     assert_eq!(status, 502, "a backend with a certificate from another CA was trusted");
     assert_eq!(json(&body)["error"]["code"], "upstream_unreachable");

@@ -1,7 +1,7 @@
 //! End-to-end: TLS termination by the real binary (EX-TLS-1..4, EX-MTLS-1).
 
-mod common;
-use common::*;
+use crate::common::*;
+use phr_test_support::cli;
 use rustls::pki_types::pem::PemObject;
 use std::process::Command;
 use std::time::Duration;
@@ -38,16 +38,21 @@ async fn http1_and_http2_by_alpn() {
     }
 }
 
-#[tokio::test]
-async fn tls12_refused_unless_enabled() {
-    let pki = Pki::new();
-    let tls12 = client_config(
+/// A client that offers TLS 1.2 only.
+fn tls12_client(pki: &Pki) -> std::sync::Arc<rustls::ClientConfig> {
+    client_config(
         &pki.ca_pem,
         &ClientOpts {
             tls12_only: true,
             ..Default::default()
         },
-    );
+    )
+}
+
+#[tokio::test]
+async fn tls12_refused_unless_enabled() {
+    let pki = Pki::new();
+    let tls12 = tls12_client(&pki);
     let strict = gateway_with(&pki, "").await;
     assert!(
         Conn::open(strict.addr, tls12.clone()).await.is_err(),
@@ -55,13 +60,7 @@ async fn tls12_refused_unless_enabled() {
     );
 
     let pki2 = Pki::new();
-    let tls12b = client_config(
-        &pki2.ca_pem,
-        &ClientOpts {
-            tls12_only: true,
-            ..Default::default()
-        },
-    );
+    let tls12b = tls12_client(&pki2);
     let relaxed = gateway_with(&pki2, "tls_min_version = \"1.2\"").await;
     let mut conn = Conn::open(relaxed.addr, tls12b)
         .await
@@ -127,7 +126,7 @@ async fn mutual_tls_required_optional_absent() {
             ..Default::default()
         },
     );
-    let without = client_config(&pki.ca_pem, &ClientOpts::default());
+    let without = client(&pki);
     let expected_fp = {
         use sha2::Digest;
         let der = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
@@ -262,7 +261,7 @@ async fn revoked_client_certificate_refused_by_crl() {
 async fn certificate_hot_reload_keeps_open_connections() {
     let pki = Pki::new();
     let gw = gateway_with(&pki, "").await;
-    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let cfg = client(&pki);
     let mut old_conn = Conn::open(gw.addr, cfg.clone()).await.unwrap();
     assert_eq!(old_conn.get("/").await.unwrap().0, 200);
     let old_cert = old_conn.peer_cert.clone();
@@ -308,23 +307,17 @@ fn refuses_expired_and_weak_certificates_at_start() {
         base_config(&pki, "", &plain_route("b", "/", &[closed_port()], "")),
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::check_config(BIN, &path);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(err.contains("server.pem") && err.contains("expired"), "{err}");
 
     // Key that does not match the certificate.
     let (cert, _) = pki.ca.issue_server(&["localhost"]).unwrap();
     std::fs::write(pki.path("server.pem"), cert).unwrap();
-    let out = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = cli::run(BIN, &["run", "--config", path.to_str().unwrap()]);
+    let err = out.stderr;
+    assert!(!out.success);
     assert!(err.contains("does not belong"), "{err}");
 }
 
@@ -353,12 +346,9 @@ fn refuses_weak_rsa_keys_and_sha1_signatures() {
             "openssl: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let out = Command::new(BIN)
-            .args(["check-config", "--config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "accepted a certificate with {expected}");
+        let out = cli::check_config(BIN, &path);
+        let err = out.stderr;
+        assert!(!out.success, "accepted a certificate with {expected}");
         assert!(err.contains("server.pem") && err.contains(expected), "{err}");
     }
 }
@@ -382,7 +372,7 @@ async fn certificates_are_chosen_by_sni() {
         &format!("{second}\n{}", plain_route("b", "/", &[backend], "")),
     );
     let gw = Gateway::start(&pki, &config);
-    let cfg = client_config(&pki.ca_pem, &ClientOpts::default());
+    let cfg = client(&pki);
     let names = |der: &[u8]| {
         let (_, c) = x509_parser::parse_x509_certificate(der).unwrap();
         let san = c.subject_alternative_name().unwrap().unwrap();
@@ -451,7 +441,7 @@ async fn routes_are_bound_to_listeners_and_can_require_client_certificates() {
             ..Default::default()
         },
     );
-    let without = client_config(&pki.ca_pem, &ClientOpts::default());
+    let without = client(&pki);
     let status = |addr, cfg, path: &'static str| async move {
         let mut c = Conn::open(addr, cfg).await.unwrap();
         let (status, _, body) = c.get(path).await.unwrap();

@@ -484,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn type_lookup() {
+    fn resource_types_are_known_in_the_wrong_case_or_unknown() {
         assert_eq!(lookup_type("Patient"), TypeLookup::Known("Patient"));
         assert_eq!(lookup_type("patient"), TypeLookup::WrongCase("Patient"));
         assert_eq!(lookup_type("PATIENT"), TypeLookup::WrongCase("Patient"));
@@ -492,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn patient_references() {
+    fn only_a_patient_reference_yields_a_patient_id() {
         assert_eq!(patient_id_of_reference("Patient/123"), Some("123"));
         assert_eq!(patient_id_of_reference("Patient/123/_history/4"), Some("123"));
         assert_eq!(

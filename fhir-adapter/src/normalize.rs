@@ -196,7 +196,7 @@ mod tests {
     }
 
     #[test]
-    fn paths() {
+    fn path_segments_are_decoded_and_dot_or_encoded_separators_refused() {
         assert_eq!(segs("/Patient/1/").unwrap(), ["Patient", "1"]);
         assert_eq!(segs("Patient/a%2Eb").unwrap(), ["Patient", "a.b"]);
         assert_eq!(segs("").unwrap(), Vec::<String>::new());
@@ -217,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn queries() {
+    fn query_pairs_are_decoded_and_control_characters_refused() {
         let q = parse_query("a=1&b=x+y&&c=%2Fz&d").unwrap();
         assert_eq!(
             q,
@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn media_types() {
+    fn only_fhir_json_media_types_and_formats_are_accepted() {
         assert_eq!(
             media_kind("application/fhir+json; charset=UTF-8; fhirVersion=4.0"),
             Ok(MediaKind::FhirJson)

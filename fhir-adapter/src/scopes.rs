@@ -290,7 +290,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn v2_letters() {
+    fn v2_permission_letters_must_be_distinct_and_in_cruds_order() {
         assert_eq!(Perms::from_v2("rs"), Some(Perms::R.union(Perms::S)));
         assert_eq!(Perms::from_v2("cruds"), Some(Perms::ALL));
         assert_eq!(Perms::from_v2("sr"), None);

@@ -419,7 +419,7 @@ fn check(case: &Case) -> Result<(), String> {
 }
 
 #[test]
-fn request_table() {
+fn every_case_in_the_request_table_is_classified_as_expected() {
     let cases = cases();
     assert!(cases.len() >= 100, "only {} cases", cases.len());
     let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();

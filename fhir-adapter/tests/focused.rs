@@ -29,6 +29,14 @@ fn decide(c: &Classified, scopes: &Scopes, patient: Option<&str>) -> Result<Deci
     authorize(c, &AccessContext { scopes, patient }, &Policy::default())
 }
 
+/// The context of a request by patient 123's token with `scopes`.
+fn patient_123(scopes: &Scopes) -> AccessContext<'_> {
+    AccessContext {
+        scopes,
+        patient: Some("123"),
+    }
+}
+
 fn obs(id: &str, patient: &str) -> Value {
     json!({"resourceType": "Observation", "id": id, "subject": {"reference": format!("Patient/{patient}")}})
 }
@@ -45,10 +53,7 @@ fn rewritten(r: &ResponseCheck) -> Value {
 #[test]
 fn single_resource_of_another_patient_is_refused() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Observation/abc", None);
     let d = decide(&c, &scopes, Some("123")).unwrap();
     assert!(d.response_check);
@@ -94,10 +99,7 @@ fn absolute_and_nested_references_count_as_own() {
 #[test]
 fn searchset_with_mixed_patients_is_filtered_and_total_fixed() {
     let scopes = Scopes::parse_str("patient/Observation.rs patient/Patient.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Observation?_include=Observation:subject", None);
     let d = decide(&c, &scopes, Some("123")).unwrap();
     assert!(d.response_check);
@@ -130,10 +132,7 @@ fn searchset_with_mixed_patients_is_filtered_and_total_fixed() {
 #[test]
 fn granular_scope_search_keeps_matches_and_drops_unscoped_includes() {
     let scopes = Scopes::parse_str("patient/Observation.rs?category=laboratory");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok(
         "GET",
         "Observation?category=laboratory&_include=Observation:performer",
@@ -158,10 +157,7 @@ fn granular_scope_search_keeps_matches_and_drops_unscoped_includes() {
 #[test]
 fn check_and_rebase_filters_and_rewrites_in_one_pass() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let bases = Bases {
         backend: "http://backend.internal/fhir",
         public: "https://phr.example.jp/fhir",
@@ -211,10 +207,7 @@ fn check_and_rebase_filters_and_rewrites_in_one_pass() {
 #[test]
 fn kept_entries_keep_the_backends_bytes() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Observation", None);
     let mut d = decide(&c, &scopes, Some("123")).unwrap();
     d.response_check = true;
@@ -240,10 +233,7 @@ fn kept_entries_keep_the_backends_bytes() {
 #[test]
 fn other_bundles_are_refused_when_they_carry_another_patients_resource() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Bundle/doc-1", None);
     let mut d = decide(&c, &scopes, Some("123")).unwrap();
     d.response_check = true;
@@ -261,10 +251,7 @@ fn other_bundles_are_refused_when_they_carry_another_patients_resource() {
 #[test]
 fn searchset_without_foreign_entries_is_unchanged() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Observation/_history", None);
     let d = decide(&c, &scopes, Some("123")).unwrap();
     let bundle = json!({"resourceType": "Bundle", "type": "history", "entry": [{"resource": obs("a", "123")}]});
@@ -281,10 +268,7 @@ fn searchset_without_foreign_entries_is_unchanged() {
 #[test]
 fn batch_response_entries_are_replaced_in_place() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let req = r#"{"resourceType":"Bundle","type":"batch","entry":[
         {"request":{"method":"GET","url":"Observation/a"}},
         {"request":{"method":"GET","url":"Observation/b"}},
@@ -348,10 +332,7 @@ fn unconfined_responses_only_report_patients() {
 #[test]
 fn bad_upstream_body_is_502_and_empty_body_passes() {
     let scopes = Scopes::parse_str("patient/*.rs");
-    let ctx = AccessContext {
-        scopes: &scopes,
-        patient: Some("123"),
-    };
+    let ctx = patient_123(&scopes);
     let c = classify_ok("GET", "Observation/abc", None);
     let d = decide(&c, &scopes, Some("123")).unwrap();
     assert_eq!(check_response(&d, &ctx, b"<html>").unwrap_err().status(), 502);
@@ -390,7 +371,7 @@ fn bundle_error_names_the_entry() {
 }
 
 #[test]
-fn size_limits() {
+fn bodies_and_bundles_over_the_limits_are_refused() {
     let limits = Limits {
         max_body_bytes: 64,
         max_bundle_entries: 2,
@@ -427,7 +408,7 @@ fn size_limits() {
 }
 
 #[test]
-fn classification_details() {
+fn classification_yields_ids_versions_canonical_paths_and_compartments() {
     let c = classify_ok("GET", "Patient/123/_history/7", None);
     assert_eq!(
         (c.interaction, c.resource_type, c.id.as_deref(), c.version_id.as_deref()),
@@ -489,7 +470,7 @@ fn touched_patients_from_request() {
 // ---- OperationOutcome ------------------------------------------------------------------------
 
 #[test]
-fn operation_outcome_shape() {
+fn operation_outcome_carries_the_code_diagnostics_and_request_id() {
     let b = operation_outcome(403, "forbidden", "no scope", "req-42");
     let v: Value = serde_json::from_slice(&b).unwrap();
     assert_eq!(v["resourceType"], "OperationOutcome");
@@ -507,7 +488,7 @@ fn operation_outcome_shape() {
 }
 
 #[test]
-fn issue_codes() {
+fn every_status_maps_to_its_operation_outcome_issue_code() {
     for (status, code) in [
         (400, "invalid"),
         (401, "security"),
@@ -533,7 +514,7 @@ fn issue_codes() {
 // ---- base URL rewriting ------------------------------------------------------------------------
 
 #[test]
-fn base_url_rewriting() {
+fn backend_base_urls_are_rewritten_to_the_public_base() {
     let b = "http://fhir-backend.internal:8080/fhir/";
     let p = "https://phr.example.jp/fhir";
     assert_eq!(
@@ -619,7 +600,7 @@ fn scope_parsing_v1_v2_granular() {
 }
 
 #[test]
-fn scope_checks() {
+fn scopes_grant_patient_or_unconfined_access_and_name_what_is_missing() {
     let s = Scopes::parse_str("patient/Observation.rs user/Practitioner.r patient/Condition.rs?clinical-status=active");
     assert_eq!(s.check("Observation", Perms::R, &[]), Ok(Grant::Patient));
     assert_eq!(s.check("Practitioner", Perms::R, &[]), Ok(Grant::Unconfined));

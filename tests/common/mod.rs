@@ -1,6 +1,8 @@
 //! Shared pieces of the end-to-end tests: test PKI, a backend with echo/slow/WebSocket
 //! endpoints, the real `phr-gateway` binary started on loopback, and a real TLS client.
-#![allow(dead_code)]
+
+pub mod fhir_backend;
+pub mod tcp_proxy;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -13,7 +15,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::convert::Infallible;
 use std::io::BufRead;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -285,12 +287,45 @@ impl Drop for Gateway {
     }
 }
 
+/// `[connection_limits]` keys that never limit: tests open many connections from
+/// 127.0.0.1, and the per-IP defaults are for production.
+pub const UNLIMITED_CONNECTIONS: &str =
+    "max_connections_per_ip = 10000\ntls_handshakes_per_ip_per_second = 10000\ntls_handshake_burst = 10000";
+/// `[auth_backoff]` keys that never lock out: the auth tests send many bad tokens on
+/// purpose; the back-off has its own tests.
+pub const NO_BACKOFF: &str = "after_failures = 100000";
+
 /// A config with one listener on a free loopback port, admin on a free port, and the
 /// given extra TOML (upstreams, routes, listener overrides).
 pub fn base_config(pki: &Pki, listener_extra: &str, rest: &str) -> String {
+    gateway_config(
+        pki,
+        "test",
+        "websocket_idle_timeout = \"2s\"",
+        UNLIMITED_CONNECTIONS,
+        NO_BACKOFF,
+        listener_extra,
+        rest,
+    )
+}
+
+/// What every test config shares: `instance`, admin on a free port, short `[limits]`
+/// (plus `limits_extra`), the given `[connection_limits]` and `[auth_backoff]` keys
+/// (TOML forbids defining a table twice, so they cannot be appended later), and one
+/// listener, `public`, on a free loopback port with the PKI's server certificate (plus
+/// `listener_extra`); then `rest`.
+pub fn gateway_config(
+    pki: &Pki,
+    instance: &str,
+    limits_extra: &str,
+    connection_limits: &str,
+    auth_backoff: &str,
+    listener_extra: &str,
+    rest: &str,
+) -> String {
     format!(
         r#"[gateway]
-instance_id = "test"
+instance_id = "{instance}"
 
 [admin]
 bind = "127.0.0.1:0"
@@ -298,19 +333,15 @@ bind = "127.0.0.1:0"
 [limits]
 header_read_timeout = "1s"
 idle_timeout = "5s"
-websocket_idle_timeout = "2s"
 drain_timeout = "10s"
 max_body_bytes = 1024
+{limits_extra}
 
-# Tests open many connections from 127.0.0.1; the per-IP defaults are for production.
 [connection_limits]
-max_connections_per_ip = 10000
-tls_handshakes_per_ip_per_second = 10000
-tls_handshake_burst = 10000
+{connection_limits}
 
-# The auth tests send many bad tokens on purpose; the back-off has its own test.
 [auth_backoff]
-after_failures = 100000
+{auth_backoff}
 
 [[listeners]]
 name = "public"
@@ -354,6 +385,12 @@ pub fn route_with(
     )
 }
 
+/// An upstream + route pair `fhir` at `/fhir/` to `backend`: a FHIR route that
+/// requires a token.
+pub fn fhir_route(backend: SocketAddr) -> String {
+    route_with("fhir", "/fhir/", &[backend], "", phr_test_support::config::FHIR_ROUTE)
+}
+
 // ---- TLS client -------------------------------------------------------------------
 
 /// Options for the test client.
@@ -394,6 +431,11 @@ pub fn client_config(ca_pem: &str, opts: &ClientOpts) -> Arc<rustls::ClientConfi
         vec![b"http/1.1".to_vec()]
     };
     Arc::new(cfg)
+}
+
+/// The default client (TLS 1.3 or 1.2, HTTP/1.1, no client certificate) trusting `pki`'s CA.
+pub fn client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    client_config(&pki.ca_pem, &ClientOpts::default())
 }
 
 /// One client connection (HTTP/1.1 or HTTP/2 by ALPN) to the gateway.
@@ -488,8 +530,4 @@ impl Conn {
 
 pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }

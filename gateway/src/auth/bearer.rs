@@ -53,7 +53,7 @@ mod tests {
     }
 
     #[test]
-    fn schemes() {
+    fn bearer_and_dpop_schemes_are_parsed_and_others_refused() {
         assert_eq!(bearer_token(&h("Bearer a.b.c")), Ok((Scheme::Bearer, "a.b.c")));
         assert_eq!(bearer_token(&h("bearer  a.b.c ")), Ok((Scheme::Bearer, "a.b.c")));
         assert_eq!(bearer_token(&h("DPoP a.b.c")), Ok((Scheme::Dpop, "a.b.c")));

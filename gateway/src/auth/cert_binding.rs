@@ -48,7 +48,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn binding() {
+    fn a_bound_token_needs_the_matching_client_certificate() {
         let cert = [7u8; 32];
         let bound = URL_SAFE_NO_PAD.encode(cert);
         assert!(check(Some(&bound), Some(&cert), true).is_ok());

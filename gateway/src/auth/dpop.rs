@@ -174,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn htu_normalisation() {
+    fn htu_is_compared_without_case_default_port_query_or_fragment() {
         let n = |s| normalize_htu(s).unwrap();
         assert_eq!(
             n("HTTPS://API.Example.jp:443/fhir/Patient?x=1#f"),

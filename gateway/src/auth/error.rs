@@ -329,7 +329,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn challenges() {
+    fn www_authenticate_challenges_carry_the_error_and_acr_values() {
         assert_eq!(
             AuthError::MissingToken.www_authenticate().unwrap(),
             "Bearer realm=\"phr-gateway\""

@@ -264,7 +264,7 @@ mod tests {
     }
 
     #[test]
-    fn header_screening() {
+    fn headers_with_alg_none_embedded_keys_or_crit_are_refused() {
         assert_eq!(screen_header(&obj(json!({"alg":"none"}))), Err(AuthError::AlgNone));
         assert_eq!(screen_header(&obj(json!({"alg":"NONE"}))), Err(AuthError::AlgNone));
         for m in KEY_MEMBERS {
@@ -286,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn scopes_normalised() {
+    fn scope_and_scp_claims_are_merged_and_exp_is_required() {
         let c = TokenClaims::from_payload(&obj(json!({
             "iss":"i","sub":"s","exp":1,"aud":"a",
             "scope":"patient/*.read  openid", "scp":["openid","fhirUser"]

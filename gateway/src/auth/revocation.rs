@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jti_and_subject() {
+    fn tokens_are_revoked_by_jti_or_by_subject_until_restored() {
         let m = MemoryRevocations::new();
         assert!(!m.is_revoked("i", Some("j1"), "s", Some(10)));
         m.revoke_jti("i", "j1");

@@ -174,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn route_check() {
+    fn route_policy_needs_two_factors_a_listed_acr_or_a_recent_login() {
         let f = FactorConfig::default();
         let mut p = RoutePolicy {
             two_factor: true,

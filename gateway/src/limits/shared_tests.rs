@@ -1,5 +1,5 @@
 //! Tests of the Redis limiter. Those needing Redis read `PHR_TEST_REDIS_URL`
-//! (see `test_support`); the unreachable-Redis tests always run.
+//! (see `phr_test_support::services`); the unreachable-Redis tests always run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +8,8 @@ use super::config::{RedisConfig, RedisFailureMode};
 use super::decision::Denial;
 use super::local::RateSpec;
 use super::shared::{RedisStore, SharedLimiter};
-use super::test_support::{redis_url_or_skip, unique_prefix};
+use super::test_support::unique_prefix;
+use phr_test_support::services::redis_url;
 
 fn store(url: &str, prefix: &str) -> RedisStore {
     let cfg = RedisConfig {
@@ -127,27 +128,26 @@ async fn hammer(limiter: Arc<SharedLimiter>, key: &'static str, max: u32, deadli
     allowed
 }
 
+/// One gateway process's limiter `p` (fail closed) with `s`, its state in Redis under
+/// `prefix`: two of them on the same prefix are two processes sharing a limit.
+fn process(url: &str, prefix: &str, s: RateSpec) -> Arc<SharedLimiter> {
+    Arc::new(SharedLimiter::new(
+        "p",
+        s,
+        RedisFailureMode::Closed,
+        100,
+        store(url, prefix),
+    ))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_never_overspend_a_shared_burst() {
-    let Some(url) = redis_url_or_skip() else { return };
+    let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("burst");
     // One unit per hour: nothing replenishes during the test, so exactly the
     // burst may be admitted however the two "processes" interleave.
     let s = spec(1, Duration::from_secs(3600), 50);
-    let a = Arc::new(SharedLimiter::new(
-        "p",
-        s,
-        RedisFailureMode::Closed,
-        100,
-        store(&url, &prefix),
-    ));
-    let b = Arc::new(SharedLimiter::new(
-        "p",
-        s,
-        RedisFailureMode::Closed,
-        100,
-        store(&url, &prefix),
-    ));
+    let (a, b) = (process(&url, &prefix, s), process(&url, &prefix, s));
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -171,23 +171,10 @@ async fn server_time(url: &str) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_hold_the_sustained_rate_within_one_percent() {
-    let Some(url) = redis_url_or_skip() else { return };
+    let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("sustained");
     let s = spec(200, Duration::from_secs(1), 20);
-    let a = Arc::new(SharedLimiter::new(
-        "p",
-        s,
-        RedisFailureMode::Closed,
-        100,
-        store(&url, &prefix),
-    ));
-    let b = Arc::new(SharedLimiter::new(
-        "p",
-        s,
-        RedisFailureMode::Closed,
-        100,
-        store(&url, &prefix),
-    ));
+    let (a, b) = (process(&url, &prefix, s), process(&url, &prefix, s));
     let t0 = server_time(&url).await;
     let deadline = Instant::now() + Duration::from_millis(1500);
     let mut tasks = Vec::new();
@@ -216,7 +203,7 @@ async fn two_processes_hold_the_sustained_rate_within_one_percent() {
 
 #[tokio::test]
 async fn a_recent_denial_is_answered_without_redis() {
-    let Some(url) = redis_url_or_skip() else { return };
+    let Some(url) = redis_url() else { return };
     let prefix = unique_prefix("precheck");
     let l = SharedLimiter::new(
         "p",

@@ -199,7 +199,7 @@ async fn proof_key_must_match_token_binding() {
 }
 
 #[tokio::test]
-async fn malformed_proofs_and_schemes() {
+async fn malformed_proofs_and_downgraded_schemes_are_refused_with_their_reason() {
     let e = env().await;
     let t = dpop_token(&jkt(&client_jwk("dpop_ec", Algorithm::ES256)));
     // DPoP-bound token presented as Bearer (downgrade).

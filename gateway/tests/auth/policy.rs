@@ -117,7 +117,7 @@ async fn two_factor_requires_two_categories() {
 }
 
 #[tokio::test]
-async fn acr_values_route() {
+async fn a_route_listing_acr_values_refuses_another_acr_and_names_them() {
     let e = env().await;
     let p = RoutePolicy {
         acr_values: vec!["urn:example:aal2".into()],
@@ -163,7 +163,7 @@ fn cert_bound_claims(cert_hash: [u8; 32]) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn certificate_bound_tokens() {
+async fn a_certificate_bound_token_needs_the_matching_client_certificate() {
     let e = env().await;
     let cert = [0x42u8; 32];
     let t = es(&cert_bound_claims(cert));

@@ -78,7 +78,7 @@ async fn cached_token_ages_out_of_max_token_age() {
 }
 
 #[tokio::test]
-async fn wrong_issuer_and_audience() {
+async fn only_the_exact_issuer_and_a_listed_audience_are_accepted() {
     let e = env().await;
     let mut c = claims();
     c["iss"] = json!("https://idp.example.jp/"); // exact match only
@@ -223,7 +223,7 @@ async fn oversized_token_is_refused_before_parsing() {
 }
 
 #[tokio::test]
-async fn missing_and_malformed_authorization() {
+async fn a_missing_or_malformed_authorization_is_refused_unless_the_route_allows_none() {
     let e = env().await;
     let policy = phr_gateway::auth::RoutePolicy::default();
     let h = http::HeaderMap::new();
@@ -300,7 +300,7 @@ async fn hmac_only_issuer_with_shared_secret() {
 }
 
 #[tokio::test]
-async fn jwks_from_file() {
+async fn keys_from_a_jwks_file_need_no_fetch() {
     let dir = std::env::temp_dir().join(format!("auth-jwks-{}", unique()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("jwks.json");

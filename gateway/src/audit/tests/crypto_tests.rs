@@ -1,7 +1,7 @@
 //! DATA-ENC-1/2 and 情報の破棄: records round-trip, are unreadable without the
 //! key, survive KEK rotation, die with their data key; loose key files are refused.
 
-use super::{sample, Fx};
+use super::{all_time, sample, Fx};
 use crate::audit::chain::CheckpointSigner;
 use crate::audit::crypto::{random_bytes, CryptoError, KeyEncryptionKey, LocalKek};
 use crate::audit::export::{read_records, ExportQuery};
@@ -9,14 +9,6 @@ use crate::audit::keys::{destroy_data_key, rotate_kek, IndexKey, Unreadable, IND
 use crate::audit::record::{AccessRecord, Decision};
 use crate::audit::verify::verify;
 use crate::audit::AuditError;
-
-fn all_time() -> ExportQuery {
-    ExportQuery {
-        from_ms: 0,
-        to_ms: i64::MAX,
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn records_round_trip_with_all_fields() {

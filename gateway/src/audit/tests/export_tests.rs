@@ -2,21 +2,13 @@
 
 use serde_json::Value;
 
-use super::{sample, Fx};
+use super::{all_time, sample, Fx};
 use crate::audit::export::{export, ExportFormat, ExportQuery};
 use crate::audit::purge::{purge, DEFAULT_RETENTION_DAYS};
 use crate::audit::record::{scrub_path, Decision};
 use crate::audit::report::{review_report, ReviewConfig};
 use crate::audit::time::{now_ms, parse_rfc3339};
 use crate::audit::verify::verify;
-
-fn all_time() -> ExportQuery {
-    ExportQuery {
-        from_ms: 0,
-        to_ms: i64::MAX,
-        ..Default::default()
-    }
-}
 
 #[tokio::test]
 async fn fhir_export_has_balp_fields() {

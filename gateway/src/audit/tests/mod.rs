@@ -17,6 +17,15 @@ use super::writer::{AuditWriter, WriterConfig, WriterStats};
 use crate::store::test_support::{backends, TestDb};
 use crate::store::Store;
 
+/// An export query covering every record.
+pub(crate) fn all_time() -> super::export::ExportQuery {
+    super::export::ExportQuery {
+        from_ms: 0,
+        to_ms: i64::MAX,
+        ..Default::default()
+    }
+}
+
 /// A store, keys and a temp dir for one backend.
 pub(crate) struct Fx {
     pub db: TestDb,

@@ -2,9 +2,10 @@
 //! published to a file catch a cut made in the database alone, and an export tells a
 //! destroyed key from damage (DATA-INT-1).
 
-use super::{sample, Fx};
+use super::{all_time, sample, Fx};
+use crate::audit::chain::{CheckpointKind, CheckpointSigner};
 use crate::audit::checkpoint_log::CheckpointLog;
-use crate::audit::export::{export_with, read_records, ExportFormat, ExportQuery};
+use crate::audit::export::{export_with, read_records, ExportFormat, ExportSummary};
 use crate::audit::keys::Unreadable;
 use crate::audit::verify::{verify, verify_with, TailBound, TamperKind, VerifyOptions};
 use crate::audit::writer::AuditWriter;
@@ -181,15 +182,33 @@ async fn published_checkpoints_catch_a_cut_made_in_the_database_alone() {
     }
 }
 
+/// Exports every record (as JSON lines, into nothing), trusting the checkpoints that
+/// `fx`'s gateway key signed.
+async fn export_trusting_the_gateway(fx: &Fx) -> ExportSummary {
+    export_with(
+        &fx.store,
+        fx.kek.as_ref(),
+        &all_time(),
+        ExportFormat::Jsonl,
+        &mut Vec::new(),
+        Some(&fx.trusted()),
+    )
+    .await
+    .unwrap()
+}
+
+/// Inserts a `KeyDestroyed` checkpoint of `gw-a` at seq 3, signed by `signer`.
+async fn insert_key_destroyed(fx: &Fx, signer: &CheckpointSigner, hash: &[u8], detail: &str) {
+    let checkpoint = signer
+        .checkpoint("gw-a", 3, hash, CheckpointKind::KeyDestroyed, detail)
+        .unwrap();
+    fx.store.audit_insert_checkpoint(&checkpoint).await.unwrap();
+}
+
 #[tokio::test]
 async fn export_tells_a_destroyed_key_from_damage() {
     for fx in Fx::all().await {
         fx.write("gw-a", (0..3).map(sample).collect()).await;
-        let all = ExportQuery {
-            from_ms: 0,
-            to_ms: i64::MAX,
-            ..Default::default()
-        };
         // One altered ciphertext byte: damage, with a key that exists.
         let row = fx.store.audit_row_at("gw-a", 2).await.unwrap().unwrap();
         let mut ct = row.ciphertext.clone();
@@ -199,73 +218,26 @@ async fn export_tells_a_destroyed_key_from_damage() {
             .execute(fx.store.pool())
             .await
             .unwrap();
-        let trusted = fx.trusted();
-        let sum = export_with(
-            &fx.store,
-            fx.kek.as_ref(),
-            &all,
-            ExportFormat::Jsonl,
-            &mut Vec::new(),
-            Some(&trusted),
-        )
-        .await
-        .unwrap();
+        let sum = export_trusting_the_gateway(&fx).await;
         assert_eq!((sum.exported, sum.unreadable, sum.damaged), (2, 1, 1), "{}", fx.db.name);
 
         // The key row deleted behind the gateway's back (no signed destruction): damage too.
         exec(&fx, "DELETE FROM audit_keys WHERE purpose = 'data'").await;
-        let got = read_records(&fx.store, fx.kek.as_ref(), &all).await.unwrap();
+        let got = read_records(&fx.store, fx.kek.as_ref(), &all_time()).await.unwrap();
         assert!(
             matches!(&got[0].record, Err(Unreadable::KeyMissing(k)) if *k == row.key_id),
             "{:?}",
             got[0].record
         );
         // A forged, unsigned destruction record does not make it a destroyed key.
-        let other = crate::audit::chain::CheckpointSigner::generate().unwrap();
+        let other = CheckpointSigner::generate().unwrap();
         let detail = serde_json::json!({ "key_id": row.key_id, "kek_id": "x" }).to_string();
-        let forged = other
-            .checkpoint(
-                "gw-a",
-                3,
-                &row.hash,
-                crate::audit::chain::CheckpointKind::KeyDestroyed,
-                &detail,
-            )
-            .unwrap();
-        fx.store.audit_insert_checkpoint(&forged).await.unwrap();
-        let sum = export_with(
-            &fx.store,
-            fx.kek.as_ref(),
-            &all,
-            ExportFormat::Jsonl,
-            &mut Vec::new(),
-            Some(&trusted),
-        )
-        .await
-        .unwrap();
+        insert_key_destroyed(&fx, &other, &row.hash, &detail).await;
+        let sum = export_trusting_the_gateway(&fx).await;
         assert_eq!((sum.exported, sum.unreadable, sum.damaged), (0, 3, 3), "{}", fx.db.name);
         // Signed by the gateway's key, it is a deliberate destruction.
-        let genuine = fx
-            .signer
-            .checkpoint(
-                "gw-a",
-                3,
-                &row.hash,
-                crate::audit::chain::CheckpointKind::KeyDestroyed,
-                &detail,
-            )
-            .unwrap();
-        fx.store.audit_insert_checkpoint(&genuine).await.unwrap();
-        let sum = export_with(
-            &fx.store,
-            fx.kek.as_ref(),
-            &all,
-            ExportFormat::Jsonl,
-            &mut Vec::new(),
-            Some(&trusted),
-        )
-        .await
-        .unwrap();
+        insert_key_destroyed(&fx, &fx.signer, &row.hash, &detail).await;
+        let sum = export_trusting_the_gateway(&fx).await;
         assert_eq!((sum.exported, sum.unreadable, sum.damaged), (0, 3, 0), "{}", fx.db.name);
     }
 }

@@ -1,0 +1,15 @@
+//! End-to-end tests: each module starts the real `phr-gateway` binary and talks to it
+//! over TLS. `common` holds what they share (test PKI, backends, the gateway process, a
+//! TLS client, configuration text); `phr_test_support` what the unit tests share too.
+
+mod common;
+
+mod audit_e2e;
+mod auth_e2e;
+mod fhir_e2e;
+mod health_e2e;
+mod limits_e2e;
+mod operations;
+mod proxy;
+mod residency;
+mod tls;
