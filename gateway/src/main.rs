@@ -297,11 +297,12 @@ fn main() -> ExitCode {
         } => {
             let issued = std::fs::create_dir_all(&data_dir)
                 .map_err(|e| e.to_string())
-                .and_then(|_| phr_gateway::demo::issuer::DevIssuer::ensure(&data_dir))
+                .and_then(|_| phr_gateway::demo::issuer::DevIssuer::ensure(&data_dir).map_err(|e| e.to_string()))
                 .and_then(|dev| {
                     (0..count)
                         .map(|_| dev.token(&subject, &scope, patient.as_deref()))
                         .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())
                 });
             match issued {
                 Ok(tokens) => {

@@ -157,7 +157,7 @@ impl Runtime {
             true => None,
             false => {
                 let fetcher = GatewayJwksFetcher::new(&config.auth.issuers, resolver.clone(), policy.clone())
-                    .map_err(BuildError::Auth)?;
+                    .map_err(|e| BuildError::Auth(e.to_string()))?;
                 let a = Authenticator::new(config.auth.clone(), Arc::new(fetcher), revocations).map_err(|errs| {
                     BuildError::Auth(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
                 })?;
@@ -172,7 +172,8 @@ impl Runtime {
         let protection = match previous {
             Some(p) if p.protection_fingerprint == fingerprint => p.protection.clone(),
             _ => Arc::new(
-                Protection::build(&limits_config, blocks.clone(), storage.redis).map_err(BuildError::Protection)?,
+                Protection::build(&limits_config, blocks.clone(), storage.redis)
+                    .map_err(|e| BuildError::Protection(e.to_string()))?,
             ),
         };
         let mut routes: Vec<Arc<RouteRuntime>> = config
