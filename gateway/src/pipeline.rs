@@ -111,7 +111,7 @@ impl Pipeline {
         };
         // Announced now so the audit writer knows a record is on its way and
         // can gather it into the same commit as its neighbours'.
-        let expected = self.shared.audit.as_ref().map(|a| a.expect());
+        let expected = self.shared.audit.as_ref().map(|a| a.announce());
         let meta = self.shared.audit.as_ref().map(|_| RequestMeta {
             instance: runtime.config.gateway.instance_id.clone(),
             method: req.method().to_string(),
