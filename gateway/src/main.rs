@@ -221,7 +221,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Residency(ResidencyCommand::ImportApnic { file, out, country }) => {
-            match phr_gateway::residency::cli::import_apnic(&file, &out, &country) {
+            match phr_gateway::residency::commands::import_apnic(&file, &out, &country) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
@@ -232,10 +232,10 @@ fn main() -> ExitCode {
         Command::Residency(ResidencyCommand::Report { config, json }) => {
             let mut ok = false;
             let code = block_on(async {
-                let (text, all_ok) = phr_gateway::residency::cli::report(&config, json).await?;
+                let (text, all_ok) = phr_gateway::residency::commands::report(&config, json).await?;
                 println!("{text}");
                 ok = all_ok;
-                Ok::<(), String>(())
+                Ok::<(), phr_gateway::residency::commands::CommandError>(())
             });
             if code == ExitCode::SUCCESS && !ok {
                 return ExitCode::FAILURE;
@@ -321,13 +321,13 @@ fn main() -> ExitCode {
 }
 
 /// Runs an operator command and prints its result.
-fn ops(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+fn ops(fut: impl std::future::Future<Output = Result<String, ops::OpsError>>) -> ExitCode {
     block_on(async move {
         let text = fut.await?;
         if !text.is_empty() {
             println!("{}", text.trim_end());
         }
-        Ok::<(), String>(())
+        Ok::<(), ops::OpsError>(())
     })
 }
 

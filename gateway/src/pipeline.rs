@@ -14,14 +14,14 @@
 //! response ◄─ 7b. compartment check   (FHIR routes: filter other patients)  fhir::check_response
 //!          ◄─ bulk-access detector    (distinct patients per subject)   limits::after_response
 //!          ◄─ 8. respond              (request id, HSTS, metrics)       finish
-//!          ◄─ 9. access record        (committed before release)        audit::service
+//!          ◄─ 9. access record        (committed before release)        audit::request_record
 //! ```
 //!
 //! Every phase returns `Result<_, GatewayError>`; the first error ends the request and
 //! [`crate::error::rescue`] writes the refusal. There is no path from an error to
 //! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
 
-use crate::audit::service::{record_for, RequestMeta};
+use crate::audit::request_record::{record_for, RequestMeta};
 use crate::auth::{identity_headers, AuthMode, AuthRequest, HeaderNames, Identity};
 use crate::error::{rescue, GatewayError};
 use crate::limits::phases as limits;

@@ -11,7 +11,7 @@ mod pool;
 pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, EndpointError};
 
 use crate::config::Upstream;
 use crate::error::GatewayError;
