@@ -1,7 +1,9 @@
 //! Starting and stopping the gateway: `phr-gateway run` and `phr-gateway demo` both end
 //! here, so the demo exercises exactly the production start-up path.
 
-use crate::audit::service;
+use crate::audit::startup::{check_kek, open_store, start_writer, AuditStartError};
+use crate::audit::store_sync::{spawn_sync, StoreBlocks};
+use crate::residency::storage_check::StorageCheckError;
 use crate::runtime::{BuildError, Runtime, Shared};
 use crate::server::Server;
 use std::net::SocketAddr;
@@ -14,16 +16,23 @@ use tokio::sync::{watch, Semaphore};
 /// Why the gateway did not start. Printed as is, then the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration does not load, or a runtime cannot be built from it.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The store, the record keys or the access-record writer could not be opened.
     #[error("access records: {0}")]
-    Audit(String),
+    Audit(#[from] AuditStartError),
+    /// The store or Redis is (or may be) outside the residency policy.
     #[error("residency (DATA-JP-1): {0}")]
-    Residency(String),
+    Residency(#[from] StorageCheckError),
+    /// A listener's port could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
     Bind {
+        /// Which listener.
         what: String,
+        /// Its bind address.
         addr: SocketAddr,
+        /// Why binding failed.
         source: std::io::Error,
     },
 }
@@ -40,13 +49,13 @@ pub async fn run(
     // configuration that could not start, or could only refuse.
     let crate::startup::Checked { config, storage } = crate::startup::check(config_path).await?;
     // The store and the access-record writer first: no request is served unrecorded.
-    let store = service::open_store(&config).map_err(StartError::Audit)?;
+    let store = open_store(&config)?;
     // A key-encryption key that cannot open the store's keys would spool every record forever.
-    service::check_kek(&config, &store).await.map_err(StartError::Audit)?;
-    let audit = service::start_writer(&config).map_err(StartError::Audit)?;
+    check_kek(&config, &store).await?;
+    let audit = start_writer(&config)?;
     let revocations = Arc::new(crate::auth::MemoryRevocations::new());
-    let store_blocks = Arc::new(service::StoreBlocks::new(store.clone()));
-    service::spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());
+    let store_blocks = Arc::new(StoreBlocks::new(store.clone()));
+    spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());
     let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> = store_blocks;
     let runtime = Runtime::build(config, &storage, revocations.clone(), blocks.clone())?;
     // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.

@@ -221,7 +221,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Residency(ResidencyCommand::ImportApnic { file, out, country }) => {
-            match phr_gateway::residency::cli::import_apnic(&file, &out, &country) {
+            match phr_gateway::residency::commands::import_apnic(&file, &out, &country) {
                 Ok(summary) => {
                     println!("{summary}");
                     ExitCode::SUCCESS
@@ -232,10 +232,10 @@ fn main() -> ExitCode {
         Command::Residency(ResidencyCommand::Report { config, json }) => {
             let mut ok = false;
             let code = block_on(async {
-                let (text, all_ok) = phr_gateway::residency::cli::report(&config, json).await?;
+                let (text, all_ok) = phr_gateway::residency::commands::report(&config, json).await?;
                 println!("{text}");
                 ok = all_ok;
-                Ok::<(), String>(())
+                Ok::<(), phr_gateway::residency::commands::CommandError>(())
             });
             if code == ExitCode::SUCCESS && !ok {
                 return ExitCode::FAILURE;
@@ -297,11 +297,12 @@ fn main() -> ExitCode {
         } => {
             let issued = std::fs::create_dir_all(&data_dir)
                 .map_err(|e| e.to_string())
-                .and_then(|_| phr_gateway::demo::issuer::DevIssuer::ensure(&data_dir))
+                .and_then(|_| phr_gateway::demo::issuer::DevIssuer::ensure(&data_dir).map_err(|e| e.to_string()))
                 .and_then(|dev| {
                     (0..count)
                         .map(|_| dev.token(&subject, &scope, patient.as_deref()))
                         .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())
                 });
             match issued {
                 Ok(tokens) => {
@@ -320,13 +321,13 @@ fn main() -> ExitCode {
 }
 
 /// Runs an operator command and prints its result.
-fn ops(fut: impl std::future::Future<Output = Result<String, String>>) -> ExitCode {
+fn ops(fut: impl std::future::Future<Output = Result<String, ops::OpsError>>) -> ExitCode {
     block_on(async move {
         let text = fut.await?;
         if !text.is_empty() {
             println!("{}", text.trim_end());
         }
-        Ok::<(), String>(())
+        Ok::<(), ops::OpsError>(())
     })
 }
 

@@ -4,14 +4,78 @@
 //! 情報の破棄). Each reads the same config file as `run`, so it talks to the same store
 //! with the same keys.
 
+use crate::audit::crypto::CryptoError;
 use crate::audit::export::{export_with, ExportFormat, ExportQuery};
-use crate::audit::service::{load_kek, load_signer, open_store};
+use crate::audit::startup::{load_kek, load_signer, open_store, AuditStartError};
 use crate::audit::time::parse_rfc3339;
-use crate::config::Config;
+use crate::audit::AuditError;
+use crate::config::{Config, LoadError};
+use crate::store::StoreError;
 use std::path::Path;
 
-fn config(path: &Path) -> Result<Config, String> {
-    crate::config::load(path).map_err(|e| e.to_string())
+/// Why an operator command failed. Printed as is, then the command exits non-zero.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// The configuration does not load.
+    #[error(transparent)]
+    Config(#[from] LoadError),
+    /// The store or a record key could not be opened.
+    #[error(transparent)]
+    Open(#[from] AuditStartError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An access-record operation failed.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The new key-encryption key file could not be created.
+    #[error(transparent)]
+    NewKek(#[from] CryptoError),
+    /// `tokens revoke` needs exactly one of `--jti` and `--subject`.
+    #[error("give exactly one of --jti and --subject")]
+    RevokeWhat,
+    /// `subjects unblock` named a subject that was not blocked.
+    #[error("{0} was not blocked")]
+    NotBlocked(String),
+    /// `audit verify` found a broken chain or checkpoint; the verification report.
+    #[error("{0}")]
+    NotIntact(String),
+    /// A `--from`/`--to` value is not an RFC 3339 time.
+    #[error("{0:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z")]
+    BadTime(String),
+    /// The export contains damaged records (DATA-INT-1).
+    #[error(
+        "{summary}. {damaged} records are DAMAGED: their ciphertext does not open with a key that exists, or their \
+         data key is gone without a signed destruction record (the lines with \"reason\": \"damaged\" \
+         name them). Run `phr-gateway audit verify` to locate the alteration, and restore those rows \
+         from a backup"
+    )]
+    DamagedExport {
+        /// The export's summary line.
+        summary: String,
+        /// How many records are damaged.
+        damaged: u64,
+    },
+    /// The operation is done but its checkpoint could not be appended to
+    /// `audit.checkpoint_file` (LOG-PROT-1).
+    #[error(
+        "{done}, but its signed checkpoint was not published: {source}. The database holds it; fix the file \
+         and the gateway's next checkpoint vouches for the chain"
+    )]
+    NotPublished {
+        /// What already happened.
+        done: String,
+        /// Why the file was not written.
+        #[source]
+        source: AuditError,
+    },
+    /// `keys destroy` named no existing data key.
+    #[error("no data key {0}")]
+    NoDataKey(String),
+}
+
+fn config(path: &Path) -> Result<Config, OpsError> {
+    Ok(crate::config::load(path)?)
 }
 
 fn now_unix() -> i64 {
@@ -22,47 +86,47 @@ fn now_unix() -> i64 {
 }
 
 /// Revokes one token (`jti`) or every token of a subject issued before now.
-pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Option<&str>) -> Result<String, String> {
+pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Option<&str>) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
     match (jti, subject) {
         (Some(jti), None) => {
-            store.revoke_jti(issuer, jti).await.map_err(|e| e.to_string())?;
+            store.revoke_jti(issuer, jti).await?;
             Ok(format!(
                 "revoked token {jti} of {issuer}; every instance refuses it within 2 s"
             ))
         }
         (None, Some(sub)) => {
-            store
-                .revoke_subject(issuer, sub, now_unix())
-                .await
-                .map_err(|e| e.to_string())?;
+            store.revoke_subject(issuer, sub, now_unix()).await?;
             Ok(format!(
                 "revoked every token of subject {sub} ({issuer}) issued before now"
             ))
         }
-        _ => Err("give exactly one of --jti and --subject".into()),
+        _ => Err(OpsError::RevokeWhat),
     }
 }
 
-pub async fn block(path: &Path, subject: &str, note: &str) -> Result<String, String> {
+/// Adds `subject` to the block list of every instance sharing the store.
+pub async fn block(path: &Path, subject: &str, note: &str) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
-    store.block_subject(subject, note).await.map_err(|e| e.to_string())?;
+    store.block_subject(subject, note).await?;
     Ok(format!("blocked {subject}"))
 }
 
-pub async fn unblock(path: &Path, subject: &str) -> Result<String, String> {
+/// Removes `subject` from the block list of every instance sharing the store.
+pub async fn unblock(path: &Path, subject: &str) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
-    match store.unblock_subject(subject).await.map_err(|e| e.to_string())? {
+    match store.unblock_subject(subject).await? {
         true => Ok(format!(
             "unblocked {subject}; every instance lets it through within 2 s"
         )),
-        false => Err(format!("{subject} was not blocked")),
+        false => Err(OpsError::NotBlocked(subject.to_string())),
     }
 }
 
-pub async fn list_blocked(path: &Path) -> Result<String, String> {
+/// The block list, one `subject<TAB>since<TAB>reason` line per subject.
+pub async fn list_blocked(path: &Path) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
-    let list = store.list_blocked().await.map_err(|e| e.to_string())?;
+    let list = store.list_blocked().await?;
     Ok(list
         .iter()
         .map(|b| format!("{}\t{}\t{}\n", b.subject, b.created_at, b.reason))
@@ -70,7 +134,7 @@ pub async fn list_blocked(path: &Path) -> Result<String, String> {
 }
 
 /// Checks every chain and signed checkpoint; `Err` names the first bad record.
-pub async fn verify(path: &Path) -> Result<String, String> {
+pub async fn verify(path: &Path) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
@@ -87,17 +151,15 @@ pub async fn verify(path: &Path) -> Result<String, String> {
         published: match &a.checkpoint_file {
             Some(file) => {
                 let log = crate::audit::checkpoint_log::CheckpointLog::new(file.clone());
-                Some((file.display().to_string(), log.read().map_err(|e| e.to_string())?))
+                Some((file.display().to_string(), log.read()?))
             }
             None => None,
         },
     };
-    let report = crate::audit::verify::verify_with(&store, &[signer.verifying_key()], &options)
-        .await
-        .map_err(|e| e.to_string())?;
+    let report = crate::audit::verify::verify_with(&store, &[signer.verifying_key()], &options).await?;
     match report.is_intact() {
         true => Ok(report.to_string()),
-        false => Err(report.to_string()),
+        false => Err(OpsError::NotIntact(report.to_string())),
     }
 }
 
@@ -106,10 +168,10 @@ fn far_future() -> i64 {
     crate::audit::time::now_ms() + 86_400_000
 }
 
-fn time_ms(value: Option<&str>, default: i64) -> Result<i64, String> {
+fn time_ms(value: Option<&str>, default: i64) -> Result<i64, OpsError> {
     match value {
         None => Ok(default),
-        Some(v) => parse_rfc3339(v).map_err(|_| format!("{v:?} is not an RFC 3339 time such as 2026-11-01T00:00:00Z")),
+        Some(v) => parse_rfc3339(v).map_err(|_| OpsError::BadTime(v.to_string())),
     }
 }
 
@@ -122,7 +184,7 @@ pub async fn export_records(
     subject: Option<String>,
     fhir: bool,
     out: &mut dyn std::io::Write,
-) -> Result<String, String> {
+) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let kek = load_kek(&cfg, false)?;
@@ -135,9 +197,7 @@ pub async fn export_records(
     let format = if fhir { ExportFormat::Fhir } else { ExportFormat::Jsonl };
     let signer = load_signer(&cfg)?;
     let trusted = [signer.verifying_key()];
-    let summary = export_with(&store, &*kek, &query, format, out, Some(&trusted))
-        .await
-        .map_err(|e| e.to_string())?;
+    let summary = export_with(&store, &*kek, &query, format, out, Some(&trusted)).await?;
     let text = format!(
         "{} records exported, {} unreadable ({} destroyed keys, {} damaged)",
         summary.exported,
@@ -148,78 +208,71 @@ pub async fn export_records(
     // DATA-INT-1: damaged evidence must not pass as a complete export.
     match summary.damaged {
         0 => Ok(text),
-        n => Err(format!(
-            "{text}. {n} records are DAMAGED: their ciphertext does not open with a key that exists, or their \
-             data key is gone without a signed destruction record (the lines with \"reason\": \"damaged\" \
-             name them). Run `phr-gateway audit verify` to locate the alteration, and restore those rows \
-             from a backup"
-        )),
+        n => Err(OpsError::DamagedExport {
+            summary: text,
+            damaged: n,
+        }),
     }
 }
 
 /// The periodic review (LOG-ACC-1): top subjects, off-hours access, many patients, refusals.
-pub async fn report(path: &Path, from: Option<&str>, to: Option<&str>) -> Result<String, String> {
+pub async fn report(path: &Path, from: Option<&str>, to: Option<&str>) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let kek = load_kek(&cfg, false)?;
     let review = crate::audit::report::ReviewConfig::default();
-    crate::audit::report::review_report(&store, &*kek, time_ms(from, 0)?, time_ms(to, far_future())?, &review)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(
+        crate::audit::report::review_report(&store, &*kek, time_ms(from, 0)?, time_ms(to, far_future())?, &review)
+            .await?,
+    )
 }
 
 /// Ids of the checkpoints in the store, when `audit.checkpoint_file` is set (else empty).
-async fn checkpoint_ids(cfg: &Config, store: &crate::store::Store) -> Result<Vec<String>, String> {
+async fn checkpoint_ids(cfg: &Config, store: &crate::store::Store) -> Result<Vec<String>, OpsError> {
     if cfg.audit.checkpoint_file.is_none() {
         return Ok(Vec::new());
     }
-    let all = store.audit_checkpoints().await.map_err(|e| e.to_string())?;
+    let all = store.audit_checkpoints().await?;
     Ok(all.into_iter().map(|c| c.checkpoint_id).collect())
 }
 
 /// Appends the checkpoints an operator command added (purge, key destruction) to
 /// `audit.checkpoint_file`, as the writer does with its own (LOG-PROT-1). `done` says
 /// what already happened, since a publication failure cannot undo it.
-async fn publish_new(cfg: &Config, store: &crate::store::Store, before: &[String], done: &str) -> Result<(), String> {
+async fn publish_new(cfg: &Config, store: &crate::store::Store, before: &[String], done: &str) -> Result<(), OpsError> {
     let Some(file) = &cfg.audit.checkpoint_file else {
         return Ok(());
     };
-    let all = store.audit_checkpoints().await.map_err(|e| e.to_string())?;
+    let all = store.audit_checkpoints().await?;
     let new: Vec<_> = all.into_iter().filter(|c| !before.contains(&c.checkpoint_id)).collect();
     crate::audit::checkpoint_log::CheckpointLog::new(file.clone())
         .append(&new)
-        .map_err(|e| {
-            format!(
-                "{done}, but its signed checkpoint was not published: {e}. The database holds it; fix the file \
-                 and the gateway's next checkpoint vouches for the chain"
-            )
+        .map_err(|source| OpsError::NotPublished {
+            done: done.to_string(),
+            source,
         })
 }
 
 /// Removes records older than `audit.retention_days`, with a signed checkpoint.
-pub async fn purge(path: &Path) -> Result<String, String> {
+pub async fn purge(path: &Path) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
     let now = crate::audit::time::now_ms();
     let before = checkpoint_ids(&cfg, &store).await?;
-    let r = crate::audit::purge::purge(&store, &signer, cfg.audit.retention_days, now)
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = crate::audit::purge::purge(&store, &signer, cfg.audit.retention_days, now).await?;
     publish_new(&cfg, &store, &before, "the purge is done").await?;
     Ok(format!("{r:?}"))
 }
 
 /// Adds a new key-encryption key and re-wraps every data key under it; records are not
 /// rewritten. Then point `audit.kek_file` at the new file and retire the old one.
-pub async fn rotate_key(path: &Path, new_key_file: &Path) -> Result<String, String> {
+pub async fn rotate_key(path: &Path, new_key_file: &Path) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let old = load_kek(&cfg, false)?;
-    let new = crate::audit::crypto::LocalKek::generate_file(new_key_file).map_err(|e| e.to_string())?;
-    let r = crate::audit::keys::rotate_kek(&store, &*old, &new)
-        .await
-        .map_err(|e| e.to_string())?;
+    let new = crate::audit::crypto::LocalKek::generate_file(new_key_file)?;
+    let r = crate::audit::keys::rotate_kek(&store, &*old, &new).await?;
     Ok(format!(
         "re-wrapped {} data keys under {} ({} already were). Now set audit.kek_file = {:?} and restart.",
         r.rewrapped,
@@ -230,21 +283,18 @@ pub async fn rotate_key(path: &Path, new_key_file: &Path) -> Result<String, Stri
 }
 
 /// Crypto-shredding: destroys one data key; its records become unreadable for good.
-pub async fn destroy_key(path: &Path, key_id: &str) -> Result<String, String> {
+pub async fn destroy_key(path: &Path, key_id: &str) -> Result<String, OpsError> {
     let cfg = config(path)?;
     let store = open_store(&cfg)?;
     let signer = load_signer(&cfg)?;
     let before = checkpoint_ids(&cfg, &store).await?;
-    match crate::audit::keys::destroy_data_key(&store, &signer, key_id)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    match crate::audit::keys::destroy_data_key(&store, &signer, key_id).await? {
         true => {
             publish_new(&cfg, &store, &before, &format!("data key {key_id} is destroyed")).await?;
             Ok(format!(
                 "data key {key_id} destroyed; its records can no longer be decrypted"
             ))
         }
-        false => Err(format!("no data key {key_id}")),
+        false => Err(OpsError::NoDataKey(key_id.to_string())),
     }
 }

@@ -20,7 +20,7 @@
 //! response  7b. compartment check   FHIR routes: other patients        phases::fhir::check_response
 //!               bulk access         distinct patients per subject      phases::limits::after_response
 //!           8.  respond             request id, HSTS, metrics          finish
-//!           9.  access record       committed before release           audit::service::record_for
+//!           9.  access record       committed before release           audit::request_record::record_for
 //! ```
 //!
 //! The functions below are defined in the order they run. Each safeguard sits behind
@@ -32,7 +32,7 @@
 //! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
 //! A panic in a phase becomes the request's 500, recorded like any refusal.
 
-use crate::audit::service::{record_for, RequestMeta};
+use crate::audit::request_record::{record_for, RequestMeta};
 use crate::auth::{AuthError, AuthMode, AuthRequest, Identity};
 use crate::context::{ConnInfo, GatewayBody, RequestContext};
 use crate::error::{rescue, GatewayError};
@@ -80,7 +80,7 @@ impl Pipeline {
         };
         // Announced now so the audit writer knows a record is on its way and
         // can gather it into the same commit as its neighbours'.
-        let expected = self.shared.audit.as_ref().map(|a| a.expect());
+        let expected = self.shared.audit.as_ref().map(|a| a.announce());
         let meta = self.shared.audit.as_ref().map(|_| RequestMeta {
             instance: runtime.config.gateway.instance_id.clone(),
             method: req.method().to_string(),

@@ -13,7 +13,7 @@ use crate::limits::subject_blocks::{BlockStore, MemoryBlockStore};
 use crate::metrics::RouteMetrics;
 use crate::proxy::UpstreamPool;
 use crate::residency::egress::UpstreamResolver;
-use crate::residency::{allow_list::AllowList, cli::CheckedStorage, policy::Policy};
+use crate::residency::{allow_list::AllowList, policy::Policy, storage_check::CheckedStorage};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ pub enum BuildError {
 
 impl Runtime {
     /// `storage` is what the residency check of the store and Redis established
-    /// ([`crate::residency::cli::check_storage_targets`]), run before this.
+    /// ([`crate::residency::storage_check::check_storage_targets`]), run before this.
     pub fn build(
         config: Config,
         storage: &CheckedStorage,
@@ -157,7 +157,7 @@ impl Runtime {
             true => None,
             false => {
                 let fetcher = GatewayJwksFetcher::new(&config.auth.issuers, resolver.clone(), policy.clone())
-                    .map_err(BuildError::Auth)?;
+                    .map_err(|e| BuildError::Auth(e.to_string()))?;
                 let a = Authenticator::new(config.auth.clone(), Arc::new(fetcher), revocations).map_err(|errs| {
                     BuildError::Auth(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
                 })?;
@@ -172,7 +172,8 @@ impl Runtime {
         let protection = match previous {
             Some(p) if p.protection_fingerprint == fingerprint => p.protection.clone(),
             _ => Arc::new(
-                Protection::build(&limits_config, blocks.clone(), storage.redis).map_err(BuildError::Protection)?,
+                Protection::build(&limits_config, blocks.clone(), storage.redis)
+                    .map_err(|e| BuildError::Protection(e.to_string()))?,
             ),
         };
         let mut routes: Vec<Arc<RouteRuntime>> = config
@@ -223,7 +224,7 @@ impl Runtime {
 
     /// Builds everything a config needs without serving it: what `check-config` runs
     /// beyond parsing (certificates, keys, CA bundles, CRLs), given the storage targets
-    /// `run` would check first ([`crate::residency::cli::check_storage_targets`]).
+    /// `run` would check first ([`crate::residency::storage_check::check_storage_targets`]).
     pub fn check(config: &Config, storage: &CheckedStorage) -> Result<(), BuildError> {
         Runtime::build(
             config.clone(),
@@ -342,9 +343,9 @@ impl Shared {
         }
         // Where Redis and the store are is checked again: a reload must not point them
         // abroad, nor keep dialling an address the new allow-list refuses (DATA-JP-1).
-        let storage = crate::residency::cli::check_storage_targets(&config)
+        let storage = crate::residency::storage_check::check_storage_targets(&config)
             .await
-            .map_err(BuildError::Residency)?;
+            .map_err(|e| BuildError::Residency(e.to_string()))?;
         let runtime = Runtime::build_after(
             config,
             &storage,

@@ -19,8 +19,8 @@
 
 use crate::app::StartError;
 use crate::config::{self, Config, ConfigIssue, LoadError};
-use crate::residency::cli::CheckedStorage;
 use crate::residency::policy::{Policy, Refusal, Verdict};
+use crate::residency::storage_check::CheckedStorage;
 use crate::runtime::{BuildError, Runtime};
 use crate::tls::TlsError;
 use std::net::IpAddr;
@@ -48,7 +48,7 @@ pub async fn check(path: &Path) -> Result<Checked, StartError> {
     }
     // Where the store and Redis are (their names are resolved: the same check `run` and
     // every reload make before anything is sent there).
-    let storage = crate::residency::cli::check_storage_targets(&config)
+    let storage = crate::residency::storage_check::check_storage_targets(&config)
         .await
         .map_err(StartError::Residency)?;
     // The rest of what a runtime is built from (allow-list, authenticator, limits).

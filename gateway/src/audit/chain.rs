@@ -105,15 +105,29 @@ pub fn checkpoint_message(c: &CheckpointRow) -> Vec<u8> {
     m
 }
 
+/// Why a checkpoint's signature is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// The checkpoint names a key that is not trusted.
+    #[error("signed by unknown key {0}")]
+    UnknownKey(String),
+    /// The signature bytes are not an Ed25519 signature.
+    #[error("malformed signature")]
+    Malformed,
+    /// The signature does not verify.
+    #[error("signature does not match")]
+    Mismatch,
+}
+
 /// Checks a checkpoint's signature against the trusted keys; `Err` says why.
-pub fn check_checkpoint_signature(c: &CheckpointRow, trusted: &[VerifyingKey]) -> Result<(), String> {
+pub fn check_checkpoint_signature(c: &CheckpointRow, trusted: &[VerifyingKey]) -> Result<(), SignatureError> {
     let key = trusted
         .iter()
         .find(|k| public_key_id(k) == c.public_key_id)
-        .ok_or_else(|| format!("signed by unknown key {}", c.public_key_id))?;
-    let sig = Signature::from_slice(&c.signature).map_err(|_| "malformed signature".to_string())?;
+        .ok_or_else(|| SignatureError::UnknownKey(c.public_key_id.clone()))?;
+    let sig = Signature::from_slice(&c.signature).map_err(|_| SignatureError::Malformed)?;
     key.verify(&checkpoint_message(c), &sig)
-        .map_err(|_| "signature does not match".to_string())
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// The gateway's checkpoint signing key.

@@ -127,16 +127,29 @@ pub fn line(c: &CheckpointRow) -> Value {
     })
 }
 
+/// Why a line of the checkpoint file is not a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum LineError {
+    /// The line is not JSON.
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// A string member is missing.
+    #[error("no string {0:?}")]
+    NoString(&'static str),
+    /// An integer member is missing.
+    #[error("no integer {0:?}")]
+    NoInteger(&'static str),
+    /// A hash or signature member is not hex.
+    #[error("{0:?} is not hex")]
+    NotHex(&'static str),
+}
+
 /// Parses one line written by [`line`].
-pub fn parse(text: &str) -> Result<CheckpointRow, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-    let s = |k: &str| {
-        v[k].as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("no string {k:?}"))
-    };
-    let n = |k: &str| v[k].as_i64().ok_or_else(|| format!("no integer {k:?}"));
-    let h = |k: &str| hex::decode(s(k)?).map_err(|_| format!("{k:?} is not hex"));
+pub fn parse(text: &str) -> Result<CheckpointRow, LineError> {
+    let v: Value = serde_json::from_str(text).map_err(LineError::NotJson)?;
+    let s = |k: &'static str| v[k].as_str().map(str::to_string).ok_or(LineError::NoString(k));
+    let n = |k: &'static str| v[k].as_i64().ok_or(LineError::NoInteger(k));
+    let h = |k: &'static str| hex::decode(s(k)?).map_err(|_| LineError::NotHex(k));
     Ok(CheckpointRow {
         checkpoint_id: s("checkpoint_id")?,
         instance: s("instance")?,

@@ -183,7 +183,7 @@ impl Writer {
     async fn handle(&mut self, mut batch: Batch) {
         match record_ids(batch.len(), super::time::now_ms()) {
             Ok(ids) => batch.iter_mut().zip(ids).for_each(|(item, id)| item.0 = id),
-            Err(e) => return self.ack_all(batch, Err(e.to_string()), "random"),
+            Err(e) => return self.ack_all(batch, Some(e.to_string()), "random"),
         }
         if !self.spool_is_empty() && self.last_retry.elapsed() >= self.cfg.retry_interval && self.db_reachable().await {
             if let Err(e) = self.replay().await {
@@ -194,7 +194,7 @@ impl Writer {
         if self.spool_is_empty() {
             let recs: Vec<_> = batch.iter().map(|(id, r, _)| (id.clone(), r.as_ref())).collect();
             match self.commit(&recs).await {
-                Ok(()) => return self.ack_all(batch, Ok(()), ""),
+                Ok(()) => return self.ack_all(batch, None, ""),
                 Err(e) => {
                     tracing::error!(error = %e, "audit commit failed; spooling");
                     self.head = None; // re-read: the commit's outcome is unknown
@@ -209,25 +209,30 @@ impl Writer {
         match self.spool_records(entries).await {
             Ok(n) => {
                 self.count(2, n);
-                self.ack_all(batch, Ok(()), "");
+                self.ack_all(batch, None, "");
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit spool failed: refusing requests");
-                self.ack_all(batch, Err(db_error), &e.to_string());
+                self.ack_all(batch, Some(db_error), &e.to_string());
             }
         }
     }
 
-    fn ack_all(&self, batch: Batch, db: Result<(), String>, spool: &str) {
-        if db.is_err() {
+    /// Answers every request of `batch`: recorded, or (with `db_error`, the database's
+    /// failure, and `spool`, the spool's) not recorded.
+    fn ack_all(&self, batch: Batch, db_error: Option<String>, spool: &str) {
+        if db_error.is_some() {
             self.count(5, batch.len() as u64);
         }
         for (_, _, ack) in batch {
             if let Some(ack) = ack {
-                let _ = ack.send(db.clone().map_err(|db| AuditError::Unrecorded {
-                    db,
-                    spool: spool.to_string(),
-                }));
+                let _ = ack.send(match &db_error {
+                    None => Ok(()),
+                    Some(db) => Err(AuditError::Unrecorded {
+                        db: db.clone(),
+                        spool: spool.to_string(),
+                    }),
+                });
             }
         }
     }

@@ -15,6 +15,8 @@
 //! | [`export`], [`fhir`] | LOG-ACC-1, INC-MHLW-1, INC-APPI-1 (evidence for authorities) |
 //! | [`report`] | LOG-ACC-1 (periodic review), ACL-ACCT-1 |
 //! | [`purge`] | LOG-RET-1, 情報の破棄 |
+//! | [`startup`], [`request_record`] | LOG-ACC-1 (the store, keys and writer of a running gateway; one record per request) |
+//! | [`store_sync`] | ACL-ACCT-1 (revocations and blocks reach every instance) |
 //!
 //! The module uses the database layer only through `super::super::store`,
 //! so it can live beside `store/` under any crate root.
@@ -30,8 +32,10 @@ pub mod purge;
 pub mod record;
 pub mod replay;
 pub mod report;
-pub mod service;
+pub mod request_record;
 pub mod spool;
+pub mod startup;
+pub mod store_sync;
 pub mod time;
 pub mod verify;
 pub mod writer;

@@ -124,11 +124,6 @@ impl Spool {
         &self.path
     }
 
-    /// Number of records waiting for replay.
-    pub fn pending_records(&self) -> u64 {
-        self.records
-    }
-
     /// True when nothing waits for replay.
     pub fn is_empty(&self) -> bool {
         self.records == 0

@@ -153,7 +153,7 @@ impl AuditHandle {
     /// `linger`) only while announced records are outstanding, so batches
     /// grow with load (fewer commits, each with its fsync, per record) and a
     /// lone request is committed at once.
-    pub fn expect(&self) -> Expected {
+    pub fn announce(&self) -> Expected {
         self.counters.expected.fetch_add(1, Relaxed);
         Expected(self.counters.clone())
     }

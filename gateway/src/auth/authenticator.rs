@@ -169,7 +169,7 @@ impl Authenticator {
                     missing.push(MissingKeys {
                         issuer: name.clone(),
                         source,
-                        error: err,
+                        error: err.to_string(),
                     });
                 }
             }

@@ -27,28 +27,42 @@ pub const DPOP_ALGS: [&str; 4] = ["ES256", "EdDSA", "RS256", "PS256"];
 /// Largest proof accepted (an RSA-4096 `jwk` fits comfortably).
 const MAX_PROOF_BYTES: usize = 8 * 1024;
 
+/// Why a JWK thumbprint could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbprintError {
+    /// A `kty` other than EC, RSA and OKP.
+    #[error("unsupported kty for thumbprint")]
+    UnsupportedKty,
+    /// A member the thumbprint covers is missing (or not a string).
+    #[error("JWK member {0} missing")]
+    MissingMember(&'static str),
+    /// A member could not be written as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
 /// RFC 7638 JWK SHA-256 thumbprint (base64url): SHA-256 over the JSON of
 /// the required members in lexicographic order, without whitespace.
-pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Result<String, String> {
-    let members: &[&str] = match jwk.get("kty").and_then(Value::as_str) {
+pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Result<String, ThumbprintError> {
+    let members: &[&'static str] = match jwk.get("kty").and_then(Value::as_str) {
         Some("EC") => &["crv", "kty", "x", "y"],
         Some("RSA") => &["e", "kty", "n"],
         Some("OKP") => &["crv", "kty", "x"],
-        _ => return Err("unsupported kty for thumbprint".into()),
+        _ => return Err(ThumbprintError::UnsupportedKty),
     };
     let mut out = String::from("{");
     for (i, m) in members.iter().enumerate() {
         let v = jwk
             .get(*m)
             .and_then(Value::as_str)
-            .ok_or_else(|| format!("JWK member {m} missing"))?;
+            .ok_or(ThumbprintError::MissingMember(m))?;
         if i > 0 {
             out.push(',');
         }
         // serde_json escapes exactly as JSON requires.
-        out.push_str(&serde_json::to_string(m).map_err(|e| e.to_string())?);
+        out.push_str(&serde_json::to_string(m)?);
         out.push(':');
-        out.push_str(&serde_json::to_string(v).map_err(|e| e.to_string())?);
+        out.push_str(&serde_json::to_string(v)?);
     }
     out.push('}');
     Ok(b64url(&sha256(out.as_bytes())))
@@ -117,12 +131,12 @@ impl DpopVerifier {
             return Err(bad("proof header has jku/x5u/x5c/crit"));
         }
         let jwk_v = header.get("jwk").ok_or_else(|| DpopError::BadJwk("missing".into()))?;
-        let key = parse_public_jwk(jwk_v).map_err(DpopError::BadJwk)?;
+        let key = parse_public_jwk(jwk_v).map_err(|e| DpopError::BadJwk(e.to_string()))?;
         if !key.kind.fits(alg) || key.alg.is_some_and(|a| a != alg) {
             return Err(DpopError::BadJwk("key type does not fit alg".into()));
         }
         let jwk_obj = jwk_v.as_object().ok_or_else(|| bad("jwk"))?;
-        let jkt = jwk_thumbprint(jwk_obj).map_err(DpopError::BadJwk)?;
+        let jkt = jwk_thumbprint(jwk_obj).map_err(|e| DpopError::BadJwk(e.to_string()))?;
         super::jwt::verify(proof, &key.key, alg).map_err(|_| DpopError::BadSignature)?;
         // Signature good: the payload is the client's own statement now.
         let claims = decode_part(p, "payload").map_err(|_| bad("payload"))?;

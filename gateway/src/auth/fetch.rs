@@ -19,19 +19,33 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Used for `https` JWKS URLs when the issuer names no `ca_file`.
 const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// Why the JWKS clients could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum FetcherError {
+    /// An issuer's CA bundle (`ca_file`, or the system bundle) is unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
 /// One pooled client per issuer with a `jwks_url`.
 pub struct GatewayJwksFetcher {
     clients: HashMap<String, crate::proxy::GatewayClient>,
 }
 
 impl GatewayJwksFetcher {
-    pub fn new(issuers: &[IssuerConfig], resolver: Arc<UpstreamResolver>, policy: Arc<Policy>) -> Result<Self, String> {
+    /// A client for every issuer with a `jwks_url`, each checked against the residency
+    /// policy on connect.
+    pub fn new(
+        issuers: &[IssuerConfig],
+        resolver: Arc<UpstreamResolver>,
+        policy: Arc<Policy>,
+    ) -> Result<Self, FetcherError> {
         let mut clients = HashMap::new();
         for issuer in issuers {
             let Some(url) = &issuer.jwks_url else { continue };
             let tls = if url.starts_with("https://") {
                 let ca = issuer.ca_file.as_deref().unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
-                Some(crate::tls::upstream::client_config_for_ca(ca).map_err(|e| e.to_string())?)
+                Some(crate::tls::upstream::client_config_for_ca(ca)?)
             } else {
                 None
             };

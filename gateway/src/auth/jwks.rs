@@ -106,41 +106,49 @@ pub const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", 
 
 /// Parse one public JWK (also used for DPoP proof keys). Refuses private or
 /// symmetric keys, encryption keys, weak RSA and unsupported curves.
-pub fn parse_public_jwk(v: &Value) -> Result<VerifyKey, String> {
-    let obj = v.as_object().ok_or("JWK is not an object")?;
+pub fn parse_public_jwk(v: &Value) -> Result<VerifyKey, JwksError> {
+    let obj = v.as_object().ok_or(JwksError::NotAnObject)?;
     if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| obj.contains_key(**m)) {
-        return Err(format!("JWK contains private/secret member {m:?}"));
+        return Err(JwksError::PrivateMember(m));
     }
     if obj.get("use").is_some_and(|u| u != "sig") {
-        return Err("JWK use is not sig".into());
+        return Err(JwksError::NotForSigning);
     }
     let s = |k: &str| obj.get(k).and_then(Value::as_str);
     let kind = match (s("kty"), s("crv")) {
         (Some("RSA"), _) => {
             let n = URL_SAFE_NO_PAD
-                .decode(s("n").ok_or("RSA JWK without n")?)
-                .map_err(|_| "RSA n not base64url")?;
+                .decode(s("n").ok_or(JwksError::RsaWithoutN)?)
+                .map_err(|_| JwksError::RsaNNotBase64url)?;
             let lead = n.iter().take_while(|b| **b == 0).count();
             let bits = (n.len() - lead) * 8;
             if bits < 2048 {
-                return Err(format!("RSA key of {bits} bits, need >= 2048"));
+                return Err(JwksError::WeakRsa { bits });
             }
             KeyKind::Rsa { bits }
         }
         (Some("EC"), Some("P-256")) => KeyKind::EcP256,
         (Some("EC"), Some("P-384")) => KeyKind::EcP384,
         (Some("OKP"), Some("Ed25519")) => KeyKind::Ed25519,
-        (kty, crv) => return Err(format!("unsupported key type {kty:?}/{crv:?}")),
+        (kty, crv) => {
+            return Err(JwksError::UnsupportedKeyType {
+                kty: kty.map(String::from),
+                crv: crv.map(String::from),
+            })
+        }
     };
     let alg = match s("alg") {
         None => None,
-        Some(a) => Some(a.parse::<Algorithm>().map_err(|_| format!("JWK alg {a:?} unknown"))?),
+        Some(a) => Some(
+            a.parse::<Algorithm>()
+                .map_err(|_| JwksError::UnknownAlg(a.to_string()))?,
+        ),
     };
     if alg.is_some_and(|a| !kind.fits(a)) {
-        return Err("JWK alg does not fit its key type".into());
+        return Err(JwksError::AlgDoesNotFit);
     }
-    let jwk: Jwk = serde_json::from_value(v.clone()).map_err(|e| format!("JWK: {e}"))?;
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("JWK: {e}"))?;
+    let jwk: Jwk = serde_json::from_value(v.clone()).map_err(JwksError::BadJwk)?;
+    let key = DecodingKey::from_jwk(&jwk).map_err(JwksError::UnusableJwk)?;
     Ok(VerifyKey {
         kid: s("kid").map(String::from),
         kind,
@@ -151,12 +159,12 @@ pub fn parse_public_jwk(v: &Value) -> Result<VerifyKey, String> {
 
 /// Parse a JWKS document; unusable keys are skipped (and reported), so one
 /// odd key at the IdP does not take the others down.
-pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), String> {
-    let doc: Value = serde_json::from_slice(body).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), JwksError> {
+    let doc: Value = serde_json::from_slice(body).map_err(JwksError::NotJson)?;
     let keys = doc
         .get("keys")
         .and_then(Value::as_array)
-        .ok_or("JWKS has no keys array")?;
+        .ok_or(JwksError::NoKeysArray)?;
     let mut ok = Vec::new();
     let mut skipped = Vec::new();
     for (i, k) in keys.iter().enumerate() {
@@ -166,6 +174,79 @@ pub fn parse_jwks(body: &[u8]) -> Result<(Vec<Arc<VerifyKey>>, Vec<String>), Str
         }
     }
     Ok((ok, skipped))
+}
+
+/// Why a JWK or JWKS is refused, or why the keys of an issuer could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The JWK is not a JSON object.
+    #[error("JWK is not an object")]
+    NotAnObject,
+    /// The JWK carries a member only private or secret keys have.
+    #[error("JWK contains private/secret member {0:?}")]
+    PrivateMember(&'static str),
+    /// The JWK's `use` is not `sig`.
+    #[error("JWK use is not sig")]
+    NotForSigning,
+    /// An RSA JWK without its modulus.
+    #[error("RSA JWK without n")]
+    RsaWithoutN,
+    /// An RSA modulus that is not base64url.
+    #[error("RSA n not base64url")]
+    RsaNNotBase64url,
+    /// An RSA key shorter than 2048 bits.
+    #[error("RSA key of {bits} bits, need >= 2048")]
+    WeakRsa {
+        /// The key's size.
+        bits: usize,
+    },
+    /// A key type or curve the gateway does not accept.
+    #[error("unsupported key type {kty:?}/{crv:?}")]
+    UnsupportedKeyType {
+        /// `kty`.
+        kty: Option<String>,
+        /// `crv`.
+        crv: Option<String>,
+    },
+    /// An `alg` that is not a known algorithm.
+    #[error("JWK alg {0:?} unknown")]
+    UnknownAlg(String),
+    /// An `alg` its key type cannot sign with.
+    #[error("JWK alg does not fit its key type")]
+    AlgDoesNotFit,
+    /// The JWK does not deserialise.
+    #[error("JWK: {0}")]
+    BadJwk(#[source] serde_json::Error),
+    /// The JWK does not make a verification key.
+    #[error("JWK: {0}")]
+    UnusableJwk(#[source] jsonwebtoken::errors::Error),
+    /// The JWKS document is not JSON.
+    #[error("JWKS is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The JWKS document has no `keys` array.
+    #[error("JWKS has no keys array")]
+    NoKeysArray,
+    /// The JWKS file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The fetch took longer than its bound.
+    #[error("JWKS fetch timed out")]
+    TimedOut,
+    /// The fetcher failed (network, TLS, HTTP status, size); its message.
+    #[error("{0}")]
+    Fetch(String),
+    /// The JWKS holds no key the gateway can use.
+    #[error("JWKS has no usable signing key")]
+    NoUsableKey,
+    /// No fetch was attempted.
+    #[error("no attempt")]
+    NoAttempt,
 }
 
 /// Counters the gateway can export as metrics.
@@ -297,14 +378,14 @@ impl IssuerKeys {
 
     /// Fetch now (up to `attempts` tries with backoff), replacing the keys
     /// only on success. Returns the number of usable keys.
-    pub async fn refresh(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, String> {
+    pub async fn refresh(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, JwksError> {
         let _guard = self.fetch_lock.lock().await;
         self.fetch_locked(fetcher, attempts).await
     }
 
-    async fn fetch_locked(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, String> {
+    async fn fetch_locked(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, JwksError> {
         let mut backoff = Duration::from_millis(250);
-        let mut last_err = String::from("no attempt");
+        let mut last_err = JwksError::NoAttempt;
         for attempt in 0..attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(backoff).await;
@@ -324,20 +405,24 @@ impl IssuerKeys {
         Err(last_err)
     }
 
-    async fn fetch_once(&self, fetcher: &dyn JwksFetcher) -> Result<usize, String> {
+    async fn fetch_once(&self, fetcher: &dyn JwksFetcher) -> Result<usize, JwksError> {
         let body = match &self.source {
             KeySource::Secret(_) => return Ok(1),
-            KeySource::File(p) => Bytes::from(std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?),
+            KeySource::File(p) => Bytes::from(std::fs::read(p).map_err(|source| JwksError::ReadFile {
+                path: p.clone(),
+                source,
+            })?),
             KeySource::Url(u) => tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch(&self.issuer, u))
                 .await
-                .map_err(|_| "JWKS fetch timed out".to_string())??,
+                .map_err(|_| JwksError::TimedOut)?
+                .map_err(JwksError::Fetch)?,
         };
         let (keys, skipped) = parse_jwks(&body)?;
         for s in &skipped {
             tracing::warn!(issuer = %self.issuer, "JWKS entry skipped: {s}");
         }
         if keys.is_empty() {
-            return Err("JWKS has no usable signing key".into());
+            return Err(JwksError::NoUsableKey);
         }
         let n = keys.len();
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));

@@ -5,14 +5,35 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 
+/// Why a demo or test certificate could not be made or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// rcgen could not generate a key, a certificate or a CRL.
+    #[error(transparent)]
+    Generate(#[from] rcgen::Error),
+    /// A PEM file could not be written.
+    #[error("{}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The demo PKI's files.
 pub struct DemoPki {
+    /// The CA certificate (PEM) a client trusts.
     pub ca_cert: PathBuf,
+    /// The server certificate (PEM) for localhost.
     pub server_cert: PathBuf,
+    /// The server's private key (PEM, mode 0600).
     pub server_key: PathBuf,
 }
 
 /// Creates the CA and server certificate in `dir` unless they exist already.
-pub fn ensure_demo_pki(dir: &Path) -> Result<DemoPki, String> {
+pub fn ensure_demo_pki(dir: &Path) -> Result<DemoPki, CertError> {
     let pki = DemoPki {
         ca_cert: dir.join("ca.pem"),
         server_cert: dir.join("server.pem"),
@@ -42,8 +63,8 @@ pub struct Ca {
 }
 
 /// Makes a new CA; returns its PEM certificate and the issuer.
-pub fn new_ca(name: &str) -> Result<(String, Ca), String> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+pub fn new_ca(name: &str) -> Result<(String, Ca), CertError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
@@ -51,25 +72,25 @@ pub fn new_ca(name: &str) -> Result<(String, Ca), String> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    let key = KeyPair::generate().map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
     Ok((cert.pem(), Ca { params, key }))
 }
 
 impl Ca {
-    fn issue(&self, names: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<(String, String), String> {
+    fn issue(&self, names: &[&str], cn: &str, usage: ExtendedKeyUsagePurpose) -> Result<(String, String), CertError> {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let key = KeyPair::generate()?;
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
-        let cert = params.signed_by(&key, &issuer).map_err(|e| e.to_string())?;
+        let cert = params.signed_by(&key, &issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
     /// A server certificate for `names` (DNS names or IP addresses).
-    pub fn issue_server(&self, names: &[&str]) -> Result<(String, String), String> {
+    pub fn issue_server(&self, names: &[&str]) -> Result<(String, String), CertError> {
         self.issue(
             names,
             names.first().copied().unwrap_or("server"),
@@ -78,21 +99,22 @@ impl Ca {
     }
 
     /// A signed CRL in PEM (tests of client-certificate revocation).
-    pub fn sign_crl(&self, params: rcgen::CertificateRevocationListParams) -> Result<String, String> {
+    pub fn sign_crl(&self, params: rcgen::CertificateRevocationListParams) -> Result<String, CertError> {
         let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
         params
             .signed_by(&issuer)
             .and_then(|crl| crl.pem())
-            .map_err(|e| e.to_string())
+            .map_err(CertError::from)
     }
 
     /// A client certificate for an institution (mutual TLS).
-    pub fn issue_client(&self, cn: &str) -> Result<(String, String), String> {
+    pub fn issue_client(&self, cn: &str) -> Result<(String, String), CertError> {
         self.issue(&[], cn, ExtendedKeyUsagePurpose::ClientAuth)
     }
 }
 
-pub(super) fn write(path: &Path, contents: &str, mode: u32) -> Result<(), String> {
+/// Writes `contents` to `path` with `mode` (the file is created or truncated).
+pub(super) fn write(path: &Path, contents: &str, mode: u32) -> Result<(), CertError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -101,7 +123,12 @@ pub(super) fn write(path: &Path, contents: &str, mode: u32) -> Result<(), String
         .truncate(true)
         .mode(mode)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    f.write_all(contents.as_bytes())
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(|source| CertError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    f.write_all(contents.as_bytes()).map_err(|source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }

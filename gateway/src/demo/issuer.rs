@@ -6,41 +6,90 @@ use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+/// Why the development issuer could not load its key or sign a token.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// The key could not be generated.
+    #[error(transparent)]
+    Generate(#[from] rcgen::Error),
+    /// The new key could not be saved.
+    #[error(transparent)]
+    Save(#[from] super::certs::CertError),
+    /// The key file could not be read.
+    #[error("{}: {source}", path.display())]
+    ReadKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file holds no PKCS#8 key.
+    #[error("{}: {source}", path.display())]
+    ParseKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The public key could not be expressed as a JWK, or a token could not be signed.
+    #[error(transparent)]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// The JWKS could not be serialised.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// The JWKS file could not be written.
+    #[error(transparent)]
+    WriteJwks(std::io::Error),
+    /// The system clock is before 1970.
+    #[error(transparent)]
+    Clock(#[from] std::time::SystemTimeError),
+}
+
+/// The `iss` of the demo's tokens.
 pub const ISSUER: &str = "https://dev-issuer.phr-gateway.invalid";
+/// The `aud` of the demo's tokens.
 pub const AUDIENCE: &str = "phr-gateway-demo";
 
+/// The demo's token issuer: its signing key and the JWKS file the gateway trusts.
 pub struct DevIssuer {
+    /// The JWKS file (`jwks_file` in the demo configuration).
     pub jwks_file: PathBuf,
     key: EncodingKey,
 }
 
 impl DevIssuer {
     /// Loads the key from `dir`, or creates it (mode 0600) with its JWKS.
-    pub fn ensure(dir: &Path) -> Result<Self, String> {
+    pub fn ensure(dir: &Path) -> Result<Self, IssuerError> {
         let key_file = dir.join("dev-issuer-key.pem");
         let jwks_file = dir.join("dev-issuer-jwks.json");
         if !key_file.exists() {
-            let pair = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+            let pair = rcgen::KeyPair::generate()?;
             super::certs::write(&key_file, &pair.serialize_pem(), 0o600)?;
         }
-        let pem = std::fs::read_to_string(&key_file).map_err(|e| format!("{}: {e}", key_file.display()))?;
+        let pem = std::fs::read_to_string(&key_file).map_err(|source| IssuerError::ReadKey {
+            path: key_file.clone(),
+            source,
+        })?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
             .map(|k: rustls_pki_types::PrivatePkcs8KeyDer<'_>| k.secret_pkcs8_der().to_vec())
-            .map_err(|e| format!("{}: {e}", key_file.display()))?;
+            .map_err(|source| IssuerError::ParseKey {
+                path: key_file.clone(),
+                source,
+            })?;
         let key = EncodingKey::from_ec_der(&der);
-        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::ES256).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, Algorithm::ES256)?)?;
         jwk["kid"] = json!("dev-1");
         jwk["use"] = json!("sig");
-        std::fs::write(&jwks_file, json!({ "keys": [jwk] }).to_string()).map_err(|e| e.to_string())?;
+        std::fs::write(&jwks_file, json!({ "keys": [jwk] }).to_string()).map_err(IssuerError::WriteJwks)?;
         Ok(Self { jwks_file, key })
     }
 
     /// A token valid for 12 hours, signed with the dev key.
-    pub fn token(&self, subject: &str, scope: &str, patient: Option<&str>) -> Result<String, String> {
+    pub fn token(&self, subject: &str, scope: &str, patient: Option<&str>) -> Result<String, IssuerError> {
         let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
+            .duration_since(std::time::UNIX_EPOCH)?
             .as_secs();
         let mut claims = json!({
             "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "client_id": "demo-app",
@@ -52,6 +101,6 @@ impl DevIssuer {
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("dev-1".into());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())
+        Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
     }
 }

@@ -13,10 +13,21 @@ use std::path::Path;
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// A file or directory of the demo (or its sample backend) failed.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// What failed.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA or server certificate could not be made.
     #[error("cannot generate the demo certificates: {0}")]
-    Certs(String),
+    Certs(#[from] certs::CertError),
+    /// The development issuer could not load its key or sign a token.
+    #[error("cannot generate the demo certificates: {0}")]
+    Issuer(#[from] issuer::IssuerError),
+    /// The gateway did not start.
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
 }
@@ -28,15 +39,11 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     };
     std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
     let data_dir = data_dir.canonicalize().map_err(io(data_dir))?;
-    let pki = certs::ensure_demo_pki(&data_dir).map_err(DemoError::Certs)?;
+    let pki = certs::ensure_demo_pki(&data_dir)?;
     let backend = backend::start().await.map_err(io(Path::new("sample backend")))?;
-    let dev = issuer::DevIssuer::ensure(&data_dir).map_err(DemoError::Certs)?;
-    let patient_token = dev
-        .token("patient-p1", "openid launch/patient patient/*.rs", Some("p1"))
-        .map_err(DemoError::Certs)?;
-    let doctor_token = dev
-        .token("dr-tanaka", "openid fhirUser user/*.rs", None)
-        .map_err(DemoError::Certs)?;
+    let dev = issuer::DevIssuer::ensure(&data_dir)?;
+    let patient_token = dev.token("patient-p1", "openid launch/patient patient/*.rs", Some("p1"))?;
+    let doctor_token = dev.token("dr-tanaka", "openid fhirUser user/*.rs", None)?;
     let tokens = data_dir.join("tokens.env");
     std::fs::write(
         &tokens,

@@ -49,6 +49,23 @@ pub struct Protection {
     sweeper: std::sync::atomic::AtomicBool,
 }
 
+/// Why the limiters could not be built from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtectionError {
+    /// The Redis client for shared limits could not be made.
+    #[error(transparent)]
+    Redis(#[from] super::shared::SharedError),
+    /// A policy with `shared = true` but no `[redis]` section.
+    #[error("rate_limits.policies.{policy}: shared = true needs a [redis] section")]
+    SharedWithoutRedis {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A limiter's settings are out of range.
+    #[error(transparent)]
+    Limiter(#[from] super::local::LimiterError),
+}
+
 impl Protection {
     /// Builds every limiter; `blocks` survives reloads (it is the operator's list).
     /// `redis_at` is the checked address Redis is dialled at (DATA-JP-1).
@@ -56,28 +73,24 @@ impl Protection {
         config: &LimitsConfig,
         blocks: Arc<dyn BlockStore>,
         redis_at: Option<std::net::SocketAddr>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ProtectionError> {
         let store = match &config.redis {
-            Some(r) => Some(RedisStore::new(r, redis_at).map_err(|e| e.to_string())?),
+            Some(r) => Some(RedisStore::new(r, redis_at)?),
             None => None,
         };
         let mut policies = HashMap::new();
         for (name, p) in &config.rate_limits.policies {
             let limiter = match (p.shared, &store) {
                 (true, Some(store)) => Limiter::Shared(SharedLimiter::from_policy(name, p, store.clone())),
-                (true, None) => {
-                    return Err(format!(
-                        "rate_limits.policies.{name}: shared = true needs a [redis] section"
-                    ))
-                }
-                (false, _) => Limiter::Local(LocalLimiter::from_policy(name, p).map_err(|e| e.to_string())?),
+                (true, None) => return Err(ProtectionError::SharedWithoutRedis { policy: name.clone() }),
+                (false, _) => Limiter::Local(LocalLimiter::from_policy(name, p)?),
             };
             policies.insert(name.clone(), Arc::new(limiter));
         }
         Ok(Self {
             policies,
             configs: config.rate_limits.policies.clone().into_iter().collect(),
-            connections: ConnectionLimiter::new(&config.connection_limits).map_err(|e| e.to_string())?,
+            connections: ConnectionLimiter::new(&config.connection_limits)?,
             auth_backoff: AuthBackoff::new(&config.auth_backoff),
             bulk: config
                 .bulk_access

@@ -105,7 +105,7 @@ impl RedisStore {
     /// Creates the handle without connecting (must run inside a Tokio
     /// runtime). The first decisions fail per policy mode until Redis answers.
     /// `pin`, when given, replaces the URL's host and port: the address the
-    /// residency check passed (see `residency::cli::check_storage_targets`).
+    /// residency check passed (see `residency::storage_check::check_storage_targets`).
     pub fn new(cfg: &RedisConfig, pin: Option<SocketAddr>) -> Result<Self, SharedError> {
         let mut info = redis::IntoConnectionInfo::into_connection_info(cfg.url.as_str()).map_err(SharedError::Url)?;
         if let (Some(pin), redis::ConnectionAddr::Tcp(..)) = (pin, info.addr()) {

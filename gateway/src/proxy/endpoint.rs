@@ -30,22 +30,42 @@ pub struct Endpoint {
     epoch: Instant,
 }
 
+/// Why an endpoint URL is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The URL does not parse.
+    #[error("{0}")]
+    Uri(#[from] http::uri::InvalidUri),
+    /// The scheme is neither `https` nor `http`.
+    #[error("the scheme must be https:// (or http:// for loopback)")]
+    Scheme,
+    /// The URL names no host.
+    #[error("no host")]
+    NoHost,
+    /// The URL carries credentials.
+    #[error("credentials in the URL are not allowed")]
+    Credentials,
+    /// The URL has a path or query.
+    #[error("an endpoint has no path or query; put path rewriting in the route")]
+    PathOrQuery,
+}
+
 impl Endpoint {
     /// Parses an endpoint URL: only a scheme, a host and an optional port; no path, query
     /// or credentials, because those would be silently dropped when forwarding.
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    pub fn parse(url: &str) -> Result<Self, EndpointError> {
+        let uri: http::Uri = url.parse()?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err("the scheme must be https:// (or http:// for loopback)".into()),
+            _ => return Err(EndpointError::Scheme),
         };
-        let authority = uri.authority().ok_or("no host")?;
+        let authority = uri.authority().ok_or(EndpointError::NoHost)?;
         if authority.as_str().contains('@') {
-            return Err("credentials in the URL are not allowed".into());
+            return Err(EndpointError::Credentials);
         }
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err("an endpoint has no path or query; put path rewriting in the route".into());
+            return Err(EndpointError::PathOrQuery);
         }
         let host = authority
             .host()

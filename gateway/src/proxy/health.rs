@@ -201,7 +201,7 @@ pub fn spawn(pool: &Arc<UpstreamPool>) {
 }
 
 /// Updates one endpoint's state from one probe's outcome.
-fn apply(pool: &UpstreamPool, endpoint: &Endpoint, streak: &mut Streak, result: Result<StatusCode, String>) {
+fn apply(pool: &UpstreamPool, endpoint: &Endpoint, streak: &mut Streak, result: Result<StatusCode, ProbeError>) {
     let h = &pool.health;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("phr_upstream_probes_total", "upstream" => pool.name.to_string(), "endpoint" => endpoint.base.clone(), "result" => outcome)
@@ -228,40 +228,56 @@ fn apply(pool: &UpstreamPool, endpoint: &Endpoint, streak: &mut Streak, result: 
 }
 
 /// One probe: connect (residency check, TLS), `GET path`, wait for the response head.
-async fn probe(pool: &UpstreamPool, endpoint: &Endpoint) -> Result<StatusCode, String> {
+async fn probe(pool: &UpstreamPool, endpoint: &Endpoint) -> Result<StatusCode, ProbeError> {
     let h = &pool.health;
     let exchange = async {
         let stream = pool
             .connector
             .connect_to(&endpoint.host, endpoint.port, endpoint.tls)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(connection);
         let req = Request::get(h.path.as_str())
-            .header(
-                header::HOST,
-                HeaderValue::from_str(&endpoint.authority).map_err(|e| e.to_string())?,
-            )
+            .header(header::HOST, HeaderValue::from_str(&endpoint.authority)?)
             .header(header::USER_AGENT, PROBE_USER_AGENT)
             .header(header::CONNECTION, "close")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let result = sender.send_request(req).await.map_err(|e| e.to_string());
+            .body(Empty::<Bytes>::new())?;
+        let result = sender.send_request(req).await;
         // The body is not needed; dropping the connection closes it.
         driver.abort();
         let status = result?.status();
         match status.is_server_error() {
-            true => Err(format!("answered {status}")),
+            true => Err(ProbeError::ServerError(status)),
             false => Ok(status),
         }
     };
     match tokio::time::timeout(h.timeout, exchange).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {:?}", h.timeout)),
+        Err(_) => Err(ProbeError::NoAnswer(h.timeout)),
     }
+}
+
+/// Why a health probe failed; logged with the probe.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    /// The connection failed (residency check, TCP, TLS).
+    #[error("{0}")]
+    Connect(#[from] super::connector::ConnectError),
+    /// The HTTP exchange failed.
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    /// The endpoint's authority is not a valid `Host` header.
+    #[error("{0}")]
+    Host(#[from] http::header::InvalidHeaderValue),
+    /// The probe request could not be built.
+    #[error("{0}")]
+    Request(#[from] http::Error),
+    /// The endpoint answered with a 5xx status.
+    #[error("answered {0}")]
+    ServerError(StatusCode),
+    /// No response head within `health.timeout`.
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
 }
 
 /// The `User-Agent` of probes, so a backend's logs can tell them from traffic.

@@ -12,7 +12,7 @@ mod pool;
 pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, EndpointError};
 pub use forward::{forward, ForwardPlan, Forwarded, Outgoing, PREREAD_BODY_BYTES};
 
 use crate::config::Upstream;

@@ -43,14 +43,16 @@
 //! - connector: `resolve::Resolver::resolve`, then
 //!   `policy::Policy::check_target_address` for every address, connect only
 //!   to the ones that passed, never re-resolve;
-//! - CLI: `apnic::parse_apnic` + `apnic::write_allow_list` for
+//! - start-up and reload: `storage_check::check_storage_targets` for the store and
+//!   Redis, `storage_check::store_address_check` for each store connection;
+//! - CLI ([`commands`]): `apnic::parse_apnic` + `apnic::write_allow_list` for
 //!   `import-apnic`, `report::build_report` for `report`.
 
 // No `pub use` re-exports on purpose: full paths such as
 // `residency::policy::Policy` make call sites say which layer they use.
 pub mod allow_list;
 pub mod apnic;
-pub mod cli;
+pub mod commands;
 pub mod egress;
 pub mod error;
 pub mod hosts;
@@ -58,4 +60,5 @@ pub mod jurisdiction;
 pub mod policy;
 pub mod report;
 pub mod resolve;
+pub mod storage_check;
 pub mod targets;

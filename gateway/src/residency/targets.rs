@@ -4,8 +4,50 @@
 
 use super::jurisdiction::{Target, TargetKind};
 use crate::config::Config;
-use crate::proxy::Endpoint;
+use crate::proxy::{Endpoint, EndpointError};
 
+/// Why the hosts of a target could not be read from its configured URL.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    /// An upstream endpoint URL is unusable.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// A JWKS URL does not parse.
+    #[error("{url}: {source}")]
+    JwksUrl {
+        /// The URL.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: http::uri::InvalidUri,
+    },
+    /// A JWKS URL names no host.
+    #[error("{url}: no host")]
+    JwksNoHost {
+        /// The URL.
+        url: String,
+    },
+    /// The PostgreSQL store URL does not parse.
+    #[error("{url}: {source}")]
+    StoreUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The Redis URL does not parse.
+    #[error("{url}: {source}")]
+    RedisUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// Every target of `config`, sorted by kind and name.
 pub fn from_config(config: &Config) -> Vec<Target> {
     let mut targets: Vec<Target> = config
         .upstreams
@@ -71,7 +113,7 @@ pub fn redact_password(url: &str) -> String {
 
 /// The `(host, port)` pairs the gateway connects to for `target`, from the config that
 /// produced it. A PostgreSQL store on a Unix socket has none (it is this machine).
-pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, String> {
+pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, HostsError> {
     match target.kind {
         TargetKind::Upstream => config
             .upstreams
@@ -79,14 +121,20 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
             .map(|u| u.endpoints.as_slice())
             .unwrap_or_default()
             .iter()
-            .map(|url| Endpoint::parse(url).map(|ep| (ep.host, ep.port)))
+            .map(|url| {
+                Endpoint::parse(url)
+                    .map(|ep| (ep.host, ep.port))
+                    .map_err(HostsError::from)
+            })
             .collect(),
         TargetKind::Jwks => {
-            let uri: http::Uri = target
-                .url_or_host
-                .parse()
-                .map_err(|e| format!("{}: {e}", target.url_or_host))?;
-            let host = uri.host().ok_or_else(|| format!("{}: no host", target.url_or_host))?;
+            let uri: http::Uri = target.url_or_host.parse().map_err(|source| HostsError::JwksUrl {
+                url: target.url_or_host.clone(),
+                source,
+            })?;
+            let host = uri.host().ok_or_else(|| HostsError::JwksNoHost {
+                url: target.url_or_host.clone(),
+            })?;
             let port = uri
                 .port_u16()
                 .unwrap_or(if uri.scheme_str() == Some("http") { 80 } else { 443 });
@@ -94,8 +142,10 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         }
         TargetKind::Database => {
             let url = config.store.url.as_deref().unwrap_or_default();
-            let options: sqlx::postgres::PgConnectOptions =
-                url.parse().map_err(|e| format!("{}: {e}", redact_password(url)))?;
+            let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|source| HostsError::StoreUrl {
+                url: redact_password(url),
+                source,
+            })?;
             let host = options.get_host();
             if host.starts_with('/') {
                 return Ok(Vec::new());
@@ -104,8 +154,10 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         }
         TargetKind::Redis => {
             let url = config.redis.as_ref().map(|r| r.url.as_str()).unwrap_or_default();
-            let info = redis::IntoConnectionInfo::into_connection_info(url)
-                .map_err(|e| format!("{}: {e}", redact_password(url)))?;
+            let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| HostsError::RedisUrl {
+                url: redact_password(url),
+                source,
+            })?;
             match info.addr() {
                 redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => {
                     Ok(vec![(host.clone(), *port)])

@@ -60,8 +60,8 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertProbl
 }
 
 /// Reads a PEM private key.
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| e.to_string())
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, rustls::pki_types::pem::Error> {
+    PrivateKeyDer::from_pem_file(path)
 }
 
 /// Checks every certificate of a served chain: validity now, key strength, no SHA-1.

@@ -29,7 +29,7 @@ pub fn build(listener: &Listener) -> Result<Arc<ServerConfig>, TlsError> {
         })?;
         let key_der = cert_check::read_key(&c.key_file).map_err(|reason| TlsError::Key {
             file: c.key_file.clone(),
-            reason,
+            reason: reason.to_string(),
         })?;
         let signing_key = provider
             .key_provider
@@ -67,13 +67,13 @@ pub fn build(listener: &Listener) -> Result<Arc<ServerConfig>, TlsError> {
         (mode, Some(ca_file)) => {
             let roots = read_roots(ca_file).map_err(|reason| TlsError::ClientCa {
                 file: ca_file.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
             let mut crls = Vec::new();
             for file in &listener.crl_files {
                 crls.extend(read_crls(file).map_err(|reason| TlsError::Crl {
                     file: file.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 })?);
             }
             let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).with_crls(crls);
@@ -96,25 +96,38 @@ pub fn build(listener: &Listener) -> Result<Arc<ServerConfig>, TlsError> {
 
 /// Reads a PEM CA bundle into a root store; an empty or unparsable bundle is an error,
 /// because an empty store would refuse every client without saying why.
-pub fn read_roots(file: &Path) -> Result<RootCertStore, String> {
+pub fn read_roots(file: &Path) -> Result<RootCertStore, PemBundleError> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(file).map_err(|e| e.to_string())? {
-        let cert = cert.map_err(|e| e.to_string())?;
-        roots.add(cert).map_err(|e| e.to_string())?;
+    for cert in CertificateDer::pem_file_iter(file)? {
+        roots.add(cert?)?;
     }
     if roots.is_empty() {
-        return Err("no CA certificate found in the bundle".into());
+        return Err(PemBundleError::NoCaCertificate);
     }
     Ok(roots)
 }
 
-fn read_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let crls = CertificateRevocationListDer::pem_file_iter(file)
-        .map_err(|e| e.to_string())?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
+fn read_crls(file: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, PemBundleError> {
+    let crls = CertificateRevocationListDer::pem_file_iter(file)?.collect::<Result<Vec<_>, _>>()?;
     if crls.is_empty() {
-        return Err("no PEM X509 CRL found in the file".into());
+        return Err(PemBundleError::NoCrl);
     }
     Ok(crls)
+}
+
+/// Why a CA bundle or CRL file is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum PemBundleError {
+    /// The file cannot be read, or holds a damaged PEM section.
+    #[error("{0}")]
+    Pem(#[from] rustls::pki_types::pem::Error),
+    /// rustls refused a CA certificate.
+    #[error("{0}")]
+    Rejected(#[from] rustls::Error),
+    /// The bundle holds no CA certificate.
+    #[error("no CA certificate found in the bundle")]
+    NoCaCertificate,
+    /// The file holds no CRL.
+    #[error("no PEM X509 CRL found in the file")]
+    NoCrl,
 }

@@ -14,7 +14,7 @@ pub fn build(upstream: &Upstream) -> Result<Option<Arc<ClientConfig>>, TlsError>
     };
     let roots = read_roots(ca_file).map_err(|reason| TlsError::UpstreamCa {
         file: ca_file.clone(),
-        reason,
+        reason: reason.to_string(),
     })?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(upstream.tls_min_version))?
@@ -31,7 +31,7 @@ pub fn build(upstream: &Upstream) -> Result<Option<Arc<ClientConfig>>, TlsError>
             })?;
             let key_der = cert_check::read_key(key).map_err(|reason| TlsError::Key {
                 file: key.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
             builder.with_client_auth_cert(chain, key_der)?
         }
@@ -45,7 +45,7 @@ pub fn build(upstream: &Upstream) -> Result<Option<Arc<ClientConfig>>, TlsError>
 pub fn client_config_for_ca(ca_file: &std::path::Path) -> Result<Arc<ClientConfig>, TlsError> {
     let roots = read_roots(ca_file).map_err(|reason| TlsError::UpstreamCa {
         file: ca_file.to_path_buf(),
-        reason,
+        reason: reason.to_string(),
     })?;
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(versions(crate::config::TlsVersion::Tls12))?

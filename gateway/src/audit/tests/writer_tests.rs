@@ -78,7 +78,7 @@ async fn announced_records_share_a_commit_and_a_lone_record_does_not_wait() {
 
         // Three requests announce a record; the first submits at once, the
         // other two 200 ms later. All three must land in one commit.
-        let announced: Vec<_> = (0..3).map(|_| h.expect()).collect();
+        let announced: Vec<_> = (0..3).map(|_| h.announce()).collect();
         let tasks: Vec<_> = announced
             .into_iter()
             .enumerate()

@@ -1,77 +1,52 @@
-//! `phr-gateway residency import-apnic` and `phr-gateway residency report`: the
-//! allow-list from public data, and the evidence of where every target is (DATA-JP-1,
-//! DATA-LOC-1).
+//! The residency check of the services the gateway keeps data in (a PostgreSQL store,
+//! Redis), run at start-up and on every reload, and the per-connection check of the
+//! store (DATA-JP-1).
 
-use super::allow_list::AllowList;
-use super::apnic::{parse_apnic, write_allow_list, SourceNote};
+use super::allow_list::{AllowList, AllowListError};
+use super::error::ResidencyError;
 use super::jurisdiction::TargetKind;
 use super::policy::Policy;
-use super::report::{build_report, TargetResolution};
+use super::targets::HostsError;
 use crate::config::Config;
 use crate::residency::egress::{EgressPolicy, UpstreamResolver};
 use std::net::SocketAddr;
-use std::path::Path;
 
-/// Converts APNIC delegated statistics into an allow-list file; returns a summary line.
-pub fn import_apnic(input: &Path, out: &Path, country: &str) -> Result<String, String> {
-    let file = std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?;
-    let import =
-        parse_apnic(std::io::BufReader::new(file), country).map_err(|e| format!("{}: {e}", input.display()))?;
-    let name = input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let note = SourceNote::from_header(&name, &import.header, country);
-    let mut text = Vec::new();
-    write_allow_list(&import.nets, &mut text, &note).map_err(|e| e.to_string())?;
-    std::fs::write(out, text).map_err(|e| format!("{}: {e}", out.display()))?;
-    Ok(format!(
-        "{}: {} {country} ranges from {} records written to {}",
-        input.display(),
-        import.nets.len(),
-        import.records_taken,
-        out.display()
-    ))
-}
-
-/// Resolves every target of a config and checks each address; returns the report text
-/// (or JSON) and whether everything is in order.
-pub async fn report(config_path: &Path, json: bool) -> Result<(String, bool), String> {
-    let config = crate::config::load(config_path).map_err(|e| e.to_string())?;
-    let r = &config.residency;
-    let policy = policy_of(&config)?;
-    let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
-    let mut inputs = Vec::new();
-    for target in super::targets::from_config(&config) {
-        let addresses = resolve_target(&config, &resolver, &target)
-            .await
-            .map(|found| found.iter().map(SocketAddr::ip).collect());
-        inputs.push(TargetResolution { target, addresses });
-    }
-    let report = build_report(&policy, &r.required, &inputs);
-    let text = if json {
-        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
-    } else {
-        report.render_text()
-    };
-    Ok((text, report.ok))
-}
-
-/// Every address `target`'s hosts resolve to now.
-async fn resolve_target(
-    config: &Config,
-    resolver: &UpstreamResolver,
-    target: &super::jurisdiction::Target,
-) -> Result<Vec<SocketAddr>, String> {
-    let mut all = Vec::new();
-    for (host, port) in super::targets::hosts_of(config, target)? {
-        let found = resolver
-            .resolve(&host, port)
-            .await
-            .map_err(|e| format!("{host}:{port}: {e}"))?;
-        all.extend(found);
-    }
-    Ok(all)
+/// Why the store or Redis failed the residency check, or the check could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageCheckError {
+    /// The allow-list could not be loaded.
+    #[error(transparent)]
+    AllowList(#[from] AllowListError),
+    /// The host of a target could not be read from its URL.
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    /// A host name could not be resolved.
+    #[error("{host}:{port}: {detail}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// The port.
+        port: u16,
+        /// The resolver's answer.
+        detail: String,
+    },
+    /// Redis's address cannot be checked, so it is not dialled.
+    #[error("{target}: cannot resolve ({source}), so its address cannot be checked")]
+    Unresolvable {
+        /// The target's label.
+        target: String,
+        /// Why resolution failed.
+        source: Box<StorageCheckError>,
+    },
+    /// An address is outside the residency policy.
+    #[error(transparent)]
+    Refused(#[from] ResidencyError),
+    /// Redis's name resolved to nothing, so there is nothing checked to dial.
+    #[error("{target}: its name resolved to no address, so there is nothing checked to dial")]
+    NoAddress {
+        /// The target's label.
+        target: String,
+    },
 }
 
 /// What [`check_storage_targets`] established: where Redis may be dialled.
@@ -91,7 +66,7 @@ pub struct CheckedStorage {
 /// ([`store_address_check`]); Redis's client resolves names itself, so it is given the
 /// checked address instead of the name ([`CheckedStorage::redis`]) and every
 /// reconnection dials exactly what was checked.
-pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, String> {
+pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, StorageCheckError> {
     let r = &config.residency;
     let policy = policy_of(config)?;
     let resolver = UpstreamResolver::new(r.hosts_file.as_deref());
@@ -110,26 +85,21 @@ pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, St
             }
             // Redis is dialled only at a checked address: no start without an answer.
             Err(e) => {
-                return Err(format!(
-                    "{}: cannot resolve ({e}), so its address cannot be checked",
-                    target.label()
-                ))
+                return Err(StorageCheckError::Unresolvable {
+                    target: target.label(),
+                    source: Box::new(e),
+                })
             }
         };
         for ip in &addresses {
-            policy
-                .check_target_address(&target, ip.ip())
-                .map_err(|e| e.to_string())?;
+            policy.check_target_address(&target, ip.ip())?;
         }
         if target.kind == TargetKind::Redis {
             checked.redis = addresses.into_iter().min();
             // A name that resolved to nothing leaves nothing checked to dial: the client
             // must not fall back to resolving it itself. (A Unix socket has no name.)
             if checked.redis.is_none() && !super::targets::hosts_of(config, &target)?.is_empty() {
-                return Err(format!(
-                    "{}: its name resolved to no address, so there is nothing checked to dial",
-                    target.label()
-                ));
+                return Err(StorageCheckError::NoAddress { target: target.label() });
             }
         }
     }
@@ -138,7 +108,7 @@ pub async fn check_storage_targets(config: &Config) -> Result<CheckedStorage, St
 
 /// The per-connection check for a PostgreSQL store: the address each new connection
 /// reached must pass the same policy. `None` when the store is not PostgreSQL.
-pub fn store_address_check(config: &Config) -> Result<Option<crate::store::ServerAddressCheck>, String> {
+pub fn store_address_check(config: &Config) -> Result<Option<crate::store::ServerAddressCheck>, StorageCheckError> {
     let Some(target) = super::targets::from_config(config)
         .into_iter()
         .find(|t| t.kind == TargetKind::Database)
@@ -160,9 +130,30 @@ pub fn store_address_check(config: &Config) -> Result<Option<crate::store::Serve
     }))))
 }
 
+/// Every address `target`'s hosts resolve to now.
+pub(super) async fn resolve_target(
+    config: &Config,
+    resolver: &UpstreamResolver,
+    target: &super::jurisdiction::Target,
+) -> Result<Vec<SocketAddr>, StorageCheckError> {
+    let mut all = Vec::new();
+    for (host, port) in super::targets::hosts_of(config, target)? {
+        let found = resolver
+            .resolve(&host, port)
+            .await
+            .map_err(|e| StorageCheckError::Resolve {
+                host: host.clone(),
+                port,
+                detail: e.to_string(),
+            })?;
+        all.extend(found);
+    }
+    Ok(all)
+}
+
 /// The residency policy of `config`: its allow-list plus the in-cluster ranges.
-fn policy_of(config: &Config) -> Result<Policy, String> {
+pub(super) fn policy_of(config: &Config) -> Result<Policy, StorageCheckError> {
     let r = &config.residency;
-    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files).map_err(|e| e.to_string())?;
+    let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)?;
     Ok(Policy::new(allow))
 }
