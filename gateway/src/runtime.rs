@@ -7,13 +7,14 @@
 
 use crate::auth::fetch::GatewayJwksFetcher;
 use crate::auth::{Authenticator, MemoryRevocations, RevocationList, RoutePolicy};
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigIssue};
 use crate::limits::enforce::Protection;
 use crate::limits::subject_blocks::{BlockStore, MemoryBlockStore};
 use crate::metrics::RouteMetrics;
 use crate::proxy::UpstreamPool;
 use crate::residency::egress::UpstreamResolver;
-use crate::residency::{allow_list::AllowList, policy::Policy, storage_check::CheckedStorage};
+use crate::residency::allow_list::{AllowList, AllowListError};
+use crate::residency::{policy::Policy, storage_check::CheckedStorage};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -79,32 +80,57 @@ pub struct Runtime {
 /// Why a config could not be turned into a running state.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The file could not be read, parsed or validated.
     #[error(transparent)]
     Load(#[from] config::LoadError),
+    /// A listener's certificates, keys, client CA bundle or CRLs.
     #[error("listener {listener:?}: {source}")]
     ListenerTls {
+        /// The listener's `name`.
         listener: String,
+        /// What was wrong with its TLS files.
         source: crate::tls::TlsError,
     },
+    /// An upstream's CA bundle or client certificate.
     #[error("upstream {upstream:?}: {source}")]
     UpstreamTls {
+        /// The upstream's name (`[upstreams.NAME]`).
         upstream: String,
+        /// What was wrong with its TLS files.
         source: crate::tls::TlsError,
     },
+    /// `residency.allowed_networks` or one of `residency.allowed_networks_files`.
     #[error("residency allow-list: {0}")]
-    AllowList(String),
+    AllowList(#[from] AllowListError),
+    /// Where the store or Redis is (the residency check of the storage targets).
     #[error("residency: {0}")]
     Residency(String),
+    /// The limits could not be built (e.g. the Redis client).
     #[error("limits: {0}")]
     Protection(String),
+    /// The authenticator could not be built.
     #[error("auth: {0}")]
-    Auth(String),
+    Auth(#[from] AuthBuildError),
+    /// An issuer's keys could not be loaded at start.
     #[error("auth: {0}")]
     KeysNotLoaded(#[from] crate::auth::KeysNotLoaded),
+    /// A reload changed the listeners (names or bind addresses).
     #[error("listeners cannot change on reload ({0}); restart the gateway to change them")]
     ListenersChanged(String),
+    /// A reload changed settings read once at start-up (the names are listed).
     #[error("{0} cannot change on reload (read once at start-up); put the old value back to reload the rest, or restart the gateway to change it")]
     RestartRequired(String),
+}
+
+/// Why the authenticator of a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthBuildError {
+    /// The HTTPS clients of the issuers' JWKS URLs.
+    #[error(transparent)]
+    JwksClient(#[from] crate::auth::fetch::FetcherError),
+    /// The `[auth]` configuration (each issue as `key: problem`, separated by `; `).
+    #[error("{}", .0.iter().map(|i| format!("{}: {}", i.key, i.problem)).collect::<Vec<_>>().join("; "))]
+    Config(Vec<ConfigIssue>),
 }
 
 impl Runtime {
@@ -138,8 +164,7 @@ impl Runtime {
             tls.insert(l.name.clone(), server);
         }
         let r = &config.residency;
-        let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)
-            .map_err(|e| BuildError::AllowList(e.to_string()))?;
+        let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)?;
         tracing::debug!(ranges = ?allow.range_counts(), "residency allow-list loaded");
         let policy = Arc::new(Policy::new(allow));
         let resolver = Arc::new(UpstreamResolver::new(r.hosts_file.as_deref()));
@@ -157,10 +182,9 @@ impl Runtime {
             true => None,
             false => {
                 let fetcher = GatewayJwksFetcher::new(&config.auth.issuers, resolver.clone(), policy.clone())
-                    .map_err(|e| BuildError::Auth(e.to_string()))?;
-                let a = Authenticator::new(config.auth.clone(), Arc::new(fetcher), revocations).map_err(|errs| {
-                    BuildError::Auth(errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))
-                })?;
+                    .map_err(AuthBuildError::JwksClient)?;
+                let a = Authenticator::new(config.auth.clone(), Arc::new(fetcher), revocations)
+                    .map_err(AuthBuildError::Config)?;
                 Some(Arc::new(a))
             }
         };

@@ -16,7 +16,6 @@ use jsonwebtoken::Algorithm;
 use tokio::task::JoinHandle;
 
 use super::bearer::{bearer_token, Scheme};
-use super::config::{AuthConfig, AuthMode, ConfigError, IssuerConfig, RoutePolicy};
 use super::dpop::DpopVerifier;
 use super::error::{AuthError, DpopError};
 use super::identity::{Binding, Identity};
@@ -25,6 +24,8 @@ use super::jwt::{self, now_unix, TokenClaims};
 use super::revocation::RevocationList;
 use super::token_cache::{TokenCache, VerifiedToken};
 use super::{cert_binding, two_factor};
+use crate::config::auth::{AuthConfig, AuthMode, IssuerConfig, RoutePolicy};
+use crate::config::ConfigIssue;
 
 /// What the gateway knows about one request, borrowed from it.
 #[derive(Debug, Clone, Copy)]
@@ -115,7 +116,7 @@ impl Authenticator {
         config: AuthConfig,
         fetcher: Arc<dyn JwksFetcher>,
         revocations: Arc<dyn RevocationList>,
-    ) -> Result<Self, Vec<ConfigError>> {
+    ) -> Result<Self, Vec<ConfigIssue>> {
         let errs = config.validate();
         if !errs.is_empty() {
             return Err(errs);

@@ -34,13 +34,13 @@ enum RawDuration {
     Text(String),
 }
 
-pub(super) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     match RawDuration::deserialize(d)? {
         RawDuration::Secs(n) => Ok(Duration::from_secs(n)),
         RawDuration::Text(s) => parse_duration(&s).map_err(serde::de::Error::custom),
     }
 }
 
-pub(super) fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
 }

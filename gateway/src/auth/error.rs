@@ -11,7 +11,7 @@ use thiserror::Error;
 
 /// Realm used by [`AuthError::www_authenticate`]; the
 /// [`Authenticator`](super::Authenticator) uses the configured realm instead.
-pub const DEFAULT_REALM: &str = "phr-gateway";
+pub use crate::config::auth::DEFAULT_REALM;
 
 /// Why a DPoP proof (RFC 9449) was refused. Kept apart from [`AuthError`] so
 /// the challenge can use the `DPoP` scheme with `error="invalid_dpop_proof"`.

@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::IssuerConfig;
 use super::error::AuthError;
+use crate::config::auth::IssuerConfig;
 
 /// Seconds since the Unix epoch, the unit of JWT NumericDate.
 pub fn now_unix() -> i64 {

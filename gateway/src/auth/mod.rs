@@ -38,7 +38,6 @@ pub mod assertion;
 pub mod authenticator;
 pub mod bearer;
 pub mod cert_binding;
-pub mod config;
 pub mod dpop;
 pub mod duration;
 pub mod error;
@@ -55,9 +54,9 @@ mod header_screening_fuzz;
 
 pub use self::assertion::AssertionSigner;
 pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded, MissingKeys};
-pub use self::config::{AuthConfig, AuthMode, ConfigError, IssuerConfig, RoutePolicy};
 pub use self::error::{AuthError, DpopError};
 pub use self::identity::{identity_headers, Binding, HeaderNames, Identity};
 pub use self::jwks::{BoxFuture, JwksFetcher};
 pub use self::revocation::{MemoryRevocations, NoRevocations, RevocationList};
 pub use self::two_factor::{FactorCategory, FactorConfig};
+pub use crate::config::auth::{AuthConfig, AuthMode, IssuerConfig, RoutePolicy};

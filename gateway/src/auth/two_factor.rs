@@ -11,50 +11,13 @@
 //! it counts as two categories only with `trust_mfa_claim = true` (default
 //! false), for IdPs whose MFA policy has been checked to combine categories.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::config::{ConfigError, RoutePolicy};
 use super::error::AuthError;
+use crate::config::auth::RoutePolicy;
 
-/// Authentication factor category (NIST SP 800-63 / MHLW guideline terms).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FactorCategory {
-    /// Something the user knows (password, PIN).
-    Knowledge,
-    /// Something the user has (OTP device, phone, smart card, hardware key).
-    Possession,
-    /// Something the user is (biometrics).
-    Inherence,
-}
-
-impl FactorCategory {
-    /// Lower-case name, as used in headers and access records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Knowledge => "knowledge",
-            Self::Possession => "possession",
-            Self::Inherence => "inherence",
-        }
-    }
-}
-
-/// `[auth.factors]`: how `amr` values map to categories.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FactorConfig {
-    /// Count `amr: ["mfa"]` as two categories. Default false: `mfa` does not
-    /// say which factors were used, so it cannot prove two *categories*.
-    #[serde(default)]
-    pub trust_mfa_claim: bool,
-    /// Additions/overrides to the default mapping (e.g. an IdP-specific
-    /// `"mynumber_card" = "possession"`).
-    #[serde(default)]
-    pub map: BTreeMap<String, FactorCategory>,
-}
+pub use crate::config::auth::{FactorCategory, FactorConfig};
 
 /// Default RFC 8176 mapping. `mfa`, `mca`, `user`, `rba`, `geo`, `wia`,
 /// `kba`-less unknown values map to nothing and never count.
@@ -78,18 +41,6 @@ const DEFAULT_MAP: &[(&str, FactorCategory)] = &[
 ];
 
 impl FactorConfig {
-    /// Problems with the mapping (none possible today beyond empty names).
-    pub fn validate(&self, key: &str) -> Vec<ConfigError> {
-        self.map
-            .keys()
-            .filter(|k| k.is_empty() || k.as_str() == "mfa")
-            .map(|k| ConfigError {
-                key: format!("{key}.map.{k}"),
-                message: "cannot map an empty value or \"mfa\"; use trust_mfa_claim for mfa".into(),
-            })
-            .collect()
-    }
-
     /// Category of one `amr` value, configured mapping first.
     pub fn category(&self, amr: &str) -> Option<FactorCategory> {
         self.map

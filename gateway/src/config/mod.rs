@@ -8,15 +8,26 @@
 //!
 //! Requirement IDs: EX-TLS-1..4 and EX-MTLS-1 (listener TLS), EX-TLS-3 (no plaintext
 //! listeners), AV-DOS-1 (limits), DATA-JP-1 (every upstream declares its jurisdiction).
+//!
+//! The types of every section live here ([`auth`], [`limits`], [`health`],
+//! [`jurisdiction`]); the modules that enforce them import them from here, never the
+//! other way round.
 
+pub mod auth;
+pub mod health;
+mod issue;
+pub mod jurisdiction;
+pub mod limits;
 mod load;
 #[cfg(test)]
 mod load_fuzz;
 mod validate;
 
+pub use issue::ConfigIssue;
 pub use load::{load, load_str, LoadError};
-pub use validate::{validate, ConfigIssue};
+pub use validate::validate;
 
+use jurisdiction::Jurisdiction;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,23 +53,23 @@ pub struct Config {
     pub residency: Residency,
     /// Token issuers and token checks (AUTH-ID-1, AUTH-2FA-1..3).
     #[serde(default)]
-    pub auth: crate::auth::AuthConfig,
+    pub auth: auth::AuthConfig,
     /// Named request-rate policies (AV-DOS-1); routes pick them with `rate_limits`.
     #[serde(default)]
-    pub rate_limits: crate::limits::config::RateLimitsConfig,
+    pub rate_limits: limits::RateLimitsConfig,
     /// Per-IP connection and TLS-handshake limits (AV-DOS-1, EX-NET-3).
     #[serde(default)]
-    pub connection_limits: crate::limits::config::ConnectionLimitsConfig,
+    pub connection_limits: limits::ConnectionLimitsConfig,
     /// Failed-authentication back-off (AUTH-LOCK-1).
     #[serde(default)]
-    pub auth_backoff: crate::limits::config::AuthBackoffConfig,
+    pub auth_backoff: limits::AuthBackoffConfig,
     /// Mass-read detector (LOG-ACC-1); absent means off.
-    pub bulk_access: Option<crate::limits::config::BulkAccessConfig>,
+    pub bulk_access: Option<limits::BulkAccessConfig>,
     /// Content filter for upload routes (EX-FILE-1).
     #[serde(default)]
-    pub upload_filter: crate::limits::config::UploadFilterConfig,
+    pub upload_filter: limits::UploadFilterConfig,
     /// Redis for `shared = true` rate-limit policies (several instances).
-    pub redis: Option<crate::limits::config::RedisConfig>,
+    pub redis: Option<limits::RedisConfig>,
     /// The gateway's database: access records, revocations, the block list.
     #[serde(default)]
     pub store: StoreSection,
@@ -67,7 +78,7 @@ pub struct Config {
     pub audit: AuditSection,
     /// How upstream health reaches `/readyz` (AV-BCP-1).
     #[serde(default)]
-    pub health: crate::proxy::health::HealthSection,
+    pub health: health::HealthSection,
 }
 
 /// Where the gateway keeps its state. SQLite next to the config by default; PostgreSQL
@@ -79,7 +90,7 @@ pub struct StoreSection {
     /// next to the config file.
     pub url: Option<String>,
     /// Where a PostgreSQL server is (DATA-JP-1); a local SQLite file is the gateway's own disk.
-    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
+    pub jurisdiction: Option<Jurisdiction>,
     #[serde(default)]
     pub in_cluster: bool,
 }
@@ -176,8 +187,8 @@ fn default_checkpoint_grace() -> Duration {
 
 impl Config {
     /// The limits' own view of their sections.
-    pub fn protection(&self) -> crate::limits::config::LimitsConfig {
-        crate::limits::config::LimitsConfig {
+    pub fn protection(&self) -> limits::LimitsConfig {
+        limits::LimitsConfig {
             rate_limits: self.rate_limits.clone(),
             connection_limits: self.connection_limits.clone(),
             auth_backoff: self.auth_backoff.clone(),
@@ -367,7 +378,7 @@ pub struct Upstream {
     #[serde(default)]
     pub allow_plaintext: bool,
     /// Where the upstream stores and processes data (ISO 3166-1 alpha-2). DATA-JP-1.
-    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
+    pub jurisdiction: Option<Jurisdiction>,
     /// The upstream runs inside the operator's own cluster (private or loopback addresses).
     #[serde(default)]
     pub in_cluster: bool,
@@ -389,7 +400,7 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// Active health checks of the endpoints (AV-BCP-1; on by default, see proxy::health).
     #[serde(default)]
-    pub health_check: crate::proxy::health::HealthCheckConfig,
+    pub health_check: health::HealthCheckConfig,
 }
 
 /// Which requests go to which upstream, matched by host and longest path prefix.
@@ -440,7 +451,7 @@ pub struct Route {
     /// Token requirements: `mode` (required | optional | none), `two_factor`,
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]
-    pub auth: crate::auth::RoutePolicy,
+    pub auth: auth::RoutePolicy,
 }
 
 /// Domestic-only storage and egress (DATA-JP-1..3).
@@ -449,7 +460,7 @@ pub struct Route {
 pub struct Residency {
     /// Every target must declare this jurisdiction; start-up refuses any other.
     #[serde(default = "default_jurisdiction")]
-    pub required: crate::residency::jurisdiction::Jurisdiction,
+    pub required: Jurisdiction,
     /// Networks (CIDRs) that outbound connections may reach, checked on the address
     /// actually connected, for every new connection.
     #[serde(default)]
@@ -503,8 +514,8 @@ fn default_eject_after() -> u32 {
 fn default_pool_idle() -> usize {
     64
 }
-fn default_jurisdiction() -> crate::residency::jurisdiction::Jurisdiction {
-    crate::residency::jurisdiction::Jurisdiction::JP
+fn default_jurisdiction() -> Jurisdiction {
+    Jurisdiction::JP
 }
 fn d2s() -> Duration {
     Duration::from_secs(2)

@@ -2,34 +2,16 @@
 //! Certificate contents are checked when the TLS configs are built (`tls::cert_check`),
 //! which `check-config` also does.
 
-use super::{ClientAuth, Config};
+use super::auth::AuthMode;
+use super::{ClientAuth, Config, ConfigIssue};
 use std::collections::BTreeSet;
-use std::fmt;
 use std::path::Path;
-
-/// One problem in the file: where (`key`), what (`problem`) and what to do (`fix`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub key: String,
-    pub problem: String,
-    pub fix: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}. Fix: {}", self.key, self.problem, self.fix)
-    }
-}
 
 struct Issues(Vec<ConfigIssue>);
 
 impl Issues {
     fn add(&mut self, key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(ConfigIssue {
-            key: key.into(),
-            problem: problem.into(),
-            fix: fix.into(),
-        });
+        self.0.push(ConfigIssue::new(key, problem, fix));
     }
 
     fn file(&mut self, key: String, path: &Path) {
@@ -53,7 +35,7 @@ pub fn validate(config: &Config) -> Vec<ConfigIssue> {
     check_residency(config, &mut issues);
     check_auth(config, &mut issues);
     check_protection(config, &mut issues);
-    issues.0.extend(crate::proxy::health::config_issues(config));
+    issues.0.extend(super::health::config_issues(config));
     issues.0
 }
 
@@ -362,22 +344,18 @@ fn check_residency(config: &Config, issues: &mut Issues) {
 
 /// AUTH-ID-1: issuers are usable, route policies are consistent, and no PHI route is open.
 fn check_auth(config: &Config, issues: &mut Issues) {
-    for e in config.auth.validate() {
-        issues.add(e.key, e.message, "see the [auth] section of config/gateway.toml");
-    }
+    issues.0.extend(config.auth.validate());
     for (i, r) in config.routes.iter().enumerate() {
         let key = format!("routes[{i}].auth");
-        for e in r.auth.validate(&key) {
-            issues.add(e.key, e.message, "see the [routes.auth] keys in config/gateway.toml");
-        }
-        if r.phi && r.auth.mode == crate::auth::AuthMode::None {
+        issues.0.extend(r.auth.validate(&key));
+        if r.phi && r.auth.mode == AuthMode::None {
             issues.add(
                 format!("{key}.mode"),
                 "a route carrying personal health information cannot be unauthenticated",
                 "use mode = \"required\", or set phi = false if the route serves no medical data",
             );
         }
-        if r.auth.mode != crate::auth::AuthMode::None && config.auth.issuers.is_empty() {
+        if r.auth.mode != AuthMode::None && config.auth.issuers.is_empty() {
             issues.add(
                 format!("{key}.mode"),
                 "the route needs tokens but no issuer is configured",
@@ -391,9 +369,7 @@ fn check_auth(config: &Config, issues: &mut Issues) {
 /// and upload rules that exist.
 fn check_protection(config: &Config, issues: &mut Issues) {
     if let Err(found) = config.protection().validate() {
-        for i in found {
-            issues.add(i.key.clone(), i.problem.to_string(), i.problem.fix());
-        }
+        issues.0.extend(found);
     }
     for (i, r) in config.routes.iter().enumerate() {
         for name in &r.rate_limits {

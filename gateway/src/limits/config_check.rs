@@ -1,24 +1,16 @@
-//! Validation of [`LimitsConfig`]: every problem at once, each with the key,
-//! the problem and the fix (the gateway prints them and refuses to start).
+//! Validation of [`LimitsConfig`]: every problem at once, each a [`ConfigIssue`] with
+//! the key, the problem and the fix (the gateway prints them and refuses to start).
 //! Why strict: a limit that is zero, unreachable (cost above burst) or
 //! silently unshared is a safeguard that exists only on paper (AV-DOS-1).
 
 use std::time::Duration;
 
-use super::config::{LimitsConfig, PolicyConfig, FHIR_INTERACTIONS};
 use super::upload_filter::DetectedType;
+use crate::config::limits::{LimitsConfig, PolicyConfig, FHIR_INTERACTIONS};
+use crate::config::ConfigIssue;
 
-/// One problem found by [`LimitsConfig::validate`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}; fix: {}", problem.fix())]
-pub struct ConfigIssue {
-    /// Dotted path of the offending key, e.g. `rate_limits.policies.api.burst`.
-    pub key: String,
-    /// What is wrong.
-    pub problem: ConfigProblem,
-}
-
-/// What is wrong with a configuration value.
+/// What is wrong with a limits value: the `problem` (its `Display`) and the `fix`
+/// ([`ConfigProblem::fix`]) of the [`ConfigIssue`] that [`LimitsConfig::validate`] reports.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigProblem {
     /// A policy name outside `[a-z0-9_-]{1,64}`.
@@ -116,7 +108,8 @@ impl LimitsConfig {
     /// Checks every value; `Err` lists all problems found, in key order.
     pub fn validate(&self) -> Result<(), Vec<ConfigIssue>> {
         let mut out = Vec::new();
-        let mut push = |key: String, problem| out.push(ConfigIssue { key, problem });
+        let mut push =
+            |key: String, problem: ConfigProblem| out.push(ConfigIssue::new(key, problem.to_string(), problem.fix()));
         for (name, p) in &self.rate_limits.policies {
             let base = format!("rate_limits.policies.{name}");
             check_policy(&base, name, p, self.redis.is_some(), &mut push);
@@ -343,10 +336,12 @@ url = "redis://127.0.0.1:6379"
         assert!(keys.contains(&"rate_limits.policies.pre_auth.rate"));
         assert!(keys.contains(&"upload_filter.routes.documents.allowed_media_types"));
         let shown = issues[0].to_string();
-        assert!(shown.contains("fix:"), "{shown}");
-        assert!(issues.contains(&ConfigIssue {
-            key: "rate_limits.policies.per_subject.costs.operation".into(),
-            problem: ConfigProblem::CostAboveBurst { cost: 300, burst: 200 },
-        }));
+        assert!(shown.contains("Fix:"), "{shown}");
+        let over = ConfigProblem::CostAboveBurst { cost: 300, burst: 200 };
+        assert!(issues.contains(&ConfigIssue::new(
+            "rate_limits.policies.per_subject.costs.operation",
+            over.to_string(),
+            over.fix(),
+        )));
     }
 }

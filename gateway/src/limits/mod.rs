@@ -21,7 +21,7 @@
 //! response, the gateway's one rescue function does):
 //! 1. Deserialize [`config::LimitsConfig`] (every struct refuses unknown keys)
 //!    and call [`config::LimitsConfig::validate`]; print every
-//!    [`config::ConfigIssue`] (key, problem, fix).
+//!    [`crate::config::ConfigIssue`] (key, problem, fix).
 //! 2. accept → [`connections::ConnectionLimiter::try_acquire`] (hold the guard
 //!    for the connection's life) and
 //!    [`connections::ConnectionLimiter::check_handshake`] before the TLS handshake.
@@ -35,9 +35,10 @@
 //! 6. after the response → [`bulk_detector::BulkAccessDetector::observe`] with the
 //!    patients the request touched.
 
+pub use crate::config::limits as config;
+
 pub mod auth_backoff;
 pub mod bulk_detector;
-pub mod config;
 pub mod connections;
 pub mod decision;
 pub mod enforce;

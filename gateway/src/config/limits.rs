@@ -1,11 +1,11 @@
-//! Configuration of every safeguard in this module (AV-DOS-1, EX-NET-3,
+//! Configuration of every safeguard in [`crate::limits`] (AV-DOS-1, EX-NET-3,
 //! AUTH-LOCK-1, LOG-ACC-1, EX-FILE-1).
 //!
 //! All structs refuse unknown keys (`deny_unknown_fields`): a misspelt limit
 //! that silently falls back to "no limit" is an outage waiting for an attacker.
 //! Durations use humantime (`"60s"`, `"15m"`). [`LimitsConfig::validate`]
-//! (in `config_check.rs`) returns every problem at once, each with the key,
-//! what is wrong and how to fix it.
+//! (in `limits/config_check.rs`) returns every problem at once as
+//! [`ConfigIssue`](super::ConfigIssue)s, each with the key, what is wrong and how to fix it.
 //!
 //! The gateway may embed [`LimitsConfig`]'s fields at its config root; the
 //! TOML then reads:
@@ -48,7 +48,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-pub use super::config_check::{ConfigIssue, ConfigProblem};
+use super::jurisdiction::Jurisdiction;
 
 /// Everything this module can be configured with.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -94,7 +94,7 @@ pub enum KeyKind {
     ClientId,
     /// The mTLS client certificate's fingerprint.
     ClientCert,
-    /// The source address (IPv6 by prefix, see [`super::keys::IpKey`]);
+    /// The source address (IPv6 by prefix, see [`crate::limits::keys::IpKey`]);
     /// the only key available before authentication.
     SourceIp,
     /// The matched route: a global cap protecting one upstream.
@@ -129,7 +129,7 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub burst: Option<u32>,
     /// Most keys tracked in memory at once; beyond it new keys share one
-    /// overflow bucket (see [`super::local`]).
+    /// overflow bucket (see [`crate::limits::local`]).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
     /// Count in Redis so several gateway processes share one budget.
@@ -312,7 +312,7 @@ pub struct UploadFilterConfig {
 #[serde(deny_unknown_fields)]
 pub struct UploadRouteConfig {
     /// Media types admitted, matched against the *detected* type (see
-    /// [`super::upload_filter::DetectedType::media_type`] for the names).
+    /// [`crate::limits::upload_filter::DetectedType::media_type`] for the names).
     pub allowed_media_types: Vec<String>,
     /// Decode and inspect FHIR attachments and multipart parts.
     #[serde(default = "yes")]
@@ -335,7 +335,7 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Where the Redis server is (DATA-JP-1): rate-limit keys name subjects.
     #[serde(default)]
-    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
+    pub jurisdiction: Option<Jurisdiction>,
     /// Redis runs inside the operator's cluster.
     #[serde(default)]
     pub in_cluster: bool,

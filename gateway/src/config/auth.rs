@@ -3,20 +3,31 @@
 //!
 //! Every struct refuses unknown keys (`deny_unknown_fields`), so a typo such
 //! as `two_factors = true` fails loudly instead of silently weakening a route.
-//! Durations are integer seconds or strings with a unit, see [`super::duration`].
+//! Durations are integer seconds or strings with a unit, see [`crate::auth::duration`].
 //!
-//! [`AuthConfig::validate`] returns *all* problems at once, each naming the
-//! key and the fix, so an operator can correct a file in one pass.
+//! [`AuthConfig::validate`] returns *all* problems at once as [`ConfigIssue`]s, each
+//! naming the key and the fix, so an operator can correct a file in one pass.
+//! [`crate::auth`] enforces these settings and re-exports the types under its own paths.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::duration::{de_duration, de_opt_duration};
-use super::two_factor::FactorConfig;
+use super::issue::ConfigIssue;
+use super::jurisdiction::Jurisdiction;
+use crate::auth::duration::{de_duration, de_opt_duration};
+
+/// Realm in `WWW-Authenticate` challenges when `[auth] realm` is not set, and the one
+/// [`crate::auth::AuthError::www_authenticate`] uses.
+pub const DEFAULT_REALM: &str = "phr-gateway";
+
+/// The fix printed with a problem in `[auth]` (issuers, caches, factors).
+const AUTH_FIX: &str = "see the [auth] section of config/gateway.toml";
+/// The fix printed with a problem in a route's `auth` table.
+const ROUTE_AUTH_FIX: &str = "see the [routes.auth] keys in config/gateway.toml";
 
 /// Whole authentication configuration (the gateway's `[auth]` table).
 #[derive(Debug, Clone, Deserialize)]
@@ -92,7 +103,7 @@ pub struct IssuerConfig {
     /// Where the JWKS server is (DATA-JP-1): the gateway sends it requests, so it is a
     /// residency target like any upstream.
     #[serde(default)]
-    pub jurisdiction: Option<crate::residency::jurisdiction::Jurisdiction>,
+    pub jurisdiction: Option<Jurisdiction>,
     /// The JWKS server runs inside the operator's cluster (private/loopback addresses).
     #[serde(default)]
     pub in_cluster: bool,
@@ -143,25 +154,63 @@ pub struct RoutePolicy {
     pub required_scopes: Vec<String>,
 }
 
-/// One configuration problem: which key, what is wrong, how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Dotted path of the offending key, e.g. `auth.issuers[0].jwks_url`.
-    pub key: String,
-    /// What is wrong and what to do instead.
-    pub message: String,
+/// Authentication factor category (NIST SP 800-63 / MHLW guideline terms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorCategory {
+    /// Something the user knows (password, PIN).
+    Knowledge,
+    /// Something the user has (OTP device, phone, smart card, hardware key).
+    Possession,
+    /// Something the user is (biometrics).
+    Inherence,
 }
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+impl FactorCategory {
+    /// Lower-case name, as used in headers and access records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Knowledge => "knowledge",
+            Self::Possession => "possession",
+            Self::Inherence => "inherence",
+        }
     }
 }
 
-impl std::error::Error for ConfigError {}
+/// `[auth.factors]`: how `amr` values map to categories (the default mapping and the
+/// checks are in [`crate::auth::two_factor`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorConfig {
+    /// Count `amr: ["mfa"]` as two categories. Default false: `mfa` does not
+    /// say which factors were used, so it cannot prove two *categories*.
+    #[serde(default)]
+    pub trust_mfa_claim: bool,
+    /// Additions/overrides to the default mapping (e.g. an IdP-specific
+    /// `"mynumber_card" = "possession"`).
+    #[serde(default)]
+    pub map: BTreeMap<String, FactorCategory>,
+}
+
+impl FactorConfig {
+    /// Problems with the mapping (none possible today beyond empty names).
+    pub fn validate(&self, key: &str) -> Vec<ConfigIssue> {
+        self.map
+            .keys()
+            .filter(|k| k.is_empty() || k.as_str() == "mfa")
+            .map(|k| {
+                ConfigIssue::new(
+                    format!("{key}.map.{k}"),
+                    "cannot map an empty value or \"mfa\"; use trust_mfa_claim for mfa",
+                    AUTH_FIX,
+                )
+            })
+            .collect()
+    }
+}
 
 fn default_realm() -> String {
-    super::error::DEFAULT_REALM.to_string()
+    DEFAULT_REALM.to_string()
 }
 fn default_cache_capacity() -> u64 {
     100_000
@@ -198,13 +247,8 @@ impl IssuerConfig {
             .collect()
     }
 
-    fn validate(&self, key: &str, errs: &mut Vec<ConfigError>) {
-        let mut err = |k: &str, m: String| {
-            errs.push(ConfigError {
-                key: format!("{key}.{k}"),
-                message: m,
-            })
-        };
+    fn validate(&self, key: &str, errs: &mut Vec<ConfigIssue>) {
+        let mut err = |k: &str, m: String| errs.push(ConfigIssue::new(format!("{key}.{k}"), m, AUTH_FIX));
         if self.issuer.trim().is_empty() {
             err("issuer", "must be the exact `iss` value of the IdP".into());
         }
@@ -304,7 +348,7 @@ impl IssuerConfig {
 
 impl RoutePolicy {
     /// Problems with this route's policy, reported under `key`.
-    pub fn validate(&self, key: &str) -> Vec<ConfigError> {
+    pub fn validate(&self, key: &str) -> Vec<ConfigIssue> {
         let mut errs = Vec::new();
         let needs_token = self.two_factor
             || !self.acr_values.is_empty()
@@ -313,10 +357,11 @@ impl RoutePolicy {
             || !self.required_scopes.is_empty()
             || self.max_auth_age.is_some();
         if self.mode == AuthMode::None && needs_token {
-            errs.push(ConfigError {
-                key: format!("{key}.mode"),
-                message: "is \"none\" but the route sets token requirements; use \"required\"".into(),
-            });
+            errs.push(ConfigIssue::new(
+                format!("{key}.mode"),
+                "is \"none\" but the route sets token requirements; use \"required\"",
+                ROUTE_AUTH_FIX,
+            ));
         }
         errs
     }
@@ -324,36 +369,40 @@ impl RoutePolicy {
 
 impl AuthConfig {
     /// Every problem in the configuration; empty means usable.
-    pub fn validate(&self) -> Vec<ConfigError> {
+    pub fn validate(&self) -> Vec<ConfigIssue> {
         let mut errs = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, iss) in self.issuers.iter().enumerate() {
             let key = format!("auth.issuers[{i}]");
             if !seen.insert(iss.issuer.as_str()) {
-                errs.push(ConfigError {
-                    key: format!("{key}.issuer"),
-                    message: format!("duplicate issuer {:?}; each iss may appear once", iss.issuer),
-                });
+                errs.push(ConfigIssue::new(
+                    format!("{key}.issuer"),
+                    format!("duplicate issuer {:?}; each iss may appear once", iss.issuer),
+                    AUTH_FIX,
+                ));
             }
             iss.validate(&key, &mut errs);
         }
         if self.token_cache_capacity == 0 {
-            errs.push(ConfigError {
-                key: "auth.token_cache_capacity".into(),
-                message: "must be > 0 (default 100000)".into(),
-            });
+            errs.push(ConfigIssue::new(
+                "auth.token_cache_capacity",
+                "must be > 0 (default 100000)",
+                AUTH_FIX,
+            ));
         }
         if self.refresh_interval < Duration::from_secs(10) {
-            errs.push(ConfigError {
-                key: "auth.refresh_interval".into(),
-                message: "must be at least 10s (default 5m)".into(),
-            });
+            errs.push(ConfigIssue::new(
+                "auth.refresh_interval",
+                "must be at least 10s (default 5m)",
+                AUTH_FIX,
+            ));
         }
         if self.dpop_window.is_zero() || self.dpop_window > Duration::from_secs(300) {
-            errs.push(ConfigError {
-                key: "auth.dpop_window".into(),
-                message: "must be between 1s and 5m (default 60s)".into(),
-            });
+            errs.push(ConfigIssue::new(
+                "auth.dpop_window",
+                "must be between 1s and 5m (default 60s)",
+                AUTH_FIX,
+            ));
         }
         errs.extend(self.factors.validate("auth.factors"));
         errs
