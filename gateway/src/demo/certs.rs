@@ -5,9 +5,13 @@
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 use std::path::{Path, PathBuf};
 
+/// Where the demo's PKI files are, all inside the data directory.
 pub struct DemoPki {
+    /// `ca.pem`: the private CA a client must trust (`curl --cacert`).
     pub ca_cert: PathBuf,
+    /// `server.pem`: the listener's certificate for `localhost` and `127.0.0.1`.
     pub server_cert: PathBuf,
+    /// `server-key.pem`: its private key, mode 0600.
     pub server_key: PathBuf,
 }
 

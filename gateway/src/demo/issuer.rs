@@ -6,10 +6,14 @@ use jsonwebtoken::{jwk::Jwk, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+/// `iss` of the demo tokens; `.invalid` so it can never name a real issuer.
 pub const ISSUER: &str = "https://dev-issuer.phr-gateway.invalid";
+/// `aud` of the demo tokens, and the audience the demo configuration accepts.
 pub const AUDIENCE: &str = "phr-gateway-demo";
 
+/// The demo's signing key and the JWKS file that publishes it to the gateway.
 pub struct DevIssuer {
+    /// `dev-issuer-jwks.json` in the data directory: the `jwks_file` of the demo issuer.
     pub jwks_file: PathBuf,
     key: EncodingKey,
 }

@@ -13,14 +13,26 @@ use std::path::Path;
 /// Why the demo could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
+    /// A file in the data directory could not be written, or the sample backend could
+    /// not start.
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The file or directory (or "sample backend").
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The demo CA, server certificate or token-signing key could not be made or read.
     #[error("cannot generate the demo certificates: {0}")]
     Certs(String),
+    /// The gateway itself did not start (same errors as `phr-gateway run`).
     #[error(transparent)]
     Start(#[from] crate::app::StartError),
 }
 
+/// Prepares `data_dir` (PKI, tokens in `tokens.env`, `gateway.toml`), starts the sample
+/// backend, then runs the real gateway on `127.0.0.1:port` with its admin listener on
+/// `127.0.0.1:admin_port` until Ctrl-C, printing `curl` commands that show each safeguard.
 pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), DemoError> {
     let io = |path: &Path| {
         let path = path.display().to_string();
