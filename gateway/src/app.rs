@@ -14,16 +14,24 @@ use tokio::sync::{watch, Semaphore};
 /// Why the gateway did not start. Printed as is, then the process exits non-zero.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration, or the runtime built from it, failed a check.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The access-record store, keys or writer could not be set up; the gateway does not
+    /// serve without them (LOG-ACC-1, LOG-PROT-1).
     #[error("access records: {0}")]
     Audit(String),
+    /// The store or Redis resolves to an address the residency policy refuses (DATA-JP-1).
     #[error("residency (DATA-JP-1): {0}")]
     Residency(String),
+    /// A listener's or the admin listener's address could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
     Bind {
+        /// Which socket, e.g. `listener "public"` or `the admin listener`.
         what: String,
+        /// The configured bind address.
         addr: SocketAddr,
+        /// The error from `bind`.
         source: std::io::Error,
     },
 }

@@ -44,12 +44,16 @@ pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Optio
     }
 }
 
+/// Blocks `subject` on every instance sharing the store, with `note` as the reason shown
+/// to operators, until someone unblocks it (EX-IDS-1 response).
 pub async fn block(path: &Path, subject: &str, note: &str) -> Result<String, String> {
     let store = open_store(&config(path)?)?;
     store.block_subject(subject, note).await.map_err(|e| e.to_string())?;
     Ok(format!("blocked {subject}"))
 }
 
+/// Lifts a block, typically after the bulk-access review (LOG-ACC-1); an error if the
+/// subject was not blocked.
 pub async fn unblock(path: &Path, subject: &str) -> Result<String, String> {
     let store = open_store(&config(path)?)?;
     match store.unblock_subject(subject).await.map_err(|e| e.to_string())? {
@@ -60,6 +64,7 @@ pub async fn unblock(path: &Path, subject: &str) -> Result<String, String> {
     }
 }
 
+/// The blocked subjects, one tab-separated line each: subject, when, reason.
 pub async fn list_blocked(path: &Path) -> Result<String, String> {
     let store = open_store(&config(path)?)?;
     let list = store.list_blocked().await.map_err(|e| e.to_string())?;
