@@ -25,6 +25,9 @@ pub struct GatewayJwksFetcher {
 }
 
 impl GatewayJwksFetcher {
+    /// One client per issuer with a `jwks_url`, dialling through `resolver` and checking
+    /// every new connection's address against `policy` (DATA-JP-1). `https` URLs are
+    /// verified against the issuer's `ca_file`, or the system bundle without one.
     pub fn new(issuers: &[IssuerConfig], resolver: Arc<UpstreamResolver>, policy: Arc<Policy>) -> Result<Self, String> {
         let mut clients = HashMap::new();
         for issuer in issuers {
