@@ -127,7 +127,7 @@ pub fn line(c: &CheckpointRow) -> Value {
     })
 }
 
-/// Parses one line written by [`line`].
+/// Parses one line written by [`line()`].
 pub fn parse(text: &str) -> Result<CheckpointRow, String> {
     let v: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     let s = |k: &str| {

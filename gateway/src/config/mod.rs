@@ -455,7 +455,7 @@ pub struct Route {
     /// scopes and patient compartment; errors are OperationOutcome (ACL-PHR-1).
     #[serde(default)]
     pub fhir: bool,
-    /// The gateway's public URL (scheme://host[:port]) for rewriting backend URLs in
+    /// The gateway's public URL (`scheme://host[:port]`) for rewriting backend URLs in
     /// FHIR responses; default: `https://` + the Host the client used.
     pub public_base_url: Option<String>,
     /// FHIR operations allowed besides $everything/$export/$validate, with the SMART
