@@ -15,6 +15,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+/// Accepts admin connections on `listener` until `shutdown` changes, serving each over
+/// HTTP/1.1 or HTTP/2 without TLS. Not behind the request path: no authentication, no
+/// limits, so it must stay on loopback or a management network (EX-SEG-2).
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (tcp, _) = tokio::select! {

@@ -3,6 +3,8 @@
 //!
 //! Start at [`pipeline`]: it is the whole request path, top to bottom.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod app;
 pub mod audit;

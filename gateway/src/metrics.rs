@@ -63,6 +63,8 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
+    /// Registers `phr_requests_total` (one counter per status in the fixed list, plus
+    /// "other") and `phr_request_duration_seconds` for the route named `route`.
     pub fn new(route: &str) -> Self {
         let by_status = STATUSES
             .iter()
@@ -75,6 +77,7 @@ impl RouteMetrics {
         }
     }
 
+    /// Counts one response with its status and records its latency, in seconds.
     pub fn record(&self, status: u16, seconds: f64) {
         match STATUSES.iter().position(|s| *s == status) {
             Some(i) => self.by_status[i].increment(1),

@@ -105,14 +105,16 @@ pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Optio
     }
 }
 
-/// Adds `subject` to the block list of every instance sharing the store.
+/// Blocks `subject` on every instance sharing the store, with `note` as the reason shown
+/// to operators, until someone unblocks it (EX-IDS-1 response).
 pub async fn block(path: &Path, subject: &str, note: &str) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
     store.block_subject(subject, note).await?;
     Ok(format!("blocked {subject}"))
 }
 
-/// Removes `subject` from the block list of every instance sharing the store.
+/// Lifts a block, typically after the bulk-access review (LOG-ACC-1); an error if the
+/// subject was not blocked.
 pub async fn unblock(path: &Path, subject: &str) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
     match store.unblock_subject(subject).await? {
@@ -123,7 +125,7 @@ pub async fn unblock(path: &Path, subject: &str) -> Result<String, OpsError> {
     }
 }
 
-/// The block list, one `subject<TAB>since<TAB>reason` line per subject.
+/// The blocked subjects, one tab-separated line each: subject, when, reason.
 pub async fn list_blocked(path: &Path) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
     let list = store.list_blocked().await?;

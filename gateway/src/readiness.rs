@@ -13,7 +13,10 @@ use std::time::Duration;
 
 /// The answer, with the reason an operator reads in the body.
 pub struct Readiness {
+    /// `true`: `/readyz` answers 200; `false`: 503 with `Retry-After`.
     pub ready: bool,
+    /// One line for the response body: `ready`, or what is wrong, naming each route
+    /// without a healthy endpoint and its upstream.
     pub reason: String,
     /// For a 503: when to ask again.
     pub retry_after: Duration,

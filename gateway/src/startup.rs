@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 
 /// A configuration that passed every start-up check, and what the checks established.
 pub struct Checked {
+    /// The loaded and validated configuration.
     pub config: Config,
+    /// The policy-checked addresses of the storage services (Redis is dialled there).
     pub storage: CheckedStorage,
 }
 

@@ -144,7 +144,7 @@ pub enum LineError {
     NotHex(&'static str),
 }
 
-/// Parses one line written by [`line`].
+/// Parses one line written by [`line()`].
 pub fn parse(text: &str) -> Result<CheckpointRow, LineError> {
     let v: Value = serde_json::from_str(text).map_err(LineError::NotJson)?;
     let s = |k: &'static str| v[k].as_str().map(str::to_string).ok_or(LineError::NoString(k));

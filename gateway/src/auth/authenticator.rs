@@ -69,9 +69,11 @@ pub struct KeysNotLoaded(pub Vec<MissingKeys>);
 /// One issuer without keys, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingKeys {
+    /// The issuer's `iss` as configured.
     pub issuer: String,
     /// `file /etc/…/jwks.json` or `url https://…`, as configured.
     pub source: String,
+    /// Why no key was loaded (read, fetch or parse error).
     pub error: String,
 }
 

@@ -33,8 +33,9 @@ pub struct GatewayJwksFetcher {
 }
 
 impl GatewayJwksFetcher {
-    /// A client for every issuer with a `jwks_url`, each checked against the residency
-    /// policy on connect.
+    /// One client per issuer with a `jwks_url`, dialling through `resolver` and checking
+    /// every new connection's address against `policy` (DATA-JP-1). `https` URLs are
+    /// verified against the issuer's `ca_file`, or the system bundle without one.
     pub fn new(
         issuers: &[IssuerConfig],
         resolver: Arc<UpstreamResolver>,

@@ -7,7 +7,7 @@
 //!
 //! | row | what it asks | where |
 //! | --- | --- | --- |
-//! | AUTH-ID-1 | identify and authenticate every user; no anonymous PHI access | [`Authenticator::authenticate`], [`RoutePolicy::auth`] (default `required`), `sub` mandatory |
+//! | AUTH-ID-1 | identify and authenticate every user; no anonymous PHI access | [`Authenticator::authenticate`], [`RoutePolicy::mode`] (default `required`), `sub` mandatory |
 //! | AUTH-2FA-1 | two-factor authentication for systems in operation in FY2027 | [`two_factor`], [`RoutePolicy::two_factor`] / [`RoutePolicy::acr_values`] |
 //! | AUTH-2FA-2 | two *steps* of one factor type are not two factors; no long-lived logins | factor *categories* from `amr` ([`FactorConfig`]), [`RoutePolicy::max_auth_age`] |
 //! | AUTH-2FA-3 | MFA for online consultation and for operator/admin access | same mechanism, set `two_factor = true` on those routes |

@@ -6,24 +6,52 @@ use std::path::{Path, PathBuf};
 /// Why a configuration file could not be turned into a [`Config`].
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
     #[error("{file}: cannot read the file: {source}. Fix: check the path given to --config.")]
     Read {
+        /// The configuration file.
         file: PathBuf,
+        /// The I/O error from reading it.
         #[source]
         source: std::io::Error,
     },
+    /// A `${VAR}` reference names an unset variable; the gateway never starts with a
+    /// secret silently empty.
     #[error(
         "{file}:{line}: the environment variable {var} is not set. Fix: export {var} before \
          starting the gateway (secrets belong in the environment, not in the file)."
     )]
-    MissingEnv { file: PathBuf, line: usize, var: String },
+    MissingEnv {
+        /// The configuration file.
+        file: PathBuf,
+        /// 1-based line of the reference.
+        line: usize,
+        /// The unset variable's name.
+        var: String,
+    },
+    /// A `${` without its closing brace.
     #[error("{file}:{line}: unterminated \"${{\" reference. Fix: write ${{NAME}} with a closing brace.")]
-    BadReference { file: PathBuf, line: usize },
+    BadReference {
+        /// The configuration file.
+        file: PathBuf,
+        /// 1-based line of the reference.
+        line: usize,
+    },
+    /// The expanded text is not TOML, or has an unknown key or a value of the wrong type.
     #[error("{file}: {message}")]
-    Toml { file: PathBuf, message: String },
+    Toml {
+        /// The configuration file.
+        file: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The file parsed but breaks one or more rules of [`validate`](super::validate);
+    /// every problem is listed, not only the first.
     #[error("{file}: the configuration is not valid:\n{}", .issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
     Invalid {
+        /// The configuration file.
         file: PathBuf,
+        /// Every problem found, each with its key and fix.
         issues: Vec<super::ConfigIssue>,
     },
 }

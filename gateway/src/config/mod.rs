@@ -38,17 +38,24 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[gateway]`: instance name, trusted proxies, HSTS, worker threads.
     #[serde(default)]
     pub gateway: GatewaySection,
+    /// `[admin]`: the operator's listener (health, readiness, metrics, reload).
     #[serde(default)]
     pub admin: AdminSection,
+    /// `[limits]`: timeouts and sizes of every connection (AV-DOS-1).
     #[serde(default)]
     pub limits: Limits,
+    /// `[[listeners]]`: the TLS listeners; at least one is required (EX-TLS-3).
     pub listeners: Vec<Listener>,
+    /// `[upstreams.NAME]`: the backends routes forward to, by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, Upstream>,
+    /// `[[routes]]`: which requests reach which upstream, and under which checks.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// `[residency]`: the required jurisdiction and the egress allow-list (DATA-JP-1..3).
     #[serde(default)]
     pub residency: Residency,
     /// Token issuers and token checks (AUTH-ID-1, AUTH-2FA-1..3).
@@ -91,6 +98,8 @@ pub struct StoreSection {
     pub url: Option<String>,
     /// Where a PostgreSQL server is (DATA-JP-1); a local SQLite file is the gateway's own disk.
     pub jurisdiction: Option<Jurisdiction>,
+    /// The database runs inside the operator's own cluster, so its private or loopback
+    /// address passes the residency check. Default `false`.
     #[serde(default)]
     pub in_cluster: bool,
 }
@@ -155,11 +164,16 @@ impl Default for AuditSection {
     }
 }
 
+/// When a response may leave relative to its access record (`audit.mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditMode {
+    /// `"durable"`: the response waits until its record is committed or spooled, and is a
+    /// 503 if neither works, so no request goes unrecorded (LOG-ACC-1).
     #[default]
     Durable,
+    /// `"relaxed"`: the record is queued and the response released at once; a crash can
+    /// lose records. For load tests only.
     Relaxed,
 }
 
@@ -235,6 +249,8 @@ impl Default for GatewaySection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
+    /// Address of the plain-HTTP admin listener. Default `127.0.0.1:9901`; read once at
+    /// start-up.
     #[serde(default = "default_admin_bind")]
     pub bind: SocketAddr,
 }
@@ -300,7 +316,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    /// Names the listener in logs and metrics and in a route's `listeners` list.
     pub name: String,
+    /// Address and port to accept TLS connections on; read once at start-up.
     pub bind: SocketAddr,
     /// "1.3" (default) or "1.2". Nothing older can be configured (EX-TLS-1).
     #[serde(default)]
@@ -317,6 +335,8 @@ pub struct Listener {
     pub certificates: Vec<Certificate>,
 }
 
+/// One server certificate of a listener and the SNI names it answers (EX-TLS-4: its key
+/// and signature are checked at start-up).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
@@ -329,21 +349,31 @@ pub struct Certificate {
     pub server_names: Vec<String>,
 }
 
+/// Lowest TLS version a listener or an upstream connection accepts. There is no variant
+/// for 1.1 or older, so no file can enable them (EX-TLS-1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum TlsVersion {
+    /// `"1.2"`: TLS 1.2 and 1.3, for peers that cannot speak 1.3 (EX-TLS-2 exception).
     #[serde(rename = "1.2")]
     Tls12,
+    /// `"1.3"` (default): TLS 1.3 only, IPA's high-security profile (EX-TLS-1).
     #[default]
     #[serde(rename = "1.3")]
     Tls13,
 }
 
+/// Whether a listener asks clients for a certificate in the handshake (EX-MTLS-1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
+    /// `"none"` (default): no certificate is requested.
     #[default]
     None,
+    /// `"optional"`: a certificate is requested and verified if sent; clients without one
+    /// pass TLS and the route decides (`client_cert = "required"`).
     Optional,
+    /// `"required"`: the handshake fails without a certificate that chains to
+    /// `client_ca_file` (EX-TLS-2).
     Required,
 }
 
@@ -370,6 +400,7 @@ pub struct Upstream {
     pub ca_file: Option<PathBuf>,
     /// Client certificate and key the gateway presents to the upstream (EX-MTLS-1).
     pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert_file`; both or neither.
     pub client_key_file: Option<PathBuf>,
     /// Lowest TLS version spoken to this upstream: "1.3" (default) or "1.2" (EX-TLS-1).
     #[serde(default)]
@@ -382,6 +413,8 @@ pub struct Upstream {
     /// The upstream runs inside the operator's own cluster (private or loopback addresses).
     #[serde(default)]
     pub in_cluster: bool,
+    /// Time allowed for the TCP connect to an endpoint, and again for the TLS handshake.
+    /// Default 2 s.
     #[serde(default = "d2s", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time from sending the request to receiving the response head; 504 after it.
@@ -390,6 +423,8 @@ pub struct Upstream {
     /// Consecutive connection failures after which an endpoint is ejected.
     #[serde(default = "default_eject_after")]
     pub eject_after_failures: u32,
+    /// How long an ejected endpoint is skipped before it is tried again (AV-BCP-1).
+    /// Default 30 s.
     #[serde(default = "d30s", with = "humantime_serde")]
     pub eject_for: Duration,
     /// Keep-alive connections kept open per endpoint for reuse (see proxy::pool).
@@ -407,10 +442,13 @@ pub struct Upstream {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
+    /// Names the route in logs, metrics and access records.
     pub name: String,
     /// Exact host (without port), `*.example.jp`, or absent for any host.
     pub host: Option<String>,
+    /// Path the request must start with (`/fhir/`); the longest matching prefix wins.
     pub path_prefix: String,
+    /// Name of the `[upstreams.NAME]` entry requests are forwarded to.
     pub upstream: String,
     /// Remove the prefix before forwarding (`/api/x` → `/x`).
     #[serde(default)]
@@ -428,7 +466,7 @@ pub struct Route {
     /// scopes and patient compartment; errors are OperationOutcome (ACL-PHR-1).
     #[serde(default)]
     pub fhir: bool,
-    /// The gateway's public URL (scheme://host[:port]) for rewriting backend URLs in
+    /// The gateway's public URL (`scheme://host[:port]`) for rewriting backend URLs in
     /// FHIR responses; default: `https://` + the Host the client used.
     pub public_base_url: Option<String>,
     /// FHIR operations allowed besides $everything/$export/$validate, with the SMART

@@ -22,13 +22,13 @@ pub enum CertError {
     },
 }
 
-/// The demo PKI's files.
+/// Where the demo's PKI files are, all inside the data directory.
 pub struct DemoPki {
-    /// The CA certificate (PEM) a client trusts.
+    /// `ca.pem`: the private CA a client must trust (`curl --cacert`).
     pub ca_cert: PathBuf,
-    /// The server certificate (PEM) for localhost.
+    /// `server.pem`: the listener's certificate for `localhost` and `127.0.0.1`.
     pub server_cert: PathBuf,
-    /// The server's private key (PEM, mode 0600).
+    /// `server-key.pem`: its private key, mode 0600.
     pub server_key: PathBuf,
 }
 

@@ -47,14 +47,14 @@ pub enum IssuerError {
     Clock(#[from] std::time::SystemTimeError),
 }
 
-/// The `iss` of the demo's tokens.
+/// `iss` of the demo tokens; `.invalid` so it can never name a real issuer.
 pub const ISSUER: &str = "https://dev-issuer.phr-gateway.invalid";
-/// The `aud` of the demo's tokens.
+/// `aud` of the demo tokens, and the audience the demo configuration accepts.
 pub const AUDIENCE: &str = "phr-gateway-demo";
 
-/// The demo's token issuer: its signing key and the JWKS file the gateway trusts.
+/// The demo's signing key and the JWKS file that publishes it to the gateway.
 pub struct DevIssuer {
-    /// The JWKS file (`jwks_file` in the demo configuration).
+    /// `dev-issuer-jwks.json` in the data directory: the `jwks_file` of the demo issuer.
     pub jwks_file: PathBuf,
     key: EncodingKey,
 }

@@ -32,6 +32,9 @@ pub enum DemoError {
     Start(#[from] crate::app::StartError),
 }
 
+/// Prepares `data_dir` (PKI, tokens in `tokens.env`, `gateway.toml`), starts the sample
+/// backend, then runs the real gateway on `127.0.0.1:port` with its admin listener on
+/// `127.0.0.1:admin_port` until Ctrl-C, printing `curl` commands that show each safeguard.
 pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), DemoError> {
     let io = |path: &Path| {
         let path = path.display().to_string();

@@ -16,11 +16,14 @@ use std::sync::Arc;
 
 /// One policy's limiter, local (governor) or shared (Redis).
 pub enum Limiter {
+    /// Counted in this process only (`shared = false`).
     Local(LocalLimiter),
+    /// Counted in Redis across every gateway instance (`shared = true`).
     Shared(SharedLimiter),
 }
 
 impl Limiter {
+    /// Charges `cost` units to `key` and says whether the request may pass (AV-DOS-1).
     pub async fn check(&self, key: &str, cost: u32) -> Decision {
         match self {
             Self::Local(l) => l.check(key, cost),
@@ -31,18 +34,27 @@ impl Limiter {
 
 /// A policy a route applies: what it counts by, its costs, its limiter.
 pub struct RoutePolicy {
+    /// What the policy counts by (source IP, subject, client).
     pub key: KeyKind,
+    /// The policy's section, for its costs and limits.
     pub config: PolicyConfig,
+    /// The limiter shared by every route that names this policy.
     pub limiter: Arc<Limiter>,
 }
 
 /// Everything the limits keep at run time.
 pub struct Protection {
+    /// One limiter per `[rate_limits.policies.NAME]`, by name (AV-DOS-1).
     pub policies: HashMap<String, Arc<Limiter>>,
+    /// The same policies' sections, by name.
     pub configs: HashMap<String, PolicyConfig>,
+    /// Per-IP connection cap and handshake rate, consulted on accept (EX-NET-3).
     pub connections: ConnectionLimiter,
+    /// Failed-authentication counters and blocks (AUTH-LOCK-1).
     pub auth_backoff: AuthBackoff,
+    /// Mass-read detector (LOG-ACC-1); `None` when `[bulk_access]` is absent.
     pub bulk: Option<BulkAccessDetector>,
+    /// Content filter for upload bodies (EX-FILE-1).
     pub uploads: UploadFilter,
     /// Routes with an upload rule: only their bodies are buffered for inspection.
     pub upload_routes: std::collections::HashSet<String>,

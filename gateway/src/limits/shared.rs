@@ -16,7 +16,7 @@
 //!   `closed` denies with [`Denial::StoreUnavailable`], `open` admits. Either
 //!   way the event is counted in `phr_rate_limit_redis_errors_total{policy,mode}`
 //!   and logged at most once per 10 s per policy.
-//! * **Circuit breaker** ([`super::breaker`]): after `breaker_after_errors`
+//! * **Circuit breaker** (`limits::breaker`): after `breaker_after_errors`
 //!   consecutive errors, decisions stop calling Redis for
 //!   `breaker_retry_interval` and fail fast in their policy's mode; then one
 //!   probe decides whether Redis is back. A decision made without Redis

@@ -19,6 +19,8 @@ pub struct HostsFile {
 }
 
 impl HostsFile {
+    /// Watches `path`; nothing is read until the first lookup, and a missing file pins
+    /// nothing.
     pub fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),

@@ -47,7 +47,9 @@ pub enum HostsError {
     },
 }
 
-/// Every target of `config`, sorted by kind and name.
+/// Every target of `config`, sorted by kind then name: upstreams, JWKS URLs, the store
+/// when it is PostgreSQL (a SQLite file is local disk) and Redis, each with its declared
+/// jurisdiction and `in_cluster` flag; passwords in URLs are redacted.
 pub fn from_config(config: &Config) -> Vec<Target> {
     let mut targets: Vec<Target> = config
         .upstreams

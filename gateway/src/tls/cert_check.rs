@@ -14,14 +14,45 @@ use x509_parser::prelude::*;
 /// What is wrong with a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertProblem {
+    /// The file cannot be read; carries the I/O error.
     Unreadable(String),
+    /// The file holds no PEM `CERTIFICATE` block.
     NoCertificate,
+    /// A block is not valid PEM or X.509; carries the parser's message.
     Unparsable(String),
-    Expired { subject: String, not_after: String },
-    NotYetValid { subject: String, not_before: String },
-    WeakRsaKey { subject: String, bits: usize },
-    WeakEcKey { subject: String, bits: usize },
-    Sha1Signature { subject: String },
+    /// The validity window ended before now.
+    Expired {
+        /// Subject DN of the offending certificate.
+        subject: String,
+        /// Its `notAfter`, as printed by the parser.
+        not_after: String,
+    },
+    /// The validity window starts after now (a clock or issuance mistake).
+    NotYetValid {
+        /// Subject DN of the offending certificate.
+        subject: String,
+        /// Its `notBefore`, as printed by the parser.
+        not_before: String,
+    },
+    /// An RSA key below 2048 bits (EX-TLS-4).
+    WeakRsaKey {
+        /// Subject DN of the offending certificate.
+        subject: String,
+        /// Key size in bits.
+        bits: usize,
+    },
+    /// An EC key below 256 bits (EX-TLS-4).
+    WeakEcKey {
+        /// Subject DN of the offending certificate.
+        subject: String,
+        /// Key size in bits.
+        bits: usize,
+    },
+    /// Signed with SHA-1, prohibited since IPA's TLS guideline 3.0 (EX-TLS-4).
+    Sha1Signature {
+        /// Subject DN of the offending certificate.
+        subject: String,
+    },
 }
 
 impl fmt::Display for CertProblem {

@@ -17,6 +17,8 @@ pub struct ClientIdentity {
 }
 
 impl ClientIdentity {
+    /// Extracts subject, SANs and fingerprint from a certificate rustls has verified.
+    /// A certificate x509-parser cannot read keeps its fingerprint with an empty subject.
     pub fn from_der(der: &CertificateDer<'_>) -> Self {
         let sha256: [u8; 32] = Sha256::digest(der.as_ref()).into();
         let (subject, sans) = match X509Certificate::from_der(der) {

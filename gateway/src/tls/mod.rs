@@ -45,7 +45,7 @@ pub fn provider() -> Arc<CryptoProvider> {
     })
 }
 
-/// Protocol versions for a configured minimum.
+/// Protocol versions for a configured minimum: 1.3 alone, or 1.3 and 1.2 (EX-TLS-1).
 pub fn versions(min: crate::config::TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
     static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
     static TLS13_AND_12: [&rustls::SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
@@ -59,21 +59,57 @@ pub fn versions(min: crate::config::TlsVersion) -> &'static [&'static rustls::Su
 /// which of several certificates to replace.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate chain is unreadable or fails a [`cert_check`] rule (EX-TLS-4).
     #[error("{file}: {problem}")]
     Certificate {
+        /// The certificate file.
         file: PathBuf,
+        /// What is wrong with it.
         problem: cert_check::CertProblem,
     },
+    /// A private key file is unreadable or in no format rustls accepts.
     #[error("{file}: cannot read the private key: {reason}. Fix: provide a PEM PKCS#8, PKCS#1 or SEC1 key")]
-    Key { file: PathBuf, reason: String },
+    Key {
+        /// The key file.
+        file: PathBuf,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The key does not match the certificate's public key, so the handshake could never
+    /// succeed; caught at start-up instead.
     #[error("{cert}: the private key in {key} does not belong to this certificate. Fix: pair the certificate with the key it was issued for")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file configured with it.
+        key: PathBuf,
+    },
+    /// The CA bundle client certificates must chain to is unusable (EX-MTLS-1).
     #[error("{file}: cannot use the client CA bundle: {reason}")]
-    ClientCa { file: PathBuf, reason: String },
+    ClientCa {
+        /// The `client_ca_file`.
+        file: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A certificate revocation list is unreadable or malformed; the listener is not
+    /// started without it rather than accepting revoked clients.
     #[error("{file}: cannot use the CRL: {reason}")]
-    Crl { file: PathBuf, reason: String },
+    Crl {
+        /// The CRL file.
+        file: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The CA bundle an upstream's certificate must chain to is unusable.
     #[error("{file}: cannot use the upstream CA bundle: {reason}")]
-    UpstreamCa { file: PathBuf, reason: String },
+    UpstreamCa {
+        /// The upstream's `ca_file`.
+        file: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// rustls refused the assembled configuration (e.g. no usable cipher suite).
     #[error("TLS configuration refused by rustls: {0}")]
     Rustls(#[from] rustls::Error),
 }
