@@ -14,13 +14,6 @@ fn config(path: &Path) -> Result<Config, String> {
     crate::config::load(path).map_err(|e| e.to_string())
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Revokes one token (`jti`) or every token of a subject issued before now.
 pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Option<&str>) -> Result<String, String> {
     let store = open_store(&config(path)?)?;
@@ -33,7 +26,7 @@ pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Optio
         }
         (None, Some(sub)) => {
             store
-                .revoke_subject(issuer, sub, now_unix())
+                .revoke_subject(issuer, sub, crate::util::clock::unix_now())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(format!(

@@ -38,10 +38,7 @@ impl DevIssuer {
 
     /// A token valid for 12 hours, signed with the dev key.
     pub fn token(&self, subject: &str, scope: &str, patient: Option<&str>) -> Result<String, String> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_err(|e| e.to_string())?
-            .as_secs();
+        let now = crate::util::clock::unix_now();
         let mut claims = json!({
             "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "client_id": "demo-app",
             "iat": now, "exp": now + 12 * 3600, "auth_time": now,
