@@ -31,7 +31,7 @@ fn open_store_with(config: &Config, mut options: StoreOptions) -> Result<Store, 
         .url
         .as_deref()
         .unwrap_or("sqlite://phr-gateway.db?mode=rwc");
-    Store::connect_lazy(url, options).map_err(|e| format!("store {}: {e}", redact(url)))
+    Store::connect_lazy(url, options).map_err(|e| format!("store {}: {e}", crate::util::redact::redact_url(url)))
 }
 
 /// The key-encryption key: from the environment, the key file, or a new key file.
@@ -239,8 +239,4 @@ pub fn spawn_sync(store: Store, revocations: Arc<MemoryRevocations>, blocks: Arc
             }
         }
     });
-}
-
-fn redact(url: &str) -> String {
-    crate::residency::targets::redact_password(url)
 }

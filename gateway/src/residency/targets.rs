@@ -5,6 +5,7 @@
 use super::jurisdiction::{Target, TargetKind};
 use crate::config::Config;
 use crate::proxy::Endpoint;
+use crate::util::redact::redact_url;
 
 pub fn from_config(config: &Config) -> Vec<Target> {
     let mut targets: Vec<Target> = config
@@ -21,7 +22,7 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         targets.push(Target {
             kind: TargetKind::Database,
             name: "store".into(),
-            url_or_host: redact_password(url),
+            url_or_host: redact_url(url),
             jurisdiction: config.store.jurisdiction,
             in_cluster: config.store.in_cluster,
         });
@@ -30,7 +31,7 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         targets.push(Target {
             kind: TargetKind::Redis,
             name: "redis".into(),
-            url_or_host: redact_password(&redis.url),
+            url_or_host: redact_url(&redis.url),
             jurisdiction: redis.jurisdiction,
             in_cluster: redis.in_cluster,
         });
@@ -61,14 +62,6 @@ pub fn upstream_target(name: &str, u: &crate::config::Upstream) -> Target {
     }
 }
 
-/// `redis://:secret@host:6379` → `redis://***@host:6379`: reports and errors never show it.
-pub fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-        _ => url.to_string(),
-    }
-}
-
 /// The `(host, port)` pairs the gateway connects to for `target`, from the config that
 /// produced it. A PostgreSQL store on a Unix socket has none (it is this machine).
 pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, String> {
@@ -95,7 +88,7 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         TargetKind::Database => {
             let url = config.store.url.as_deref().unwrap_or_default();
             let options: sqlx::postgres::PgConnectOptions =
-                url.parse().map_err(|e| format!("{}: {e}", redact_password(url)))?;
+                url.parse().map_err(|e| format!("{}: {e}", redact_url(url)))?;
             let host = options.get_host();
             if host.starts_with('/') {
                 return Ok(Vec::new());
@@ -105,7 +98,7 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         TargetKind::Redis => {
             let url = config.redis.as_ref().map(|r| r.url.as_str()).unwrap_or_default();
             let info = redis::IntoConnectionInfo::into_connection_info(url)
-                .map_err(|e| format!("{}: {e}", redact_password(url)))?;
+                .map_err(|e| format!("{}: {e}", redact_url(url)))?;
             match info.addr() {
                 redis::ConnectionAddr::Tcp(host, port) | redis::ConnectionAddr::TcpTls { host, port, .. } => {
                     Ok(vec![(host.clone(), *port)])

@@ -7,3 +7,4 @@
 //! copy means a fix or a stricter rule reaches every caller at once.
 
 pub mod clock;
+pub mod redact;
