@@ -50,13 +50,9 @@ impl RouteRuntime {
     }
 
     fn host_matches(&self, host: &str) -> bool {
-        match &self.host {
-            None => true,
-            Some(h) if h.starts_with("*.") => host
-                .strip_suffix(&h[1..])
-                .is_some_and(|l| !l.is_empty() && !l.contains('.')),
-            Some(h) => h.eq_ignore_ascii_case(host),
-        }
+        self.host
+            .as_deref()
+            .is_none_or(|pattern| crate::util::host::host_matches(pattern, host))
     }
 }
 

@@ -7,4 +7,5 @@
 //! copy means a fix or a stricter rule reaches every caller at once.
 
 pub mod clock;
+pub mod host;
 pub mod redact;
