@@ -27,6 +27,7 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod tls;
+pub mod util;
 
 #[cfg(test)]
 mod fuzz_budget;

@@ -78,13 +78,6 @@ fn config(path: &Path) -> Result<Config, OpsError> {
     Ok(crate::config::load(path)?)
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Revokes one token (`jti`) or every token of a subject issued before now.
 pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Option<&str>) -> Result<String, OpsError> {
     let store = open_store(&config(path)?)?;
@@ -96,7 +89,9 @@ pub async fn revoke(path: &Path, issuer: &str, jti: Option<&str>, subject: Optio
             ))
         }
         (None, Some(sub)) => {
-            store.revoke_subject(issuer, sub, now_unix()).await?;
+            store
+                .revoke_subject(issuer, sub, crate::util::clock::unix_now())
+                .await?;
             Ok(format!(
                 "revoked every token of subject {sub} ({issuer}) issued before now"
             ))

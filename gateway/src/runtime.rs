@@ -12,8 +12,8 @@ use crate::limits::enforce::Protection;
 use crate::limits::subject_blocks::{BlockStore, MemoryBlockStore};
 use crate::metrics::RouteMetrics;
 use crate::proxy::UpstreamPool;
-use crate::residency::egress::UpstreamResolver;
 use crate::residency::allow_list::{AllowList, AllowListError};
+use crate::residency::egress::UpstreamResolver;
 use crate::residency::{policy::Policy, storage_check::CheckedStorage};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -51,13 +51,9 @@ impl RouteRuntime {
     }
 
     fn host_matches(&self, host: &str) -> bool {
-        match &self.host {
-            None => true,
-            Some(h) if h.starts_with("*.") => host
-                .strip_suffix(&h[1..])
-                .is_some_and(|l| !l.is_empty() && !l.contains('.')),
-            Some(h) => h.eq_ignore_ascii_case(host),
-        }
+        self.host
+            .as_deref()
+            .is_none_or(|pattern| crate::util::host::host_matches(pattern, host))
     }
 }
 

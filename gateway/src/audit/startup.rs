@@ -78,7 +78,7 @@ fn open_store_with(config: &Config, mut options: StoreOptions) -> Result<Store, 
         .as_deref()
         .unwrap_or("sqlite://phr-gateway.db?mode=rwc");
     Store::connect_lazy(url, options).map_err(|source| AuditStartError::Store {
-        url: redact(url),
+        url: crate::util::redact::redact_url(url),
         source,
     })
 }
@@ -165,8 +165,4 @@ pub fn start_writer(config: &Config) -> Result<Option<AuditHandle>, AuditStartEr
     )?;
     let (handle, _task) = AuditWriter::start(writer_store, kek, signer, wc).map_err(AuditStartError::Writer)?;
     Ok(Some(handle))
-}
-
-fn redact(url: &str) -> String {
-    crate::residency::targets::redact_password(url)
 }

@@ -20,12 +20,13 @@ use super::dpop::DpopVerifier;
 use super::error::{AuthError, DpopError};
 use super::identity::{Binding, Identity};
 use super::jwks::{IssuerKeys, JwksCounters, JwksFetcher, KeySource};
-use super::jwt::{self, now_unix, TokenClaims};
+use super::jwt::{self, TokenClaims};
 use super::revocation::RevocationList;
 use super::token_cache::{TokenCache, VerifiedToken};
 use super::{cert_binding, two_factor};
 use crate::config::auth::{AuthConfig, AuthMode, IssuerConfig, RoutePolicy};
 use crate::config::ConfigIssue;
+use crate::util::clock::unix_now;
 
 /// What the gateway knows about one request, borrowed from it.
 #[derive(Debug, Clone, Copy)]
@@ -248,7 +249,7 @@ impl Authenticator {
     /// Authenticate a request that must carry a valid token (the route's
     /// `auth` mode is not consulted; see [`Self::authenticate_route`]).
     pub async fn authenticate(&self, req: &AuthRequest<'_>) -> Result<Identity, AuthError> {
-        let now = now_unix();
+        let now = unix_now();
         let (scheme, token) = bearer_token(req.headers)?;
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TokenTooLarge {

@@ -1,30 +1,31 @@
-//! Durations in configuration: integer seconds (`60`) or a string with a
-//! unit (`"500ms"`, `"60s"`, `"5m"`, `"12h"`, `"1d"`), so operators can
+//! Durations in the `[auth]` configuration: integer seconds (`60`) or a
+//! string in the `humantime` grammar the rest of the configuration uses
+//! (`"500ms"`, `"60s"`, `"5m"`, `"12h"`, `"1d"`, `"1h30m"`), so operators
 //! write what they mean and a bare number keeps its traditional meaning.
+//!
+//! The grammar is `humantime`'s, not a hand-written one; only two rules are
+//! added here: a bare number (also as a string, `"60"`) is seconds, and a
+//! duration is written without spaces (`"5m"`, not `"5 minutes"`).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Parse `"500ms"`, `"60s"`, `"5m"`, `"12h"`, `"1d"` or bare seconds `"60"`.
+/// Parse `"500ms"`, `"60s"`, `"5m"`, `"12h"`, `"1d"`, `"1h30m"` or bare seconds `"60"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. \"60s\", \"5m\""))?;
-    let secs = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        u => return Err(format!("invalid duration unit {u:?} in {s:?}: use ms, s, m, h or d")),
-    };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("duration {s:?} too large"))
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("duration {s:?} too large"));
+    }
+    if s.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid duration {s:?}: write it without spaces, e.g. \"60s\", \"5m\""
+        ));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?} ({e}): expected e.g. \"60s\", \"5m\""))
 }
 
 #[derive(Deserialize)]
@@ -43,4 +44,47 @@ pub(crate) fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Dura
 
 pub(crate) fn de_opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     de_duration(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn the_forms_the_auth_config_always_took_still_parse() {
+        let secs = |n| Ok(Duration::from_secs(n));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("60s"), secs(60));
+        assert_eq!(parse_duration("5m"), secs(300));
+        assert_eq!(parse_duration("12h"), secs(43_200));
+        assert_eq!(parse_duration("1d"), secs(86_400));
+        assert_eq!(parse_duration("60"), secs(60));
+        assert_eq!(parse_duration(" 10m "), secs(600));
+        assert_eq!(parse_duration("0"), secs(0));
+    }
+
+    #[test]
+    fn humantime_forms_are_accepted_without_spaces() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("15min"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn spaces_bad_units_and_overflow_are_refused() {
+        for bad in [
+            "5 minutes",
+            "60 s",
+            "1h 30m",
+            "",
+            "s",
+            "5x",
+            "-5s",
+            "99999999999999999999",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -19,14 +19,6 @@ use sha2::{Digest, Sha256};
 use super::error::AuthError;
 use crate::config::auth::IssuerConfig;
 
-/// Seconds since the Unix epoch, the unit of JWT NumericDate.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// base64url without padding (JOSE encoding).
 pub fn b64url(data: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(data)

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use moka::sync::Cache;
 use moka::Expiry;
 
-use super::jwt::{now_unix, TokenClaims};
+use super::jwt::TokenClaims;
+use crate::util::clock::unix_now;
 
 /// A token whose signature and claims were verified once.
 #[derive(Debug, Clone)]
@@ -35,7 +36,7 @@ impl Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
         value: &Arc<VerifiedToken>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        let left = value.claims.exp.saturating_sub(now_unix()).max(0) as u64;
+        let left = value.claims.exp.saturating_sub(unix_now()).max(0) as u64;
         Some(Duration::from_secs(left))
     }
 }
@@ -103,12 +104,12 @@ mod tests {
     #[test]
     fn expires_at_exp_and_is_bounded() {
         let c = TokenCache::new(10);
-        c.insert(tok(1, now_unix() + 3600));
-        c.insert(tok(2, now_unix() - 5));
+        c.insert(tok(1, unix_now() + 3600));
+        c.insert(tok(2, unix_now() - 5));
         assert!(c.get(&[1; 32]).is_some());
         assert!(c.get(&[2; 32]).is_none(), "expired token must not be served");
         for i in 10..100u8 {
-            c.insert(tok(i, now_unix() + 3600));
+            c.insert(tok(i, unix_now() + 3600));
         }
         assert!(c.len() <= 10);
     }

@@ -42,9 +42,6 @@ pub enum IssuerError {
     /// The JWKS file could not be written.
     #[error(transparent)]
     WriteJwks(std::io::Error),
-    /// The system clock is before 1970.
-    #[error(transparent)]
-    Clock(#[from] std::time::SystemTimeError),
 }
 
 /// `iss` of the demo tokens; `.invalid` so it can never name a real issuer.
@@ -88,9 +85,7 @@ impl DevIssuer {
 
     /// A token valid for 12 hours, signed with the dev key.
     pub fn token(&self, subject: &str, scope: &str, patient: Option<&str>) -> Result<String, IssuerError> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
+        let now = crate::util::clock::unix_now();
         let mut claims = json!({
             "iss": ISSUER, "aud": AUDIENCE, "sub": subject, "client_id": "demo-app",
             "iat": now, "exp": now + 12 * 3600, "auth_time": now,

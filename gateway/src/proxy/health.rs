@@ -150,7 +150,7 @@ enum ProbeError {
     ServerError(StatusCode),
     /// No response head within `health.timeout`.
     #[error("no answer within {0:?}")]
-    NoAnswer(Duration),
+    NoAnswer(std::time::Duration),
 }
 
 /// The `User-Agent` of probes, so a backend's logs can tell them from traffic.

@@ -5,6 +5,7 @@
 use super::jurisdiction::{Target, TargetKind};
 use crate::config::Config;
 use crate::proxy::{Endpoint, EndpointError};
+use crate::util::redact::redact_url;
 
 /// Why the hosts of a target could not be read from its configured URL.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,7 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         targets.push(Target {
             kind: TargetKind::Database,
             name: "store".into(),
-            url_or_host: redact_password(url),
+            url_or_host: redact_url(url),
             jurisdiction: config.store.jurisdiction,
             in_cluster: config.store.in_cluster,
         });
@@ -74,7 +75,7 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         targets.push(Target {
             kind: TargetKind::Redis,
             name: "redis".into(),
-            url_or_host: redact_password(&redis.url),
+            url_or_host: redact_url(&redis.url),
             jurisdiction: redis.jurisdiction,
             in_cluster: redis.in_cluster,
         });
@@ -102,14 +103,6 @@ pub fn upstream_target(name: &str, u: &crate::config::Upstream) -> Target {
         url_or_host: u.endpoints.join(", "),
         jurisdiction: u.jurisdiction,
         in_cluster: u.in_cluster,
-    }
-}
-
-/// `redis://:secret@host:6379` → `redis://***@host:6379`: reports and errors never show it.
-pub fn redact_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-        _ => url.to_string(),
     }
 }
 
@@ -145,7 +138,7 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         TargetKind::Database => {
             let url = config.store.url.as_deref().unwrap_or_default();
             let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|source| HostsError::StoreUrl {
-                url: redact_password(url),
+                url: redact_url(url),
                 source,
             })?;
             let host = options.get_host();
@@ -157,7 +150,7 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
         TargetKind::Redis => {
             let url = config.redis.as_ref().map(|r| r.url.as_str()).unwrap_or_default();
             let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|source| HostsError::RedisUrl {
-                url: redact_password(url),
+                url: redact_url(url),
                 source,
             })?;
             match info.addr() {

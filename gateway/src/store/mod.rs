@@ -29,6 +29,7 @@ mod tests;
 
 use std::time::Duration;
 
+use crate::util::redact::redact_url;
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyConnection;
 use sqlx::{AnyPool, Connection, Executor};
@@ -166,23 +167,10 @@ async fn check_server_address(conn: &mut AnyConnection, check: &ServerAddressChe
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
-    /// May hold a password: only ever shown through [`redact`].
+    /// May hold a password: only ever shown through [`redact_url`].
     url: std::sync::Arc<str>,
     backend: Backend,
     migrated: std::sync::Arc<OnceCell<()>>,
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
 }
 
 impl Store {
@@ -209,7 +197,7 @@ impl Store {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
         } else {
-            return Err(StoreError::UnsupportedUrl { url: redact(url) });
+            return Err(StoreError::UnsupportedUrl { url: redact_url(url) });
         };
         let busy_ms = options.sqlite_busy_timeout.as_millis();
         let address_check = options.server_address_check.clone();
@@ -277,7 +265,7 @@ impl Store {
         match tokio::time::timeout(Duration::from_secs(1), attempt).await {
             Ok(Err(source)) => {
                 return StoreError::Unreachable {
-                    url: redact(&self.url),
+                    url: redact_url(&self.url),
                     source,
                 }
             }

@@ -13,13 +13,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::Row;
 
 use super::{Store, StoreError};
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::util::clock::unix_now;
 
 /// Everything revoked, in the shape the token check needs: set membership
 /// for `(issuer, jti)` and a cut-off time per `(issuer, subject)`.
@@ -53,7 +47,7 @@ impl Store {
         )
         .bind(issuer)
         .bind(jti)
-        .bind(now_unix())
+        .bind(unix_now())
         .execute(pool)
         .await
         .map_err(StoreError::db("revoke jti"))?;
@@ -72,7 +66,7 @@ impl Store {
         .bind(issuer)
         .bind(subject)
         .bind(before_unix)
-        .bind(now_unix())
+        .bind(unix_now())
         .execute(pool)
         .await
         .map_err(StoreError::db("revoke subject"))?;
@@ -117,7 +111,7 @@ impl Store {
         )
         .bind(subject)
         .bind(reason)
-        .bind(now_unix())
+        .bind(unix_now())
         .execute(pool)
         .await
         .map_err(StoreError::db("block subject"))?;

@@ -5,11 +5,14 @@ use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::util::host::host_matches;
+
 /// Exact names first, then `*.suffix` wildcards, then the listener's first certificate
 /// (clients that send no SNI, such as those connecting by IP address).
 #[derive(Debug)]
 pub struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.suffix` patterns, lowercase, in the order added.
     wildcard: Vec<(String, Arc<CertifiedKey>)>,
     default: Arc<CertifiedKey>,
 }
@@ -25,11 +28,10 @@ impl SniResolver {
 
     pub fn add(&mut self, name: &str, key: Arc<CertifiedKey>) {
         let name = name.to_ascii_lowercase();
-        match name.strip_prefix("*.") {
-            Some(suffix) => self.wildcard.push((format!(".{suffix}"), key)),
-            None => {
-                self.exact.entry(name).or_insert(key);
-            }
+        if name.starts_with("*.") {
+            self.wildcard.push((name, key));
+        } else {
+            self.exact.entry(name).or_insert(key);
         }
     }
 }
@@ -43,14 +45,8 @@ impl ResolvesServerCert for SniResolver {
         if let Some(key) = self.exact.get(&name) {
             return Some(key.clone());
         }
-        for (suffix, key) in &self.wildcard {
-            // A wildcard covers exactly one label.
-            if let Some(label) = name.strip_suffix(suffix.as_str()) {
-                if !label.is_empty() && !label.contains('.') {
-                    return Some(key.clone());
-                }
-            }
-        }
-        Some(self.default.clone())
+        // A wildcard covers exactly one label, as in a route's host.
+        let wildcard = self.wildcard.iter().find(|(pattern, _)| host_matches(pattern, &name));
+        Some(wildcard.map_or(&self.default, |(_, key)| key).clone())
     }
 }
