@@ -7,7 +7,7 @@
 //!
 //! Why classify before authorising: scopes are defined per interaction (`cruds`), and the
 //! compartment rules differ between read, search and write, so a wrong classification would
-//! be a wrong decision. The grammar is that of https://hl7.org/fhir/R4/http.html; Bundle
+//! be a wrong decision. The grammar is that of <https://hl7.org/fhir/R4/http.html>; Bundle
 //! entries of a batch/transaction are classified by the same code as top-level requests so
 //! the two can never disagree.
 

@@ -33,6 +33,7 @@
 //! assert_eq!(status, 403);
 //! ```
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod authorize;

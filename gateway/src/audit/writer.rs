@@ -7,7 +7,7 @@
 //! if neither is possible it returns an error and the gateway answers 503
 //! instead of serving an unrecorded request. To keep that affordable, one
 //! writer task batches whatever is queued, plus the records of requests
-//! already in the pipeline ([`AuditHandle::expect`], waiting at most
+//! already in the pipeline ([`AuditHandle::announce`], waiting at most
 //! `linger`), into one statement: one commit and fsync per batch, not per
 //! request.
 //! The writer alone assigns sequence numbers and chain hashes, so each
@@ -54,7 +54,7 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// Longest wait for more records after the first one of a batch. The
     /// writer waits only while requests that announced a record
-    /// ([`AuditHandle::expect`]) have not submitted it yet; zero commits
+    /// ([`AuditHandle::announce`]) have not submitted it yet; zero commits
     /// whatever is queued at once.
     pub linger: Duration,
     /// Signed checkpoint after this many records...
@@ -118,7 +118,7 @@ pub struct WriterStats {
 pub(super) struct Counters {
     /// Slots: committed, transactions, spooled, replayed, dropped, failed, checkpoints.
     pub(super) stats: [AtomicU64; 7],
-    /// Records announced by [`AuditHandle::expect`] and not yet submitted.
+    /// Records announced by [`AuditHandle::announce`] and not yet submitted.
     pub(super) expected: AtomicUsize,
 }
 
@@ -137,7 +137,7 @@ pub struct AuditHandle {
     counters: Arc<Counters>,
 }
 
-/// A request that will submit an access record; see [`AuditHandle::expect`].
+/// A request that will submit an access record; see [`AuditHandle::announce`].
 /// Dropped by the writer when it takes the record off its queue, or by the
 /// request if it ends without one: either way the writer stops waiting for it.
 pub struct Expected(Arc<Counters>);
@@ -165,7 +165,7 @@ impl AuditHandle {
     }
 
     /// [`AuditHandle::record`] for a record announced with
-    /// [`AuditHandle::expect`]. The announcement travels with the record and
+    /// [`AuditHandle::announce`]. The announcement travels with the record and
     /// the writer ends it when it takes the record off the queue, so the
     /// writer's count of records still to come is exact.
     pub async fn record_announced(&self, rec: AccessRecord, announced: Option<Expected>) -> Result<(), AuditError> {

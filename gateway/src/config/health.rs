@@ -1,6 +1,6 @@
 //! Configuration of upstream health: `[upstreams.NAME.health_check]` (active probes) and
 //! `[health]` (how upstream health reaches `/readyz`), AV-BCP-1. The probes themselves
-//! are in [`crate::proxy::health`], which explains the defaults.
+//! are in `proxy::health`, which explains the defaults.
 
 use super::{Config, ConfigIssue};
 use serde::Deserialize;

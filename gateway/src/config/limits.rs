@@ -1,4 +1,4 @@
-//! Configuration of every safeguard in [`crate::limits`] (AV-DOS-1, EX-NET-3,
+//! Configuration of every safeguard in `limits` (AV-DOS-1, EX-NET-3,
 //! AUTH-LOCK-1, LOG-ACC-1, EX-FILE-1).
 //!
 //! All structs refuse unknown keys (`deny_unknown_fields`): a misspelt limit
@@ -94,7 +94,7 @@ pub enum KeyKind {
     ClientId,
     /// The mTLS client certificate's fingerprint.
     ClientCert,
-    /// The source address (IPv6 by prefix, see [`crate::limits::keys::IpKey`]);
+    /// The source address (IPv6 by prefix, see `limits::keys::IpKey`);
     /// the only key available before authentication.
     SourceIp,
     /// The matched route: a global cap protecting one upstream.
@@ -129,7 +129,7 @@ pub struct PolicyConfig {
     #[serde(default)]
     pub burst: Option<u32>,
     /// Most keys tracked in memory at once; beyond it new keys share one
-    /// overflow bucket (see [`crate::limits::local`]).
+    /// overflow bucket (see `limits::local`).
     #[serde(default = "default_max_keys")]
     pub max_keys: usize,
     /// Count in Redis so several gateway processes share one budget.
@@ -312,7 +312,7 @@ pub struct UploadFilterConfig {
 #[serde(deny_unknown_fields)]
 pub struct UploadRouteConfig {
     /// Media types admitted, matched against the *detected* type (see
-    /// [`crate::limits::upload_filter::DetectedType::media_type`] for the names).
+    /// `limits::upload_filter::DetectedType::media_type` for the names).
     pub allowed_media_types: Vec<String>,
     /// Decode and inspect FHIR attachments and multipart parts.
     #[serde(default = "yes")]

@@ -203,15 +203,6 @@ impl AuthBackoff {
         Some((strikes, d, overflow))
     }
 
-    /// A successful authentication clears the subject's failure count (not
-    /// its strikes, so a repeat offender still gets longer blocks).
-    pub fn record_success(&self, subject: &str) {
-        let mut t = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = t.map.get_mut(&self.hasher.hash_str(subject)) {
-            e.failures = 0;
-        }
-    }
-
     /// Remaining block of the IP or the subject (the longer), if any.
     pub fn is_blocked(&self, ip: IpAddr, subject: Option<&str>) -> Option<Duration> {
         self.is_blocked_at(ip, subject, Instant::now())
@@ -242,6 +233,7 @@ impl AuthBackoff {
         ip_block.max(subject_block)
     }
 
+    #[cfg(test)]
     /// Keys tracked (IPs, subjects); each at most `max_keys`.
     pub fn tracked(&self) -> (usize, usize) {
         let len = |t: &Mutex<Table>| t.lock().unwrap_or_else(|e| e.into_inner()).map.len();

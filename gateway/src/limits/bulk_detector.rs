@@ -41,7 +41,7 @@ pub struct BulkAccessAlert {
     pub window: Duration,
     /// When it fired.
     pub at: SystemTime,
-    /// Up to 8 patient digests ([`BulkAccessDetector::patient_hash`]) from
+    /// Up to 8 patient digests (the detector's keyed hash of the patient id) from
     /// the window, for correlating with access-log entries during review.
     pub sample: Vec<u64>,
     /// Whether the subject was added to the block list.
@@ -103,6 +103,7 @@ impl BulkAccessDetector {
         }
     }
 
+    #[cfg(test)]
     /// The digest under which a patient id is counted and reported in alerts.
     pub fn patient_hash(&self, patient: &str) -> u64 {
         self.hasher.hash_str(patient)
@@ -193,6 +194,7 @@ impl BulkAccessDetector {
         })
     }
 
+    #[cfg(test)]
     /// Subjects tracked now (at most `max_subjects`).
     pub fn tracked_subjects(&self) -> usize {
         self.subjects.lock().unwrap_or_else(|e| e.into_inner()).map.len()

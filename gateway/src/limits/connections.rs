@@ -131,6 +131,7 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
         })
     }
 
+    #[cfg(test)]
     /// Open connections counted for `ip`'s source key.
     pub fn open_connections(&self, ip: IpAddr) -> u32 {
         let key = IpKey::new(ip, self.v6_prefix);
@@ -142,6 +143,7 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
             .unwrap_or(0)
     }
 
+    #[cfg(test)]
     /// Sources with at least one open connection.
     pub fn tracked_sources(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).len()

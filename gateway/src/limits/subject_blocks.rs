@@ -90,6 +90,7 @@ impl MemoryBlockStore {
             .collect()
     }
 
+    #[cfg(test)]
     /// The block of `subject`, if any.
     pub fn get(&self, subject: &str) -> Option<BlockRecord> {
         self.blocks

@@ -81,15 +81,15 @@ impl Connector {
             .resolver
             .resolve(&host, port)
             .await
-            .map_err(|reason| ConnectError::Resolve {
+            .map_err(|e| ConnectError::Resolve {
                 host: host.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
         let mut last_err = None;
         for addr in addrs {
             // Checked per address actually dialled: DNS can answer differently each time.
             if let Err(why) = self.egress.check(addr) {
-                last_err = Some(ConnectError::Egress(why));
+                last_err = Some(ConnectError::Egress(why.to_string()));
                 continue;
             }
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {

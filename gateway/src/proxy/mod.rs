@@ -13,7 +13,7 @@ pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
 pub use endpoint::{Endpoint, EndpointError};
-pub use forward::{forward, ForwardPlan, Forwarded, Outgoing, PREREAD_BODY_BYTES};
+pub use forward::{forward, ForwardPlan, Outgoing};
 
 use crate::config::Upstream;
 use crate::residency::egress::{EgressPolicy, UpstreamResolver};
@@ -71,7 +71,7 @@ pub struct UpstreamPool {
     eject_after: u32,
     eject_for: Duration,
     pub preserve_host: bool,
-    health: health::HealthCheckConfig,
+    health: crate::config::health::HealthCheckConfig,
 }
 
 impl UpstreamPool {
