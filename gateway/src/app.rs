@@ -1,10 +1,9 @@
 //! Starting and stopping the gateway: `phr-gateway run` and `phr-gateway demo` both end
 //! here, so the demo exercises exactly the production start-up path.
 
-use crate::audit::startup::{check_kek, open_store, start_writer, AuditStartError};
+use crate::audit::startup::{check_kek, open_store, start_writer};
 use crate::audit::store_sync::{spawn_sync, StoreBlocks};
-use crate::residency::storage_check::StorageCheckError;
-use crate::runtime::{BuildError, Runtime, Shared};
+use crate::runtime::{Runtime, Shared};
 use crate::server::Server;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -13,29 +12,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// Why the gateway did not start. Printed as is, then the process exits non-zero.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration does not load, or a runtime cannot be built from it.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// The store, the record keys or the access-record writer could not be opened.
-    #[error("access records: {0}")]
-    Audit(#[from] AuditStartError),
-    /// The store or Redis is (or may be) outside the residency policy.
-    #[error("residency (DATA-JP-1): {0}")]
-    Residency(#[from] StorageCheckError),
-    /// A listener's port could not be bound.
-    #[error("cannot listen on {addr} for {what}: {source}. Fix: free the port or change the bind address")]
-    Bind {
-        /// Which listener.
-        what: String,
-        /// Its bind address.
-        addr: SocketAddr,
-        /// Why binding failed.
-        source: std::io::Error,
-    },
-}
+pub use crate::startup::StartError;
 
 /// Builds everything, binds every socket, then serves until SIGTERM/SIGINT and drains.
 /// `on_ready` is told the bound addresses (the demo prints its instructions with them).

@@ -5,13 +5,13 @@
 
 use crate::auth::Identity;
 use crate::limits::decision::Decision;
-use crate::phases::fhir::FhirFacts;
 use crate::runtime::RouteRuntime;
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,4 +62,19 @@ pub struct RequestContext {
     /// The rate-limit policies that admitted the request (phases 3 and 5b): every
     /// response carries their `RateLimit` headers, so clients can slow down before a 429.
     pub rate_limits: Vec<Decision>,
+}
+
+/// The FHIR facts of one request for its access record (LOG-ACC-1).
+#[derive(Debug, Clone, Default)]
+pub struct FhirFacts {
+    /// The FHIR interaction (`read`, `search-type`, `create`, ...).
+    pub interaction: &'static str,
+    /// The resource type addressed, if any.
+    pub resource_type: Option<&'static str>,
+    /// The resource id addressed, if any.
+    pub resource_id: Option<String>,
+    /// The `$operation` invoked, if any.
+    pub operation: Option<String>,
+    /// Every patient whose data the request or its response touched.
+    pub patients: BTreeSet<String>,
 }

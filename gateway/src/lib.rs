@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod ops;
 pub(crate) mod phases;
 pub(crate) mod pipeline;
+pub(crate) mod preflight;
 pub(crate) mod proxy;
 pub(crate) mod readiness;
 pub mod residency;

@@ -343,8 +343,8 @@ impl Shared {
 
     async fn try_reload(&self) -> Result<(), BuildError> {
         let config = config::load(&self.config_path)?;
-        // What `check-config` and start-up refuse, a reload refuses too (crate::startup).
-        let issues = crate::startup::file_and_address_issues(&config);
+        // What `check-config` and start-up refuse, a reload refuses too (crate::preflight).
+        let issues = crate::preflight::file_and_address_issues(&config);
         if !issues.is_empty() {
             return Err(BuildError::Load(config::LoadError::Invalid {
                 file: self.config_path.clone(),

@@ -39,7 +39,7 @@ pub mod authenticator;
 pub mod bearer;
 pub mod cert_binding;
 pub mod dpop;
-pub mod duration;
+pub use crate::config::duration;
 pub mod error;
 pub mod fetch;
 pub mod identity;

@@ -3,7 +3,7 @@
 //!
 //! Every struct refuses unknown keys (`deny_unknown_fields`), so a typo such
 //! as `two_factors = true` fails loudly instead of silently weakening a route.
-//! Durations are integer seconds or strings with a unit, see [`crate::auth::duration`].
+//! Durations are integer seconds or strings with a unit, see [`super::duration`].
 //!
 //! [`AuthConfig::validate`] returns *all* problems at once as [`ConfigIssue`]s, each
 //! naming the key and the fix, so an operator can correct a file in one pass.
@@ -16,9 +16,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::{Deserialize, Serialize};
 
+use super::duration::{de_duration, de_opt_duration};
 use super::issue::ConfigIssue;
 use super::jurisdiction::Jurisdiction;
-use crate::auth::duration::{de_duration, de_opt_duration};
 
 /// Realm in `WWW-Authenticate` challenges when `[auth] realm` is not set, and the one
 /// [`crate::auth::AuthError::www_authenticate`] uses.

@@ -14,6 +14,8 @@
 //! other way round.
 
 pub mod auth;
+pub mod duration;
+pub mod endpoint;
 pub mod health;
 mod issue;
 pub mod jurisdiction;

@@ -115,7 +115,7 @@ fn check_upstreams(config: &Config, issues: &mut Issues) {
         }
         for (i, e) in u.endpoints.iter().enumerate() {
             let ekey = format!("{key}.endpoints[{i}]");
-            match crate::proxy::Endpoint::parse(e) {
+            match super::endpoint::EndpointUrl::parse(e) {
                 Err(why) => issues.add(
                     ekey,
                     format!("{e:?} is not a usable endpoint: {why}"),

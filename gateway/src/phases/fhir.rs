@@ -7,7 +7,7 @@
 //! patient's data), EX-SEG-1 (unknown operations denied), LOG-ACC-1 (the patients and
 //! resources touched are known for the access record).
 
-use crate::context::{GatewayBody, RequestContext};
+use crate::context::{FhirFacts, GatewayBody, RequestContext};
 use crate::error::GatewayError;
 use crate::proxy::body::collect_limited;
 use crate::proxy::Outgoing;
@@ -17,7 +17,6 @@ use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use std::collections::BTreeSet;
 
 /// Largest upstream FHIR response the gateway will buffer to check.
 const MAX_CHECKED_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -31,21 +30,6 @@ pub struct Exchange {
     /// The client asked with HEAD, forwarded as GET so the response check can read the
     /// body (a HEAD answer has none to check); the body is dropped after the check.
     head: bool,
-}
-
-/// The FHIR facts of one request for its access record (LOG-ACC-1).
-#[derive(Debug, Clone, Default)]
-pub struct FhirFacts {
-    /// The FHIR interaction (`read`, `search-type`, `create`, ...).
-    pub interaction: &'static str,
-    /// The resource type addressed, if any.
-    pub resource_type: Option<&'static str>,
-    /// The resource id addressed, if any.
-    pub resource_id: Option<String>,
-    /// The `$operation` invoked, if any.
-    pub operation: Option<String>,
-    /// Every patient whose data the request or its response touched.
-    pub patients: BTreeSet<String>,
 }
 
 /// Phase 5: classify the interaction, check the token's SMART scopes and the patient

@@ -5,7 +5,7 @@
 //! bring it back early after a successful probe. It also holds its keep-alive connections.
 
 use super::pool::Connections;
-use std::net::IpAddr;
+pub use crate::config::endpoint::{EndpointError, EndpointUrl};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,11 @@ const DOWN: u64 = u64::MAX;
 /// A parsed `scheme://host:port` endpoint.
 #[derive(Debug)]
 pub struct Endpoint {
+    /// `https` (true) or plain `http` (loopback only).
     pub tls: bool,
+    /// The host name or address, without IPv6 brackets.
     pub host: String,
+    /// The port (default 443 or 80).
     pub port: u16,
     /// `scheme://host:port`, reported in access records as the upstream.
     pub base: String,
@@ -30,56 +33,22 @@ pub struct Endpoint {
     epoch: Instant,
 }
 
-/// Why an endpoint URL is not usable.
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    /// The URL does not parse.
-    #[error("{0}")]
-    Uri(#[from] http::uri::InvalidUri),
-    /// The scheme is neither `https` nor `http`.
-    #[error("the scheme must be https:// (or http:// for loopback)")]
-    Scheme,
-    /// The URL names no host.
-    #[error("no host")]
-    NoHost,
-    /// The URL carries credentials.
-    #[error("credentials in the URL are not allowed")]
-    Credentials,
-    /// The URL has a path or query.
-    #[error("an endpoint has no path or query; put path rewriting in the route")]
-    PathOrQuery,
-}
-
 impl Endpoint {
-    /// Parses an endpoint URL: only a scheme, a host and an optional port; no path, query
-    /// or credentials, because those would be silently dropped when forwarding.
+    /// Parses an endpoint URL (see [`EndpointUrl::parse`]).
     pub fn parse(url: &str) -> Result<Self, EndpointError> {
-        let uri: http::Uri = url.parse()?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(EndpointError::Scheme),
-        };
-        let authority = uri.authority().ok_or(EndpointError::NoHost)?;
-        if authority.as_str().contains('@') {
-            return Err(EndpointError::Credentials);
-        }
-        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(EndpointError::PathOrQuery);
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let base = format!("{}://{}", if tls { "https" } else { "http" }, authority.as_str());
+        let EndpointUrl {
+            tls,
+            host,
+            port,
+            base,
+            authority,
+        } = EndpointUrl::parse(url)?;
         Ok(Self {
             tls,
             host,
             port,
             base,
-            authority: authority.as_str().to_string(),
+            authority,
             connections: Connections::new(0, Duration::ZERO),
             failures: AtomicU32::new(0),
             ejected_until_ms: AtomicU64::new(0),
@@ -94,12 +63,7 @@ impl Endpoint {
         self
     }
 
-    /// True for 127.0.0.0/8, ::1 and `localhost`: the only places plain HTTP may go.
-    pub fn is_loopback(&self) -> bool {
-        self.host.eq_ignore_ascii_case("localhost")
-            || self.host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
-    }
-
+    /// Whether passive or active health checks have taken the endpoint out.
     pub fn is_ejected(&self) -> bool {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
         until != 0 && self.now_ms() < until
@@ -170,7 +134,7 @@ mod tests {
         let e = Endpoint::parse("https://fhir.example.jp:8443").unwrap();
         assert!(e.tls);
         assert_eq!((e.host.as_str(), e.port), ("fhir.example.jp", 8443));
-        assert!(Endpoint::parse("http://[::1]:80").unwrap().is_loopback());
+        assert!(EndpointUrl::parse("http://[::1]:80").unwrap().is_loopback());
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("https://x/path").is_err());
         assert!(Endpoint::parse("https://u:p@x").is_err());

@@ -34,7 +34,6 @@ use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
-
 /// Consecutive probe outcomes of one endpoint (kept by its probe task only).
 #[derive(Default, Clone, Copy)]
 struct Streak {

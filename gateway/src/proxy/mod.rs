@@ -12,7 +12,7 @@ mod pool;
 pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};
-pub use endpoint::{Endpoint, EndpointError};
+pub use endpoint::Endpoint;
 pub use forward::{forward, ForwardPlan, Outgoing};
 
 use crate::config::Upstream;

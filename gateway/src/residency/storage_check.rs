@@ -126,7 +126,9 @@ pub fn store_address_check(config: &Config) -> Result<Option<crate::store::Serve
         target,
     };
     Ok(Some(crate::store::ServerAddressCheck(std::sync::Arc::new(move |ip| {
-        egress.check(std::net::SocketAddr::new(ip, port)).map_err(|e| e.to_string())
+        egress
+            .check(std::net::SocketAddr::new(ip, port))
+            .map_err(|e| e.to_string())
     }))))
 }
 

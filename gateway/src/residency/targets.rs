@@ -3,8 +3,8 @@
 //! the start-up declaration check and the report (DATA-JP-1).
 
 use super::jurisdiction::{Target, TargetKind};
+use crate::config::endpoint::{EndpointError, EndpointUrl};
 use crate::config::Config;
-use crate::proxy::{Endpoint, EndpointError};
 use crate::util::redact::redact_url;
 
 /// Why the hosts of a target could not be read from its configured URL.
@@ -85,7 +85,7 @@ pub fn from_config(config: &Config) -> Vec<Target> {
 }
 
 /// The target a JWKS fetch is checked as: the gateway sends requests there.
-pub fn jwks_target(issuer: &crate::auth::IssuerConfig, url: &str) -> Target {
+pub fn jwks_target(issuer: &crate::config::auth::IssuerConfig, url: &str) -> Target {
     Target {
         kind: TargetKind::Jwks,
         name: issuer.issuer.clone(),
@@ -117,7 +117,7 @@ pub fn hosts_of(config: &Config, target: &Target) -> Result<Vec<(String, u16)>, 
             .unwrap_or_default()
             .iter()
             .map(|url| {
-                Endpoint::parse(url)
+                EndpointUrl::parse(url)
                     .map(|ep| (ep.host, ep.port))
                     .map_err(HostsError::from)
             })
