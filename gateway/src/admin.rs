@@ -3,7 +3,7 @@
 //! Plain HTTP on loopback by default (EX-SEG-2): it carries no medical data, and binding
 //! it to a public address is the operator's explicit choice.
 
-use crate::runtime::Shared;
+use crate::runtime::GatewayState;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 /// Accepts admin connections on `listener` until `shutdown` changes, serving each over
 /// HTTP/1.1 or HTTP/2 without TLS. Not behind the request path: no authentication, no
 /// limits, so it must stay on loopback or a management network (EX-SEG-2).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, shared: Arc<GatewayState>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
@@ -37,7 +37,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
     }
 }
 
-async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/readyz") => {

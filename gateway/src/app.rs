@@ -3,7 +3,7 @@
 
 use crate::audit::startup::{check_kek, open_store, start_writer};
 use crate::audit::store_sync::{spawn_sync, StoreBlocks};
-use crate::runtime::{Runtime, Shared};
+use crate::runtime::{ActiveConfig, GatewayState};
 use crate::server::Server;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,7 +34,7 @@ pub async fn run(
     let store_blocks = Arc::new(StoreBlocks::new(store.clone()));
     spawn_sync(store.clone(), revocations.clone(), store_blocks.clone());
     let blocks: Arc<dyn crate::limits::subject_blocks::BlockStore> = store_blocks;
-    let runtime = Runtime::build(config, &storage, revocations.clone(), blocks.clone())?;
+    let runtime = ActiveConfig::build(config, &storage, revocations.clone(), blocks.clone())?;
     // Keys are loaded before any socket is bound: a gateway that reports ready can verify tokens.
     runtime.start().await?;
     let limits = runtime.config.limits.clone();
@@ -55,7 +55,7 @@ pub async fn run(
         source,
     })?;
 
-    let shared = Shared::new(runtime, config_path.to_path_buf(), revocations, blocks, audit);
+    let shared = GatewayState::new(runtime, config_path.to_path_buf(), revocations, blocks, audit);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let server = Server {
         shared: shared.clone(),
@@ -99,7 +99,7 @@ pub async fn run(
 }
 
 /// SIGHUP reloads; SIGTERM or SIGINT returns (to drain).
-async fn wait_for_signals(shared: &Shared) {
+async fn wait_for_signals(shared: &GatewayState) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),

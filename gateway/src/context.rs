@@ -4,8 +4,8 @@
 //! phases, never the other way round.
 
 use crate::auth::Identity;
-use crate::limits::decision::Decision;
-use crate::runtime::RouteRuntime;
+use crate::limits::decision::RateLimitDecision;
+use crate::runtime::ActiveRoute;
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -45,7 +45,7 @@ pub struct RequestContext {
     /// When the gateway started on the request (for the latency metric).
     pub started: Instant,
     /// The matched route (phase 2); `None` until then, and for unrouted requests.
-    pub route: Option<Arc<RouteRuntime>>,
+    pub route: Option<Arc<ActiveRoute>>,
     /// Who the token says is calling (phase 4); `None` on routes without auth.
     pub identity: Option<Identity>,
     /// The host the client addressed (`:authority` or `Host`).
@@ -61,7 +61,7 @@ pub struct RequestContext {
     pub upstream_addr: Option<SocketAddr>,
     /// The rate-limit policies that admitted the request (phases 3 and 5b): every
     /// response carries their `RateLimit` headers, so clients can slow down before a 429.
-    pub rate_limits: Vec<Decision>,
+    pub rate_limits: Vec<RateLimitDecision>,
 }
 
 /// The FHIR facts of one request for its access record (LOG-ACC-1).

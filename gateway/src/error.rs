@@ -102,7 +102,7 @@ pub enum GatewayError {
     /// A rate-limit policy refused the request (AV-DOS-1): over its limit, or its
     /// shared store (Redis) could not answer and the policy fails closed.
     #[error("{}", rate_limit_message(.0))]
-    RateLimited(Box<crate::limits::decision::Decision>),
+    RateLimited(Box<crate::limits::decision::RateLimitDecision>),
     /// Too many failed authentications from this source or for this subject (AUTH-LOCK-1).
     #[error("too many failed authentications; try again later")]
     AuthLocked {
@@ -244,7 +244,7 @@ impl GatewayError {
 /// client comes back soon after a brief outage, long enough not to hammer a long one.
 pub const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn rate_limit_message(d: &crate::limits::decision::Decision) -> String {
+fn rate_limit_message(d: &crate::limits::decision::RateLimitDecision) -> String {
     match d.denial {
         Some(crate::limits::decision::Denial::StoreUnavailable) => format!(
             "rate limit of policy {:?} cannot be checked right now (its shared store is unavailable); try again later",

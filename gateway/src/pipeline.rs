@@ -38,7 +38,7 @@ use crate::context::{ConnInfo, GatewayBody, RequestContext};
 use crate::error::{rescue, GatewayError};
 use crate::phases::{self, limits};
 use crate::proxy::{headers, websocket, Outgoing};
-use crate::runtime::{RouteRuntime, Runtime, Shared};
+use crate::runtime::{ActiveConfig, ActiveRoute, GatewayState};
 use futures_util::FutureExt as _;
 use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -51,12 +51,12 @@ use std::time::Instant;
 /// The request path. Cheap to clone: one per connection.
 #[derive(Clone)]
 pub struct Pipeline {
-    shared: Arc<Shared>,
+    shared: Arc<GatewayState>,
 }
 
 impl Pipeline {
     /// A request path over the gateway's current runtime (swapped on reload).
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<GatewayState>) -> Self {
         Self { shared }
     }
 
@@ -128,7 +128,7 @@ impl Pipeline {
 
 /// Phases 2 to 7b. Returns the upstream's (checked) response or the first refusal.
 async fn process(
-    runtime: &Runtime,
+    runtime: &ActiveConfig,
     ctx: &mut RequestContext,
     req: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -193,7 +193,7 @@ async fn process(
 }
 
 /// Phase 1: accept the request id of a trusted hop if it is well-formed, else make one.
-fn request_id(runtime: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> HeaderValue {
+fn request_id(runtime: &ActiveConfig, conn: &ConnInfo, req: &Request<Incoming>) -> HeaderValue {
     if runtime.peer_is_trusted(conn.peer.ip()) {
         if let Some(v) = req.headers().get(&headers::X_REQUEST_ID) {
             let ok = !v.is_empty()
@@ -212,7 +212,7 @@ fn request_id(runtime: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> He
 }
 
 /// Phase 1: behind trusted proxies, the right-most `X-Forwarded-For` entry they did not add.
-fn client_ip(runtime: &Runtime, conn: &ConnInfo, req: &Request<Incoming>) -> IpAddr {
+fn client_ip(runtime: &ActiveConfig, conn: &ConnInfo, req: &Request<Incoming>) -> IpAddr {
     let peer = conn.peer.ip();
     if !runtime.peer_is_trusted(peer) {
         return peer;
@@ -264,10 +264,10 @@ fn request_authority<B>(req: &Request<B>) -> Option<HeaderValue> {
 /// encoded separators are refused first: a backend that normalised `/public/../fhir/x`
 /// would otherwise be reached through the route (and the policy) of `/public/`.
 fn route_request<'r>(
-    runtime: &'r Runtime,
+    runtime: &'r ActiveConfig,
     ctx: &RequestContext,
     req: &Request<Incoming>,
-) -> Result<&'r Arc<RouteRuntime>, GatewayError> {
+) -> Result<&'r Arc<ActiveRoute>, GatewayError> {
     let path = req.uri().path();
     check_path(path)?;
     let host = ctx
@@ -331,9 +331,9 @@ fn check_body_size(req: &Request<Incoming>, limit: u64) -> Result<(), GatewayErr
 /// decides whether a token is required; a missing authenticator on a route that needs one
 /// refuses rather than lets the request through.
 async fn authenticate(
-    runtime: &Runtime,
+    runtime: &ActiveConfig,
     ctx: &RequestContext,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     req: &Request<Incoming>,
 ) -> Result<Option<Identity>, GatewayError> {
     let Some(auth) = &runtime.auth else {
@@ -362,7 +362,7 @@ async fn authenticate(
 
 /// Phase 5b, EX-FILE-1: the body is buffered (within the route's limit) and inspected by
 /// content.
-async fn inspect_upload(runtime: &Runtime, route: &RouteRuntime, out: &mut Outgoing) -> Result<(), GatewayError> {
+async fn inspect_upload(runtime: &ActiveConfig, route: &ActiveRoute, out: &mut Outgoing) -> Result<(), GatewayError> {
     let bytes = out
         .buffer_body(route.max_body_bytes)
         .await
@@ -376,7 +376,7 @@ async fn inspect_upload(runtime: &Runtime, route: &RouteRuntime, out: &mut Outgo
 }
 
 /// Phase 8: what every response carries, and the request's metrics.
-fn finish(runtime: &Runtime, ctx: &RequestContext, resp: &mut Response<GatewayBody>) {
+fn finish(runtime: &ActiveConfig, ctx: &RequestContext, resp: &mut Response<GatewayBody>) {
     let h = resp.headers_mut();
     h.insert(&headers::X_REQUEST_ID, ctx.id.clone());
     if let Some(hsts) = &runtime.hsts {

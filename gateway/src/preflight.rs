@@ -6,7 +6,7 @@
 //! them, so a reload cannot accept what start-up refuses. Nothing here dials or writes.
 
 use crate::config::{Config, ConfigIssue};
-use crate::residency::policy::{Policy, Refusal, Verdict};
+use crate::residency::policy::{AddressVerdict, Refusal, ResidencyPolicy};
 use crate::tls::TlsError;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -151,7 +151,7 @@ fn fixed_addresses(config: &Config, issues: &mut Vec<ConfigIssue>) {
     else {
         return;
     };
-    let policy = Policy::new(allow);
+    let policy = ResidencyPolicy::new(allow);
     for (name, u) in &config.upstreams {
         for (i, e) in u.endpoints.iter().enumerate() {
             let Ok(ep) = crate::proxy::Endpoint::parse(e) else {
@@ -184,7 +184,7 @@ fn fixed_addresses(config: &Config, issues: &mut Vec<ConfigIssue>) {
 }
 
 /// The refusal for a host that is a fixed address; `None` for a name or an allowed address.
-fn refused(policy: &Policy, host: &str, in_cluster: bool) -> Option<(IpAddr, Refusal)> {
+fn refused(policy: &ResidencyPolicy, host: &str, in_cluster: bool) -> Option<(IpAddr, Refusal)> {
     let host = host.trim_matches(['[', ']']);
     let ip = if host.eq_ignore_ascii_case("localhost") {
         IpAddr::from([127, 0, 0, 1])
@@ -192,8 +192,8 @@ fn refused(policy: &Policy, host: &str, in_cluster: bool) -> Option<(IpAddr, Ref
         host.parse::<IpAddr>().ok()?
     };
     match policy.classify(ip, in_cluster) {
-        Verdict::Refused(why) => Some((ip, why)),
-        Verdict::AllowList | Verdict::InCluster => None,
+        AddressVerdict::Refused(why) => Some((ip, why)),
+        AddressVerdict::AllowList | AddressVerdict::InCluster => None,
     }
 }
 

@@ -8,7 +8,7 @@
 //! probes see it back). Saying "not ready" moves the traffic there; the 503 carries
 //! `Retry-After`, the time until the next health probe may bring an endpoint back.
 
-use crate::runtime::Shared;
+use crate::runtime::GatewayState;
 use std::time::Duration;
 
 /// The answer, with the reason an operator reads in the body.
@@ -23,7 +23,7 @@ pub struct Readiness {
 }
 
 /// Evaluates readiness now.
-pub fn evaluate(shared: &Shared) -> Readiness {
+pub fn evaluate(shared: &GatewayState) -> Readiness {
     if !shared.is_ready() {
         return Readiness {
             ready: false,

@@ -1,7 +1,7 @@
 //! Everything built from one configuration file, and its atomic replacement.
 //!
-//! A [`Runtime`] is immutable: routes, upstream pools and listener TLS configs made from
-//! one `Config`. Reload builds a complete new `Runtime` first and swaps the pointer only if
+//! An [`ActiveConfig`] is immutable: routes, upstream pools and listener TLS configs made from
+//! one `Config`. Reload builds a complete new `ActiveConfig` first and swaps the pointer only if
 //! every part of it built; requests in flight keep the snapshot they started with. So a
 //! reload is all-or-nothing, and a broken file keeps the last good set running.
 
@@ -14,7 +14,7 @@ use crate::metrics::RouteMetrics;
 use crate::proxy::UpstreamPool;
 use crate::residency::allow_list::{AllowList, AllowListError};
 use crate::residency::egress::UpstreamResolver;
-use crate::residency::{policy::Policy, storage_check::CheckedStorage};
+use crate::residency::{policy::ResidencyPolicy, storage_check::CheckedStorage};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
@@ -23,8 +23,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// One route, ready to match.
-pub struct RouteRuntime {
+/// One configured route in its active form: matched by host and prefix, with its
+/// upstream pool, token policy, FHIR policy and rate limits ready to apply.
+pub struct ActiveRoute {
     pub name: Arc<str>,
     host: Option<String>,
     pub prefix: String,
@@ -38,14 +39,14 @@ pub struct RouteRuntime {
     pub fhir_policy: fhir_adapter::Policy,
     pub public_base_url: Option<String>,
     /// Rate-limit policies this route applies, in order.
-    pub rate_limits: Vec<crate::limits::enforce::RoutePolicy>,
+    pub rate_limits: Vec<crate::limits::enforce::RouteRateLimit>,
     /// Listeners the route is reachable from; empty means all (EX-SEG-1).
     listeners: Vec<Arc<str>>,
     /// Requests without a verified client certificate are refused (EX-MTLS-1).
     pub client_cert_required: bool,
 }
 
-impl RouteRuntime {
+impl ActiveRoute {
     fn reachable_from(&self, listener: &str) -> bool {
         self.listeners.is_empty() || self.listeners.iter().any(|l| &**l == listener)
     }
@@ -57,11 +58,13 @@ impl RouteRuntime {
     }
 }
 
-/// The state built from one config.
-pub struct Runtime {
+/// The active configuration: everything built from one config file (routes, upstream
+/// pools, listener TLS, limits, the authenticator). Immutable; a reload builds a new one
+/// and swaps it in whole, and each request keeps the one it started with.
+pub struct ActiveConfig {
     pub config: Config,
     /// Longest prefix first, so the first match is the most specific.
-    routes: Vec<Arc<RouteRuntime>>,
+    routes: Vec<Arc<ActiveRoute>>,
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
     pub hsts: Option<HeaderValue>,
     /// Present when issuers are configured.
@@ -69,7 +72,7 @@ pub struct Runtime {
     /// Rate limits, connection limits, auth back-off, bulk detector, upload filter.
     pub protection: Arc<Protection>,
     protection_fingerprint: String,
-    /// The subject block list (kept by `Shared`, so it survives reloads).
+    /// The subject block list (kept by `GatewayState`, so it survives reloads).
     pub blocks: Arc<dyn BlockStore>,
 }
 
@@ -129,7 +132,7 @@ pub enum AuthBuildError {
     Config(Vec<ConfigIssue>),
 }
 
-impl Runtime {
+impl ActiveConfig {
     /// `storage` is what the residency check of the store and Redis established
     /// ([`crate::residency::storage_check::check_storage_targets`]), run before this.
     pub fn build(
@@ -141,7 +144,7 @@ impl Runtime {
         Self::build_after(config, storage, revocations, blocks, None)
     }
 
-    /// As [`Runtime::build`], reusing the previous runtime's limits when their sections
+    /// As [`ActiveConfig::build`], reusing the previous runtime's limits when their sections
     /// did not change: a reload must not lift lockouts, refill budgets or forget open
     /// connections (the state is the protection).
     pub fn build_after(
@@ -149,7 +152,7 @@ impl Runtime {
         storage: &CheckedStorage,
         revocations: Arc<dyn RevocationList>,
         blocks: Arc<dyn BlockStore>,
-        previous: Option<&Runtime>,
+        previous: Option<&ActiveConfig>,
     ) -> Result<Self, BuildError> {
         let mut tls = HashMap::new();
         for l in &config.listeners {
@@ -162,7 +165,7 @@ impl Runtime {
         let r = &config.residency;
         let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)?;
         tracing::debug!(ranges = ?allow.range_counts(), "residency allow-list loaded");
-        let policy = Arc::new(Policy::new(allow));
+        let policy = Arc::new(ResidencyPolicy::new(allow));
         let resolver = Arc::new(UpstreamResolver::new(r.hosts_file.as_deref()));
         let mut pools = HashMap::new();
         for (name, u) in &config.upstreams {
@@ -196,11 +199,11 @@ impl Runtime {
                     .map_err(|e| BuildError::Protection(e.to_string()))?,
             ),
         };
-        let mut routes: Vec<Arc<RouteRuntime>> = config
+        let mut routes: Vec<Arc<ActiveRoute>> = config
             .routes
             .iter()
             .map(|r| {
-                Arc::new(RouteRuntime {
+                Arc::new(ActiveRoute {
                     name: Arc::from(r.name.as_str()),
                     host: r.host.as_ref().map(|h| h.to_ascii_lowercase()),
                     prefix: r.path_prefix.clone(),
@@ -246,7 +249,7 @@ impl Runtime {
     /// beyond parsing (certificates, keys, CA bundles, CRLs), given the storage targets
     /// `run` would check first ([`crate::residency::storage_check::check_storage_targets`]).
     pub fn check(config: &Config, storage: &CheckedStorage) -> Result<(), BuildError> {
-        Runtime::build(
+        ActiveConfig::build(
             config.clone(),
             storage,
             Arc::new(MemoryRevocations::new()),
@@ -274,13 +277,13 @@ impl Runtime {
     }
 
     /// Every route, most specific first (readiness looks at each one's upstream).
-    pub fn routes(&self) -> &[Arc<RouteRuntime>] {
+    pub fn routes(&self) -> &[Arc<ActiveRoute>] {
         &self.routes
     }
 
     /// The most specific route for a host (without port) and a path among the routes
     /// reachable from `listener`: a route bound to other listeners does not exist here.
-    pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&Arc<RouteRuntime>> {
+    pub fn route(&self, listener: &str, host: &str, path: &str) -> Option<&Arc<ActiveRoute>> {
         self.routes
             .iter()
             .find(|r| r.reachable_from(listener) && r.host_matches(host) && path.starts_with(r.prefix.as_str()))
@@ -291,9 +294,11 @@ impl Runtime {
     }
 }
 
-/// The swappable runtime plus what survives reloads.
-pub struct Shared {
-    pub current: ArcSwap<Runtime>,
+/// What the running gateway holds: the current [`ActiveConfig`] (swapped atomically on
+/// reload) and what survives reloads (the config path, revocations, the block list, the
+/// access-record writer).
+pub struct GatewayState {
+    pub current: ArcSwap<ActiveConfig>,
     pub config_path: PathBuf,
     /// Revoked tokens and subjects; survives reloads, refreshed from the store.
     pub revocations: Arc<MemoryRevocations>,
@@ -305,9 +310,9 @@ pub struct Shared {
     pub draining: AtomicBool,
 }
 
-impl Shared {
+impl GatewayState {
     pub fn new(
-        runtime: Runtime,
+        runtime: ActiveConfig,
         config_path: PathBuf,
         revocations: Arc<MemoryRevocations>,
         blocks: Arc<dyn BlockStore>,
@@ -366,7 +371,7 @@ impl Shared {
         let storage = crate::residency::storage_check::check_storage_targets(&config)
             .await
             .map_err(|e| BuildError::Residency(e.to_string()))?;
-        let runtime = Runtime::build_after(
+        let runtime = ActiveConfig::build_after(
             config,
             &storage,
             self.revocations.clone(),

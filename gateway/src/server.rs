@@ -7,7 +7,7 @@
 use crate::config::Limits;
 use crate::context::ConnInfo;
 use crate::pipeline::Pipeline;
-use crate::runtime::Shared;
+use crate::runtime::GatewayState;
 use crate::tls::ClientIdentity;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -22,7 +22,7 @@ use tokio::sync::{watch, Semaphore};
 /// What every accept loop shares.
 #[derive(Clone)]
 pub struct Server {
-    pub shared: Arc<Shared>,
+    pub shared: Arc<GatewayState>,
     pub connections: Arc<Semaphore>,
     pub max_connections: usize,
     pub shutdown: watch::Receiver<bool>,

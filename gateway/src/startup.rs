@@ -20,7 +20,7 @@
 use crate::audit::startup::AuditStartError;
 use crate::config::{self, Config, ConfigIssue, LoadError};
 use crate::residency::storage_check::{CheckedStorage, StorageCheckError};
-use crate::runtime::{BuildError, Runtime};
+use crate::runtime::{ActiveConfig, BuildError};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -76,7 +76,7 @@ pub async fn check(path: &Path) -> Result<Checked, StartError> {
         .await
         .map_err(StartError::Residency)?;
     // The rest of what a runtime is built from (allow-list, authenticator, limits).
-    if let Err(e) = Runtime::check(&config, &storage) {
+    if let Err(e) = ActiveConfig::check(&config, &storage) {
         return Err(invalid(vec![runtime_issue(e)]));
     }
     Ok(Checked { config, storage })

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use super::record::{AccessRecord, Decision};
+use super::record::{AccessDecision, AccessRecord};
 
 const BALP: &str = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.";
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
@@ -50,7 +50,7 @@ pub fn balp_profile(interaction: &str, has_patient: bool) -> Option<String> {
 pub fn outcome_code(rec: &AccessRecord) -> &'static str {
     if rec.status >= 500 {
         "8"
-    } else if rec.status >= 400 || rec.decision == Decision::Refused {
+    } else if rec.status >= 400 || rec.decision == AccessDecision::Refused {
         "4"
     } else {
         "0"

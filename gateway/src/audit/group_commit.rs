@@ -84,10 +84,6 @@ impl Writer {
         Ok(w)
     }
 
-    fn count(&self, i: usize, n: u64) {
-        self.counters.stats[i].fetch_add(n, Relaxed);
-    }
-
     fn new_data_key(&mut self) -> Result<(), AuditError> {
         let (key, wrapped) = DataKey::generate(self.kek.as_ref())?;
         self.dek = Some(CurrentKey {
@@ -208,7 +204,7 @@ impl Writer {
             .collect();
         match self.spool_records(entries).await {
             Ok(n) => {
-                self.count(2, n);
+                self.counters.spooled.fetch_add(n, Relaxed);
                 self.ack_all(batch, None, "");
             }
             Err(e) => {
@@ -222,7 +218,7 @@ impl Writer {
     /// failure, and `spool`, the spool's) not recorded.
     fn ack_all(&self, batch: Batch, db_error: Option<String>, spool: &str) {
         if db_error.is_some() {
-            self.count(5, batch.len() as u64);
+            self.counters.failed.fetch_add(batch.len() as u64, Relaxed);
         }
         for (_, _, ack) in batch {
             if let Some(ack) = ack {
@@ -360,10 +356,10 @@ impl Writer {
         let dek = self.dek.as_mut().expect("exists");
         dek.in_db = true;
         dek.records += n;
-        self.count(0, n);
-        self.count(1, 1);
+        self.counters.committed.fetch_add(n, Relaxed);
+        self.counters.transactions.fetch_add(1, Relaxed);
         if due {
-            self.count(6, 1);
+            self.counters.checkpoints.fetch_add(1, Relaxed);
             self.since_checkpoint = 0;
             self.last_checkpoint = Instant::now();
         } else {
@@ -397,7 +393,7 @@ impl Writer {
         let c = self.signer.checkpoint(&self.cfg.instance, seq, &hash, kind, "")?;
         self.store.audit_insert_checkpoint(&c).await?;
         self.publish(vec![c]).await;
-        self.count(6, 1);
+        self.counters.checkpoints.fetch_add(1, Relaxed);
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
         Ok(())
@@ -463,7 +459,7 @@ impl Writer {
                     self.head = None;
                     return Err(e);
                 }
-                self.count(3, todo.len() as u64);
+                self.counters.replayed.fetch_add(todo.len() as u64, Relaxed);
             }
         }
         self.with_spool(|s| s.clear()).await?;

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// Whether the gateway let the request through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Decision {
+pub enum AccessDecision {
     /// Forwarded to the upstream (whatever the upstream answered).
     Allowed,
     /// Refused by the gateway; `reason` says which safeguard.
@@ -91,7 +91,7 @@ pub struct AccessRecord {
     /// HTTP status sent to the client.
     pub status: u16,
     /// Allowed or refused.
-    pub decision: Decision,
+    pub decision: AccessDecision,
     /// Machine-readable refusal reason (e.g. `scope_missing`), or empty.
     #[serde(default)]
     pub reason: Option<String>,

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use super::super::store::Store;
 use super::crypto::KeyEncryptionKey;
 use super::export::{read_records, ExportQuery, StoredRecord};
-use super::record::Decision;
+use super::record::AccessDecision;
 use super::time::format_rfc3339_ms;
 use super::AuditError;
 
@@ -121,7 +121,7 @@ pub fn render_review(records: &[StoredRecord], from_ms: i64, to_ms: i64, cfg: &R
             .entry(who(&r.subject))
             .or_default()
             .extend(r.patients.iter().map(String::as_str));
-        if r.decision == Decision::Refused {
+        if r.decision == AccessDecision::Refused {
             *refused
                 .entry(r.reason.clone().unwrap_or_else(|| "(none)".into()))
                 .or_default() += 1;

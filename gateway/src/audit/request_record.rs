@@ -1,7 +1,7 @@
 //! The access record of one request (LOG-ACC-1): built from what the pipeline learned,
 //! never from bodies, tokens or query values.
 
-use super::record::{scrub_path, AccessRecord, Decision};
+use super::record::{scrub_path, AccessDecision, AccessRecord};
 use crate::context::RequestContext;
 
 /// The request's facts as an access record. Never bodies, tokens or query values.
@@ -38,9 +38,9 @@ pub fn record_for(
         path: scrub_path(&meta.path),
         status,
         decision: if reason.is_none() && status < 400 {
-            Decision::Allowed
+            AccessDecision::Allowed
         } else {
-            Decision::Refused
+            AccessDecision::Refused
         },
         reason: reason.map(str::to_string),
         bytes_in: meta.bytes_in,

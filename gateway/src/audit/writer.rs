@@ -116,8 +116,20 @@ pub struct WriterStats {
 /// Shared between the handles and the writer task.
 #[derive(Default)]
 pub(super) struct Counters {
-    /// Slots: committed, transactions, spooled, replayed, dropped, failed, checkpoints.
-    pub(super) stats: [AtomicU64; 7],
+    /// Records committed to the store.
+    pub(super) committed: AtomicU64,
+    /// Store transactions (one per group commit).
+    pub(super) transactions: AtomicU64,
+    /// Records written to the local spool while the store was down.
+    pub(super) spooled: AtomicU64,
+    /// Spooled records later committed.
+    pub(super) replayed: AtomicU64,
+    /// Records that could not be queued (the writer was gone).
+    pub(super) dropped: AtomicU64,
+    /// Records that could be neither committed nor spooled.
+    pub(super) failed: AtomicU64,
+    /// Checkpoints written.
+    pub(super) checkpoints: AtomicU64,
     /// Records announced by [`AuditHandle::announce`] and not yet submitted.
     pub(super) expected: AtomicUsize,
 }
@@ -173,7 +185,7 @@ impl AuditHandle {
             DurabilityMode::Relaxed => match self.tx.try_send(Msg::Record(Box::new(rec), None, announced)) {
                 Ok(()) => Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.counters.stats[4].fetch_add(1, Relaxed);
+                    self.counters.dropped.fetch_add(1, Relaxed);
                     tracing::warn!("audit queue full: access record dropped (relaxed mode)");
                     Ok(())
                 }
@@ -192,15 +204,15 @@ impl AuditHandle {
 
     /// Current counters.
     pub fn stats(&self) -> WriterStats {
-        let c = |i: usize| self.counters.stats[i].load(Relaxed);
+        let c = &self.counters;
         WriterStats {
-            committed: c(0),
-            transactions: c(1),
-            spooled: c(2),
-            replayed: c(3),
-            dropped: c(4),
-            failed: c(5),
-            checkpoints: c(6),
+            committed: c.committed.load(Relaxed),
+            transactions: c.transactions.load(Relaxed),
+            spooled: c.spooled.load(Relaxed),
+            replayed: c.replayed.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            checkpoints: c.checkpoints.load(Relaxed),
         }
     }
 

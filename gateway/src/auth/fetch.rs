@@ -5,7 +5,7 @@
 use super::jwks::{BoxFuture, JwksFetcher};
 use super::IssuerConfig;
 use crate::residency::egress::UpstreamResolver;
-use crate::residency::policy::Policy;
+use crate::residency::policy::ResidencyPolicy;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ impl GatewayJwksFetcher {
     pub fn new(
         issuers: &[IssuerConfig],
         resolver: Arc<UpstreamResolver>,
-        policy: Arc<Policy>,
+        policy: Arc<ResidencyPolicy>,
     ) -> Result<Self, FetcherError> {
         let mut clients = HashMap::new();
         for issuer in issuers {

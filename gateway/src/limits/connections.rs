@@ -26,7 +26,7 @@ use governor::clock::{Clock, DefaultClock};
 use ipnet::IpNet;
 
 use super::config::ConnectionLimitsConfig;
-use super::decision::Decision;
+use super::decision::RateLimitDecision;
 use super::keys::IpKey;
 use super::local::{LimiterError, LocalLimiter, RateSpec};
 use super::refusal_log::RefusalLog;
@@ -151,10 +151,10 @@ impl<C: Clock + Clone> ConnectionLimiter<C> {
 
     /// Checks (and spends) one TLS handshake for `ip` before the handshake
     /// starts; on denial close the socket without a TLS alert.
-    pub fn check_handshake(&self, ip: IpAddr) -> Decision {
+    pub fn check_handshake(&self, ip: IpAddr) -> RateLimitDecision {
         if self.is_exempt(ip) {
             let spec = self.handshakes.spec();
-            return Decision {
+            return RateLimitDecision {
                 allowed: true,
                 limit: spec.rate,
                 window: spec.per,

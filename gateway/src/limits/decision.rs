@@ -21,7 +21,7 @@ pub enum Denial {
 /// Outcome of one check: whether to admit, and what to advertise in the
 /// `RateLimit` / `RateLimit-Policy` / `Retry-After` headers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Decision {
+pub struct RateLimitDecision {
     /// Admit the request.
     pub allowed: bool,
     /// Units per `window` (the policy's `rate`): the header's quota `q`.

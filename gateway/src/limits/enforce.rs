@@ -6,7 +6,7 @@ use super::auth_backoff::AuthBackoff;
 use super::bulk_detector::BulkAccessDetector;
 use super::config::{KeyKind, LimitsConfig, PolicyConfig};
 use super::connections::ConnectionLimiter;
-use super::decision::Decision;
+use super::decision::RateLimitDecision;
 use super::local::LocalLimiter;
 use super::shared::{RedisStore, SharedLimiter};
 use super::subject_blocks::BlockStore;
@@ -24,7 +24,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Charges `cost` units to `key` and says whether the request may pass (AV-DOS-1).
-    pub async fn check(&self, key: &str, cost: u32) -> Decision {
+    pub async fn check(&self, key: &str, cost: u32) -> RateLimitDecision {
         match self {
             Self::Local(l) => l.check(key, cost),
             Self::Shared(s) => s.check(key, cost).await,
@@ -33,7 +33,7 @@ impl Limiter {
 }
 
 /// A policy a route applies: what it counts by, its costs, its limiter.
-pub struct RoutePolicy {
+pub struct RouteRateLimit {
     /// What the policy counts by (source IP, subject, client).
     pub key: KeyKind,
     /// The policy's section, for its costs and limits.
@@ -115,11 +115,11 @@ impl Protection {
     }
 
     /// The policies a route names, in order.
-    pub fn route_policies(&self, names: &[String]) -> Vec<RoutePolicy> {
+    pub fn route_policies(&self, names: &[String]) -> Vec<RouteRateLimit> {
         names
             .iter()
             .filter_map(|n| {
-                Some(RoutePolicy {
+                Some(RouteRateLimit {
                     key: self.configs.get(n)?.key,
                     config: self.configs.get(n)?.clone(),
                     limiter: self.policies.get(n)?.clone(),

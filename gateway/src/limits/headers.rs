@@ -1,4 +1,4 @@
-//! `RateLimit-Policy`, `RateLimit` and `Retry-After` from a [`Decision`] (AV-DOS-1).
+//! `RateLimit-Policy`, `RateLimit` and `Retry-After` from a [`RateLimitDecision`] (AV-DOS-1).
 //!
 //! Why advertise limits: well-behaved clients (PHR apps, hospital systems)
 //! can pace themselves instead of discovering the limit by failing, and a
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use super::decision::Decision;
+use super::decision::RateLimitDecision;
 
 /// `RateLimit-Policy` header name.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -39,7 +39,7 @@ pub fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The `Retry-After` value for a denial: rounded up, at least 1 second.
-pub fn retry_after_secs(d: &Decision) -> Option<u64> {
+pub fn retry_after_secs(d: &RateLimitDecision) -> Option<u64> {
     if d.allowed {
         return None;
     }
@@ -62,7 +62,7 @@ fn sf_string(s: &str) -> String {
 }
 
 /// One `RateLimit-Policy` list member for `d`'s policy.
-pub fn policy_item(d: &Decision) -> String {
+pub fn policy_item(d: &RateLimitDecision) -> String {
     format!(
         "{};q={};w={}",
         sf_string(&d.policy),
@@ -72,7 +72,7 @@ pub fn policy_item(d: &Decision) -> String {
 }
 
 /// One `RateLimit` list member for `d`.
-pub fn ratelimit_item(d: &Decision) -> String {
+pub fn ratelimit_item(d: &RateLimitDecision) -> String {
     format!(
         "{};r={};t={}",
         sf_string(&d.policy),
@@ -87,7 +87,7 @@ pub fn ratelimit_item(d: &Decision) -> String {
 /// A decision that was not checked (its Redis unavailable, the policy's failure
 /// mode decided) gets no list member: `r=0` or a quota would be a claim about a
 /// budget nobody looked at. Its denial still sets `Retry-After`.
-pub fn insert_headers(headers: &mut HeaderMap, decisions: &[&Decision]) {
+pub fn insert_headers(headers: &mut HeaderMap, decisions: &[&RateLimitDecision]) {
     let policies: Vec<String> = decisions.iter().filter(|d| d.checked).map(|d| policy_item(d)).collect();
     if !policies.is_empty() {
         let limits: Vec<String> = decisions
@@ -115,8 +115,8 @@ mod tests {
     use super::super::decision::Denial;
     use super::*;
 
-    fn decision(allowed: bool) -> Decision {
-        Decision {
+    fn decision(allowed: bool) -> RateLimitDecision {
+        RateLimitDecision {
             allowed,
             limit: 100,
             window: Duration::from_secs(1),
@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn denial_has_retry_after_rounded_up_and_at_least_one() {
         let mut h = HeaderMap::new();
-        let ip = Decision {
+        let ip = RateLimitDecision {
             policy: Arc::from("pre_auth"),
             ..decision(true)
         };
@@ -158,19 +158,19 @@ mod tests {
     #[test]
     fn unchecked_decisions_advertise_no_limit() {
         let mut h = HeaderMap::new();
-        let unchecked_open = Decision {
+        let unchecked_open = RateLimitDecision {
             checked: false,
             remaining: 0,
             ..decision(true)
         };
         insert_headers(&mut h, &[&unchecked_open]);
         assert!(h.is_empty(), "a fail-open decision sends nothing: {h:?}");
-        let unchecked_closed = Decision {
+        let unchecked_closed = RateLimitDecision {
             checked: false,
             denial: Some(Denial::StoreUnavailable),
             ..decision(false)
         };
-        let ip = Decision {
+        let ip = RateLimitDecision {
             policy: Arc::from("pre_auth"),
             ..decision(true)
         };

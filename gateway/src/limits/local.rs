@@ -25,7 +25,7 @@ use governor::{Quota, RateLimiter};
 
 use super::bounded_store::BoundedStore;
 use super::config::PolicyConfig;
-use super::decision::{Decision, Denial};
+use super::decision::{Denial, RateLimitDecision};
 use super::keys::KeyHasher;
 
 /// A policy's numbers: `rate` units per `per`, bursts of `burst` units.
@@ -122,17 +122,17 @@ impl<C: Clock + Clone> LocalLimiter<C> {
     }
 
     /// Checks and, if admitted, spends `cost` units (0 counts as 1) of `key`'s budget.
-    pub fn check(&self, key: &str, cost: u32) -> Decision {
+    pub fn check(&self, key: &str, cost: u32) -> RateLimitDecision {
         self.check_digest(self.hasher.hash_str(key), cost)
     }
 
     /// As [`Self::check`] for a key already hashed with [`Self::hasher`]
     /// (or an IP key from [`super::keys::KeyHasher::hash_ip`]).
-    pub fn check_digest(&self, digest: u64, cost: u32) -> Decision {
+    pub fn check_digest(&self, digest: u64, cost: u32) -> RateLimitDecision {
         let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         let interval = self.spec.interval();
         let burst = self.spec.burst;
-        let mut d = Decision {
+        let mut d = RateLimitDecision {
             allowed: false,
             limit: self.spec.rate,
             window: self.spec.per,

@@ -49,7 +49,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::bounded_store::DigestMap;
 use super::breaker::{Admission, Breaker};
 use super::config::{PolicyConfig, RedisConfig, RedisFailureMode};
-use super::decision::{Decision, Denial};
+use super::decision::{Denial, RateLimitDecision};
 use super::keys::KeyHasher;
 use super::local::RateSpec;
 
@@ -207,8 +207,8 @@ impl SharedLimiter {
         }
     }
 
-    fn decision(&self) -> Decision {
-        Decision {
+    fn decision(&self) -> RateLimitDecision {
+        RateLimitDecision {
             allowed: false,
             limit: self.spec.rate,
             window: self.spec.per,
@@ -239,7 +239,7 @@ impl SharedLimiter {
     }
 
     /// Checks and, if admitted, spends `cost` units (0 counts as 1) of `key`'s shared budget.
-    pub async fn check(&self, key: &str, cost: u32) -> Decision {
+    pub async fn check(&self, key: &str, cost: u32) -> RateLimitDecision {
         let cost = cost.max(1);
         let mut d = self.decision();
         if cost > self.spec.burst {
@@ -320,7 +320,7 @@ impl SharedLimiter {
         }
     }
 
-    fn on_error(&self, d: Decision, error: &str) -> Decision {
+    fn on_error(&self, d: RateLimitDecision, error: &str) -> RateLimitDecision {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let mode = self.mode_name();
         metrics::counter!("phr_rate_limit_redis_errors_total", "policy" => self.policy.to_string(), "mode" => mode)
@@ -336,7 +336,7 @@ impl SharedLimiter {
     }
 
     /// The breaker is open: decided by the failure mode, without a Redis call.
-    fn short_circuit(&self, d: Decision, open_for: Duration) -> Decision {
+    fn short_circuit(&self, d: RateLimitDecision, open_for: Duration) -> RateLimitDecision {
         self.short_circuited.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("phr_rate_limit_redis_short_circuited_total", "policy" => self.policy.to_string(), "mode" => self.mode_name())
             .increment(1);
@@ -344,7 +344,7 @@ impl SharedLimiter {
     }
 
     /// The policy's failure mode decides a request its limit could not be checked for.
-    fn unchecked(&self, mut d: Decision, wait: Duration) -> Decision {
+    fn unchecked(&self, mut d: RateLimitDecision, wait: Duration) -> RateLimitDecision {
         d.checked = false;
         match self.mode {
             RedisFailureMode::Open => {

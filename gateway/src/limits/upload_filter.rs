@@ -17,7 +17,7 @@
 //! are stored. The gateway buffers the body (within its body-size limit)
 //! before calling [`UploadFilter::inspect`], logs each refusal (route,
 //! reason, detected type; counted in `phr_upload_refused_total{reason}`) and
-//! answers the `status` of [`Verdict::Refused`].
+//! answers the `status` of [`UploadVerdict::Refused`].
 
 use std::collections::HashMap;
 
@@ -241,7 +241,7 @@ impl RefusalReason {
 
 /// The filter's answer for one body.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum UploadVerdict {
     /// Forward the body.
     Allowed {
         /// What the bytes are.
@@ -277,10 +277,10 @@ impl UploadPolicy {
 
     /// Inspects `body`; `declared` is the request's `Content-Type`, used only
     /// to find a multipart boundary and for the script-in-image rule.
-    pub fn inspect(&self, declared: Option<&str>, body: &[u8]) -> Verdict {
+    pub fn inspect(&self, declared: Option<&str>, body: &[u8]) -> UploadVerdict {
         match self.classify(declared, body, 0, true) {
-            Ok(detected) => Verdict::Allowed { detected },
-            Err(reason) => Verdict::Refused {
+            Ok(detected) => UploadVerdict::Allowed { detected },
+            Err(reason) => UploadVerdict::Refused {
                 reason,
                 status: reason.status(),
             },
@@ -384,9 +384,9 @@ impl UploadFilter {
 
     /// Inspects a body sent to `route`; `None` when the route has no upload
     /// rule (its bodies are not filtered). Refusals are logged and counted.
-    pub fn inspect(&self, route: &str, declared: Option<&str>, body: &[u8]) -> Option<Verdict> {
+    pub fn inspect(&self, route: &str, declared: Option<&str>, body: &[u8]) -> Option<UploadVerdict> {
         let verdict = self.routes.get(route)?.inspect(declared, body);
-        if let Verdict::Refused { reason, .. } = &verdict {
+        if let UploadVerdict::Refused { reason, .. } = &verdict {
             metrics::counter!("phr_upload_refused_total", "reason" => reason.code()).increment(1);
             tracing::warn!(route, reason = %reason, declared = declared.unwrap_or(""), bytes = body.len(), "upload refused");
         }

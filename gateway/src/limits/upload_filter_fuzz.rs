@@ -34,8 +34,8 @@ fn policy() -> UploadPolicy {
     )
 }
 
-fn is_refused(v: &Verdict) -> bool {
-    matches!(v, Verdict::Refused { .. })
+fn is_refused(v: &UploadVerdict) -> bool {
+    matches!(v, UploadVerdict::Refused { .. })
 }
 
 /// Pieces the parsers react to, so generated bodies reach past the first check.
@@ -375,7 +375,7 @@ fn regression_multipart_part_without_headers_does_not_panic() {
     let v = policy().inspect(Some("multipart/form-data; boundary=b"), body);
     assert_eq!(
         v,
-        Verdict::Refused {
+        UploadVerdict::Refused {
             reason: RefusalReason::Malformed(ContainerKind::Multipart),
             status: RefusalReason::Malformed(ContainerKind::Multipart).status(),
         }
@@ -395,7 +395,7 @@ fn regression_zip_behind_an_image_is_inspected() {
     body.extend_from_slice(&zip_with("payload.exe", &[], false, 0));
     assert_eq!(
         policy().inspect(Some("image/jpeg"), &body),
-        Verdict::Refused {
+        UploadVerdict::Refused {
             reason: RefusalReason::ArchiveExecutableEntry,
             status: RefusalReason::ArchiveExecutableEntry.status(),
         }
@@ -406,7 +406,7 @@ fn regression_zip_behind_an_image_is_inspected() {
     // An image with nothing appended still passes.
     assert_eq!(
         policy().inspect(Some("image/jpeg"), jpeg),
-        Verdict::Allowed {
+        UploadVerdict::Allowed {
             detected: DetectedType::Jpeg
         }
     );

@@ -27,7 +27,7 @@ fn policy() -> UploadPolicy {
 
 fn refused(declared: &str, body: &[u8]) -> RefusalReason {
     match policy().inspect(Some(declared), body) {
-        Verdict::Refused { reason, status } => {
+        UploadVerdict::Refused { reason, status } => {
             assert_eq!(status, reason.status());
             reason
         }
@@ -37,7 +37,7 @@ fn refused(declared: &str, body: &[u8]) -> RefusalReason {
 
 fn allowed(declared: &str, body: &[u8]) -> DetectedType {
     match policy().inspect(Some(declared), body) {
-        Verdict::Allowed { detected } => detected,
+        UploadVerdict::Allowed { detected } => detected,
         v => panic!("expected allowed, got {v:?}"),
     }
 }
@@ -294,13 +294,13 @@ fn filter_applies_per_route() {
     let f = UploadFilter::new(&cfg);
     assert_eq!(
         f.inspect("documents", Some("application/pdf"), PLAIN_PDF),
-        Some(Verdict::Allowed {
+        Some(UploadVerdict::Allowed {
             detected: DetectedType::Pdf
         })
     );
     assert!(matches!(
         f.inspect("documents", Some("application/pdf"), &jpeg()),
-        Some(Verdict::Refused { .. })
+        Some(UploadVerdict::Refused { .. })
     ));
     assert_eq!(
         f.inspect("other", None, &elf()),

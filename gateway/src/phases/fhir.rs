@@ -11,7 +11,7 @@ use crate::context::{FhirFacts, GatewayBody, RequestContext};
 use crate::error::GatewayError;
 use crate::proxy::body::collect_limited;
 use crate::proxy::Outgoing;
-use crate::runtime::{RouteRuntime, Runtime};
+use crate::runtime::{ActiveConfig, ActiveRoute};
 use bytes::Bytes;
 use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -35,9 +35,9 @@ pub struct Exchange {
 /// Phase 5: classify the interaction, check the token's SMART scopes and the patient
 /// compartment, and rewrite the outgoing request to exactly what was authorised.
 pub async fn authorize(
-    runtime: &Runtime,
+    runtime: &ActiveConfig,
     ctx: &mut RequestContext,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     out: &mut Outgoing,
 ) -> Result<Exchange, GatewayError> {
     let body = out
@@ -140,7 +140,7 @@ pub async fn authorize(
 /// at the gateway.
 pub async fn check_response(
     ctx: &mut RequestContext,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     exchange: Exchange,
     resp: Response<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -217,9 +217,9 @@ fn concealed(classified: &Classified, reason: fhir_adapter::FhirError) -> Gatewa
 /// Reads the current version of a resource before a write by id under a patient scope:
 /// only the backend knows whose `Observation/abc` is.
 async fn pre_read(
-    runtime: &Runtime,
+    runtime: &ActiveConfig,
     ctx: &mut RequestContext,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     target: &str,
     decision: &Decision,
 ) -> Result<(), GatewayError> {
@@ -256,7 +256,7 @@ async fn pre_read(
 }
 
 /// Reads an upstream's answer whole for the check (up to [`MAX_CHECKED_RESPONSE_BYTES`]).
-async fn read_response(route: &RouteRuntime, body: Incoming) -> Result<Bytes, GatewayError> {
+async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Bytes, GatewayError> {
     collect_limited(body, MAX_CHECKED_RESPONSE_BYTES)
         .await
         .map_err(|e| GatewayError::UpstreamFailed {
@@ -266,7 +266,7 @@ async fn read_response(route: &RouteRuntime, body: Incoming) -> Result<Bytes, Ga
 }
 
 /// The backend's FHIR base URL and the gateway's, for rewriting links.
-fn bases(ctx: &RequestContext, route: &RouteRuntime) -> (String, String) {
+fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String) {
     let prefix = route.prefix.trim_end_matches('/');
     let upstream = ctx.upstream_base.clone().unwrap_or_default();
     let backend = if route.strip_prefix {

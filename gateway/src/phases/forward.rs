@@ -6,7 +6,7 @@ use crate::auth::{identity_headers, HeaderNames};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::proxy::{self, ForwardPlan, Outgoing};
-use crate::runtime::{RouteRuntime, Runtime};
+use crate::runtime::{ActiveConfig, ActiveRoute};
 use http::Response;
 use hyper::body::Incoming;
 use std::sync::LazyLock;
@@ -17,9 +17,9 @@ static IDENTITY_HEADERS: LazyLock<HeaderNames> = LazyLock::new(HeaderNames::defa
 
 /// Sends `out` to the route's upstream and records in `ctx` which endpoint answered.
 pub async fn forward(
-    runtime: &Runtime,
+    runtime: &ActiveConfig,
     ctx: &mut RequestContext,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     out: Outgoing,
 ) -> Result<Response<Incoming>, GatewayError> {
     let plan = ForwardPlan {

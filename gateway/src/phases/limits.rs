@@ -8,14 +8,14 @@ use crate::error::GatewayError;
 use crate::limits::config::KeyKind;
 use crate::limits::enforce::Protection;
 use crate::limits::subject_blocks::BlockStore;
-use crate::limits::upload_filter::Verdict;
-use crate::runtime::RouteRuntime;
+use crate::limits::upload_filter::UploadVerdict;
+use crate::runtime::ActiveRoute;
 use std::time::Instant;
 
 /// Before any token is verified: limits that need no identity, so a flood of forged
 /// tokens is cut off before signature checks are paid for (AV-DOS-1, AUTH-LOCK-1).
 /// Policies that admit the request are kept in `ctx.rate_limits` for its `RateLimit` headers.
-pub async fn before_auth(p: &Protection, route: &RouteRuntime, ctx: &mut RequestContext) -> Result<(), GatewayError> {
+pub async fn before_auth(p: &Protection, route: &ActiveRoute, ctx: &mut RequestContext) -> Result<(), GatewayError> {
     let ip = ctx.client_ip;
     if let Some(wait) = p.auth_backoff.is_blocked(ip, None) {
         return Err(GatewayError::AuthLocked { retry_after: wait });
@@ -48,7 +48,7 @@ pub fn auth_failed(p: &Protection, ctx: &RequestContext) {
 pub async fn after_auth(
     p: &Protection,
     blocks: &dyn BlockStore,
-    route: &RouteRuntime,
+    route: &ActiveRoute,
     ctx: &mut RequestContext,
 ) -> Result<(), GatewayError> {
     let identity = ctx.identity.as_ref();
@@ -86,8 +86,8 @@ pub async fn after_auth(
 /// content on routes with an upload rule.
 pub fn inspect_upload(p: &Protection, route: &str, declared: Option<&str>, body: &[u8]) -> Result<(), GatewayError> {
     match p.uploads.inspect(route, declared, body) {
-        None | Some(Verdict::Allowed { .. }) => Ok(()),
-        Some(Verdict::Refused { reason, status }) => Err(GatewayError::UploadRefused {
+        None | Some(UploadVerdict::Allowed { .. }) => Ok(()),
+        Some(UploadVerdict::Refused { reason, status }) => Err(GatewayError::UploadRefused {
             status,
             code: reason.code(),
             message: reason.to_string(),

@@ -43,7 +43,7 @@ pub fn gateway_client(
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
     resolver: Arc<UpstreamResolver>,
-    policy: Arc<crate::residency::policy::Policy>,
+    policy: Arc<crate::residency::policy::ResidencyPolicy>,
 ) -> GatewayClient {
     let connector = connector::Connector {
         tls: tls.map(tokio_rustls::TlsConnector::from),
@@ -79,7 +79,7 @@ impl UpstreamPool {
         name: &str,
         config: &Upstream,
         resolver: Arc<UpstreamResolver>,
-        policy: Arc<crate::residency::policy::Policy>,
+        policy: Arc<crate::residency::policy::ResidencyPolicy>,
     ) -> Result<Self, crate::tls::TlsError> {
         let tls = crate::tls::upstream::build(config)?.map(tokio_rustls::TlsConnector::from);
         let egress = Arc::new(EgressPolicy {

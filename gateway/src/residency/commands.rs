@@ -48,7 +48,7 @@ pub enum CommandError {
     Config(#[from] LoadError),
     /// The residency policy of the configuration could not be built.
     #[error(transparent)]
-    Policy(#[from] StorageCheckError),
+    ResidencyPolicy(#[from] StorageCheckError),
     /// The report could not be serialised as JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),

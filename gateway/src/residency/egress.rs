@@ -6,7 +6,7 @@
 use super::error::ResidencyError;
 use super::hosts::HostsFile;
 use super::jurisdiction::Target;
-use super::policy::Policy;
+use super::policy::ResidencyPolicy;
 use super::resolve::{ResolveError, Resolver};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -40,7 +40,7 @@ impl UpstreamResolver {
 /// The residency check for one upstream's connections.
 pub struct EgressPolicy {
     /// The allow-list and in-cluster ranges (swapped with the runtime on reload).
-    pub policy: Arc<Policy>,
+    pub policy: Arc<ResidencyPolicy>,
     /// What is being connected to, with its declared jurisdiction.
     pub target: Target,
 }

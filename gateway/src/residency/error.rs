@@ -67,7 +67,7 @@ impl ResidencyError {
     /// Replaces the generic target description of an address refusal with
     /// the target's own label.
     ///
-    /// [`super::policy::Policy::check_address`] sees only an address and a flag, so
+    /// [`super::policy::ResidencyPolicy::check_address`] sees only an address and a flag, so
     /// it can only say "a target outside the cluster"; the connector, which
     /// knows the target, calls this before logging so that the log names
     /// the upstream. Declaration errors already name their target and are

@@ -87,7 +87,7 @@ pub struct Target {
     /// Declared location; `None` is refused, never defaulted.
     pub jurisdiction: Option<Jurisdiction>,
     /// True if the target runs inside the operator's own cluster, which
-    /// allows private and loopback addresses for it (see [`super::policy::Policy`]).
+    /// allows private and loopback addresses for it (see [`super::policy::ResidencyPolicy`]).
     pub in_cluster: bool,
 }
 

@@ -21,7 +21,7 @@
 //! 2. **Addresses** ([`allow_list`], [`policy`]): at run time every address
 //!    the gateway is about to connect to is checked against an
 //!    [`AllowList`](allow_list::AllowList) of domestic networks
-//!    ([`Policy::check_address`](policy::Policy::check_address)). This is
+//!    ([`ResidencyPolicy::check_address`](policy::ResidencyPolicy::check_address)). This is
 //!    the backstop for mistakes the declaration cannot see (DNS changes,
 //!    stale configuration). The list is generated from the APNIC delegated
 //!    statistics by [`apnic`]; registry country is *not* physical location,
@@ -38,10 +38,10 @@
 //! Wiring, in order of use:
 //! - config load / reload: build the targets, run
 //!   `jurisdiction::check_declarations` (refuse to start on `Err`), then
-//!   `allow_list::AllowList::load` and `policy::Policy::new`; on reload
-//!   failure keep the previous `Arc<Policy>`;
+//!   `allow_list::AllowList::load` and `policy::ResidencyPolicy::new`; on reload
+//!   failure keep the previous `Arc<ResidencyPolicy>`;
 //! - connector: `resolve::Resolver::resolve`, then
-//!   `policy::Policy::check_target_address` for every address, connect only
+//!   `policy::ResidencyPolicy::check_target_address` for every address, connect only
 //!   to the ones that passed, never re-resolve;
 //! - start-up and reload: `storage_check::check_storage_targets` for the store and
 //!   Redis, `storage_check::store_address_check` for each store connection;
@@ -49,7 +49,7 @@
 //!   `import-apnic`, `report::build_report` for `report`.
 
 // No `pub use` re-exports on purpose: full paths such as
-// `residency::policy::Policy` make call sites say which layer they use.
+// `residency::policy::ResidencyPolicy` make call sites say which layer they use.
 pub mod allow_list;
 pub mod apnic;
 pub mod commands;

@@ -36,7 +36,7 @@ const IN_CLUSTER_RANGES: [&str; 9] = [
 /// ranges in `in_cluster_ranges`. Nothing is ever allowed to reach an
 /// unspecified, multicast or broadcast address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
+pub struct ResidencyPolicy {
     /// Domestic networks (usually generated from APNIC, plus operator
     /// additions). Listing a private address here explicitly allows it for
     /// every target, which tests use to model "inside Japan" on loopback.
@@ -48,7 +48,7 @@ pub struct Policy {
 /// Why an address was accepted or refused; used by the report and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum AddressVerdict {
     /// In the domestic allow-list.
     AllowList,
     /// Not in the list, but private/loopback and the target is in-cluster.
@@ -69,10 +69,10 @@ pub enum Refusal {
     Unroutable,
 }
 
-impl Policy {
+impl ResidencyPolicy {
     /// A policy with the standard in-cluster ranges.
     pub fn new(allow: AllowList) -> Self {
-        Policy {
+        ResidencyPolicy {
             allow,
             in_cluster_ranges: Self::default_in_cluster_ranges(),
         }
@@ -85,29 +85,29 @@ impl Policy {
     }
 
     /// Decides without allocating; the hot path and the report use this.
-    pub fn classify(&self, addr: IpAddr, in_cluster: bool) -> Verdict {
+    pub fn classify(&self, addr: IpAddr, in_cluster: bool) -> AddressVerdict {
         let addr = canonical(addr);
         if is_unroutable(addr) {
-            return Verdict::Refused(Refusal::Unroutable);
+            return AddressVerdict::Refused(Refusal::Unroutable);
         }
         if self.allow.contains(addr) {
-            return Verdict::AllowList;
+            return AddressVerdict::AllowList;
         }
         if self.in_cluster_ranges.contains(addr) {
             return if in_cluster {
-                Verdict::InCluster
+                AddressVerdict::InCluster
             } else {
-                Verdict::Refused(Refusal::PrivateNotInCluster)
+                AddressVerdict::Refused(Refusal::PrivateNotInCluster)
             };
         }
-        Verdict::Refused(Refusal::NotInAllowList)
+        AddressVerdict::Refused(Refusal::NotInAllowList)
     }
 
     /// Refuses a connection to `addr` unless the policy allows it.
     ///
     /// The error describes the target generically ("a target outside the
     /// cluster"); call [`ResidencyError::with_target`] to name it, or use
-    /// [`Policy::check_target_address`].
+    /// [`ResidencyPolicy::check_target_address`].
     pub fn check_address(&self, addr: IpAddr, in_cluster: bool) -> Result<(), ResidencyError> {
         let generic = if in_cluster {
             "an in-cluster target"
@@ -117,7 +117,7 @@ impl Policy {
         self.check_labelled(addr, in_cluster, || generic.to_owned())
     }
 
-    /// Like [`Policy::check_address`], with the target's own label in the error.
+    /// Like [`ResidencyPolicy::check_address`], with the target's own label in the error.
     pub fn check_target_address(
         &self,
         target: &super::jurisdiction::Target,
@@ -134,16 +134,16 @@ impl Policy {
     ) -> Result<(), ResidencyError> {
         let shown = canonical(addr);
         match self.classify(addr, in_cluster) {
-            Verdict::AllowList | Verdict::InCluster => Ok(()),
-            Verdict::Refused(Refusal::NotInAllowList) => Err(ResidencyError::NotInAllowList {
+            AddressVerdict::AllowList | AddressVerdict::InCluster => Ok(()),
+            AddressVerdict::Refused(Refusal::NotInAllowList) => Err(ResidencyError::NotInAllowList {
                 target: label(),
                 addr: shown,
             }),
-            Verdict::Refused(Refusal::PrivateNotInCluster) => Err(ResidencyError::PrivateNotInCluster {
+            AddressVerdict::Refused(Refusal::PrivateNotInCluster) => Err(ResidencyError::PrivateNotInCluster {
                 target: label(),
                 addr: shown,
             }),
-            Verdict::Refused(Refusal::Unroutable) => Err(ResidencyError::Unroutable {
+            AddressVerdict::Refused(Refusal::Unroutable) => Err(ResidencyError::Unroutable {
                 target: label(),
                 addr: shown,
             }),
@@ -171,8 +171,8 @@ mod tests {
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
-    fn policy(entries: &[&str]) -> Policy {
-        Policy::new(AllowList::from_nets(entries.iter().map(|s| s.parse().unwrap())))
+    fn policy(entries: &[&str]) -> ResidencyPolicy {
+        ResidencyPolicy::new(AllowList::from_nets(entries.iter().map(|s| s.parse().unwrap())))
     }
 
     #[test]
@@ -206,21 +206,21 @@ mod tests {
         ] {
             assert_eq!(
                 p.classify(ip(private), false),
-                Verdict::Refused(Refusal::PrivateNotInCluster),
+                AddressVerdict::Refused(Refusal::PrivateNotInCluster),
                 "{private}"
             );
-            assert_eq!(p.classify(ip(private), true), Verdict::InCluster, "{private}");
+            assert_eq!(p.classify(ip(private), true), AddressVerdict::InCluster, "{private}");
         }
         // Just outside the private ranges is public and not in the list.
         for public in ["172.32.0.1", "100.128.0.1", "11.0.0.1", "fec0::1"] {
             assert_eq!(
                 p.classify(ip(public), true),
-                Verdict::Refused(Refusal::NotInAllowList),
+                AddressVerdict::Refused(Refusal::NotInAllowList),
                 "{public}"
             );
         }
         // In-cluster targets may still use the list.
-        assert_eq!(p.classify(ip("1.0.16.1"), true), Verdict::AllowList);
+        assert_eq!(p.classify(ip("1.0.16.1"), true), AddressVerdict::AllowList);
     }
 
     #[test]
@@ -228,7 +228,11 @@ mod tests {
         // Even a (bad) list covering them cannot allow these.
         let p = policy(&["0.0.0.0/1", "128.0.0.0/1", "::/1", "ff00::/8"]);
         for a in ["0.0.0.0", "0.1.2.3", "224.0.0.1", "255.255.255.255", "::", "ff02::1"] {
-            assert_eq!(p.classify(ip(a), true), Verdict::Refused(Refusal::Unroutable), "{a}");
+            assert_eq!(
+                p.classify(ip(a), true),
+                AddressVerdict::Refused(Refusal::Unroutable),
+                "{a}"
+            );
         }
     }
 

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::jurisdiction::{check_declaration, Jurisdiction, Target, TargetKind};
-use super::policy::{Policy, Refusal, Verdict};
+use super::policy::{AddressVerdict, Refusal, ResidencyPolicy};
 
 /// One target with the outcome of resolving it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +78,7 @@ pub struct Report {
 }
 
 /// Builds the report from targets, their resolutions and the policy.
-pub fn build_report(policy: &Policy, required: &Jurisdiction, inputs: &[TargetResolution]) -> Report {
+pub fn build_report(policy: &ResidencyPolicy, required: &Jurisdiction, inputs: &[TargetResolution]) -> Report {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
     for input in inputs {
@@ -118,9 +118,9 @@ pub fn build_report(policy: &Policy, required: &Jurisdiction, inputs: &[TargetRe
         }
         for &addr in addresses {
             let (result, detail) = match policy.classify(addr, t.in_cluster) {
-                Verdict::AllowList => (RowResult::AllowList, None),
-                Verdict::InCluster => (RowResult::InCluster, None),
-                Verdict::Refused(reason) => {
+                AddressVerdict::AllowList => (RowResult::AllowList, None),
+                AddressVerdict::InCluster => (RowResult::InCluster, None),
+                AddressVerdict::Refused(reason) => {
                     if let Err(e) = policy.check_target_address(t, addr) {
                         problems.push(e.to_string());
                     }
@@ -244,7 +244,7 @@ mod tests {
         s.parse().unwrap()
     }
     fn sample() -> Report {
-        let policy = Policy::new(AllowList::from_nets(["127.0.0.1/32".parse().unwrap()]));
+        let policy = ResidencyPolicy::new(AllowList::from_nets(["127.0.0.1/32".parse().unwrap()]));
         let inputs = vec![
             TargetResolution {
                 target: target(TargetKind::Upstream, "fhir", "https://fhir.test", Some("JP"), false),
@@ -288,7 +288,7 @@ mod tests {
 
     #[test]
     fn all_good_is_ok() {
-        let policy = Policy::new(AllowList::from_nets(["1.0.16.0/20".parse().unwrap()]));
+        let policy = ResidencyPolicy::new(AllowList::from_nets(["1.0.16.0/20".parse().unwrap()]));
         let inputs = [TargetResolution {
             target: target(TargetKind::Upstream, "fhir", "https://fhir.test", Some("JP"), false),
             addresses: Ok(vec![ip("1.0.16.1")]),

@@ -3,7 +3,7 @@
 //!
 //! The address check is only meaningful if it sees the addresses the socket
 //! will really connect to. The connector should therefore resolve once with
-//! this [`Resolver`], check every address with [`super::policy::Policy`], and connect
+//! this [`Resolver`], check every address with [`super::policy::ResidencyPolicy`], and connect
 //! only to addresses that passed, never handing the hostname to a library
 //! that resolves again (DNS rebinding would slip past the check).
 //!

@@ -5,7 +5,7 @@
 use super::allow_list::{AllowList, AllowListError};
 use super::error::ResidencyError;
 use super::jurisdiction::TargetKind;
-use super::policy::Policy;
+use super::policy::ResidencyPolicy;
 use super::targets::HostsError;
 use crate::config::Config;
 use crate::residency::egress::{EgressPolicy, UpstreamResolver};
@@ -154,8 +154,8 @@ pub(super) async fn resolve_target(
 }
 
 /// The residency policy of `config`: its allow-list plus the in-cluster ranges.
-pub(super) fn policy_of(config: &Config) -> Result<Policy, StorageCheckError> {
+pub(super) fn policy_of(config: &Config) -> Result<ResidencyPolicy, StorageCheckError> {
     let r = &config.residency;
     let allow = AllowList::load(&r.allowed_networks, &r.allowed_networks_files)?;
-    Ok(Policy::new(allow))
+    Ok(ResidencyPolicy::new(allow))
 }

@@ -3,7 +3,7 @@
 //! A route's `host` and a certificate's DNS name follow the same rule: an
 //! exact name, or `*.` plus a suffix that covers exactly one more label
 //! (`*.example.jp` matches `a.example.jp`, not `example.jp` nor
-//! `a.b.example.jp`). Routes ([`crate::runtime::Runtime::route`]) and the
+//! `a.b.example.jp`). Routes ([`crate::runtime::ActiveConfig::route`]) and the
 //! certificate resolver ([`crate::tls::sni::SniResolver`]) both call
 //! [`host_matches`], so the two cannot drift apart.
 

@@ -6,7 +6,7 @@ use crate::audit::chain::CheckpointSigner;
 use crate::audit::crypto::{random_bytes, CryptoError, KeyEncryptionKey, LocalKek};
 use crate::audit::export::{read_records, ExportQuery};
 use crate::audit::keys::{destroy_data_key, rotate_kek, IndexKey, Unreadable, INDEX_KEY_ID};
-use crate::audit::record::{AccessRecord, Decision};
+use crate::audit::record::{AccessDecision, AccessRecord};
 use crate::audit::verify::verify;
 use crate::audit::AuditError;
 
@@ -14,7 +14,7 @@ use crate::audit::AuditError;
 async fn records_round_trip_with_all_fields() {
     for fx in Fx::all().await {
         let mut refused = sample(7);
-        refused.decision = Decision::Refused;
+        refused.decision = AccessDecision::Refused;
         refused.reason = Some("scope_missing".into());
         refused.status = 403;
         refused.patients = vec!["patient-1".into(), "patient-2".into()];

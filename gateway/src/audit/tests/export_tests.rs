@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{all_time, sample, Fx};
 use crate::audit::export::{export, ExportFormat, ExportQuery};
 use crate::audit::purge::{purge, DEFAULT_RETENTION_DAYS};
-use crate::audit::record::{scrub_path, Decision};
+use crate::audit::record::{scrub_path, AccessDecision};
 use crate::audit::report::{review_report, ReviewConfig};
 use crate::audit::time::{now_ms, parse_rfc3339};
 use crate::audit::verify::verify;
@@ -20,7 +20,7 @@ async fn fhir_export_has_balp_fields() {
         // (a plain "1234" did, now and then: a flaky test).
         search.path = scrub_path("/fhir/Observation?patient=patient-0001&code=query-value-x7q");
         let mut refused = sample(2);
-        refused.decision = Decision::Refused;
+        refused.decision = AccessDecision::Refused;
         refused.status = 403;
         refused.reason = Some("compartment".into());
         fx.write("gw-a", vec![sample(0), search, refused]).await;
@@ -128,7 +128,7 @@ async fn review_report_lists_top_off_hours_wide_and_refused() {
     for fx in Fx::all().await {
         let mut recs: Vec<_> = (0..30).map(sample).collect();
         recs[3].time = parse_rfc3339("2025-04-01T23:15:00+09:00").unwrap(); // Tuesday night JST
-        recs[4].decision = Decision::Refused;
+        recs[4].decision = AccessDecision::Refused;
         recs[4].reason = Some("token_revoked".into());
         for (i, r) in recs.iter_mut().enumerate().skip(10) {
             r.subject = Some("nurse-x".into());

@@ -12,7 +12,7 @@ use ed25519_dalek::VerifyingKey;
 
 use super::chain::CheckpointSigner;
 use super::crypto::{random_bytes, LocalKek};
-use super::record::{scrub_path, AccessRecord, Decision};
+use super::record::{scrub_path, AccessDecision, AccessRecord};
 use super::writer::{AuditWriter, WriterConfig, WriterStats};
 use crate::store::test_support::{backends, TestDb};
 use crate::store::Store;
@@ -100,7 +100,7 @@ pub(crate) fn sample(i: usize) -> AccessRecord {
         route: "fhir".into(),
         path: scrub_path(&format!("/fhir/Observation/obs-{i}")),
         status: 200,
-        decision: Decision::Allowed,
+        decision: AccessDecision::Allowed,
         reason: None,
         bytes_in: 0,
         bytes_out: 512,
