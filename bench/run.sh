@@ -47,6 +47,9 @@ RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept th
 # gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls alone, no
 # safeguards: the floor of the stack the gateway is built on (target "bare").
 BARE_BIN=${BARE_BIN:-$CARGO_TARGET/release/examples/bare_proxy}
+# How the report describes the gateway build (default: the repo commit; a
+# prebuilt PHR_GATEWAY_BIN by its path).
+GATEWAY_DESC=${GATEWAY_DESC:-${PHR_GATEWAY_BIN:+prebuilt $PHR_GATEWAY_BIN}}
 
 # Fixed loopback addresses (HOST is 127.0.0.1, see lib.sh): deliberately not
 # configurable, so the script can never be pointed at another host.
@@ -442,7 +445,7 @@ write_meta() {
     fi
     {
         meta_machine
-        if [[ -n ${GATEWAY_DESC:-} ]]; then
+        if [[ -n $GATEWAY_DESC ]]; then
             echo "gateway=$gw_version ($GATEWAY_DESC)"
         else
             echo "gateway=$gw_version (repo commit $gw_commit$(git -C "$REPO_DIR" diff --quiet HEAD -- gateway 2>/dev/null || echo ', gateway/ has uncommitted changes'))"
