@@ -10,6 +10,7 @@
 #
 #   bench/callgrind.sh OLD_BINARY NEW_BINARY ...      # one row per binary
 #   N=10000 CONNS=8 bench/callgrind.sh target/release/phr-gateway
+#   PHR_GATEWAY_BIN=/path/to/phr-gateway bench/callgrind.sh   # no argument: that binary
 #
 # Needs valgrind (callgrind_control), nginx (the backend) and h2load (nghttp2-client).
 # Everything listens on 127.0.0.1 (ports 18090 backend, 18453 gateway, 19911 admin);
@@ -17,95 +18,31 @@
 set -euo pipefail
 shopt -s inherit_errexit   # a failed load inside $(count ...) ends the script
 
+LOG_TAG=callgrind
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 N=${N:-10000}            # measured requests per protocol
 WARM=${WARM:-2000}       # unmeasured requests first (pools, caches, lazy statics)
 CONNS=${CONNS:-8}        # keep-alive connections
 STREAMS=${STREAMS:-8}    # HTTP/2 concurrent streams per connection
-HOST=127.0.0.1
 BACKEND_PORT=18090
 GATEWAY_PORT=18453
 ADMIN_PORT=19911
 
-[[ $# -ge 1 ]] || { echo "usage: $0 GATEWAY_BINARY..." >&2; exit 2; }
+if [[ $# -eq 0 && -n ${PHR_GATEWAY_BIN:-} ]]; then set -- "$PHR_GATEWAY_BIN"; fi
+[[ $# -ge 1 ]] || { echo "usage: $0 GATEWAY_BINARY... (or PHR_GATEWAY_BIN=GATEWAY_BINARY $0)" >&2; exit 2; }
 for cmd in valgrind callgrind_control nginx h2load openssl curl; do
     command -v "$cmd" >/dev/null || { echo "missing: $cmd (apt-get install valgrind nginx-light nghttp2-client)" >&2; exit 2; }
 done
 
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
-    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
-mkdir -p "$WORK/docroot" "$WORK/tmp"
-head -c 99 /dev/zero | tr '\0' 'a' >"$WORK/docroot/small"; echo >>"$WORK/docroot/small"
-# nginx's workers may run as another user (www-data when started as root).
-chmod 0755 "$WORK" "$WORK/docroot"; chmod 0644 "$WORK/docroot/small"
-cat >"$WORK/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/backend.pid;
-error_log $WORK/backend-error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 10000000;
-    client_body_temp_path $WORK/tmp/body;
-    proxy_temp_path $WORK/tmp/proxy;
-    fastcgi_temp_path $WORK/tmp/fcgi;
-    uwsgi_temp_path $WORK/tmp/uwsgi;
-    scgi_temp_path $WORK/tmp/scgi;
-    server { listen $HOST:$BACKEND_PORT; root $WORK/docroot; }
-}
-EOF
-nginx -e "$WORK/backend-error.log" -p "$WORK" -c "$WORK/backend.conf" &
-PIDS+=($!)
-
-cat >"$WORK/gateway.toml" <<EOF
-[gateway]
-instance_id = "callgrind"
-[admin]
-bind = "$HOST:$ADMIN_PORT"
-[audit]
-enabled = false
-[connection_limits]
-max_connections_per_ip = 100000
-tls_handshakes_per_ip_per_second = 100000
-tls_handshake_burst = 100000
-[[listeners]]
-name = "public"
-bind = "$HOST:$GATEWAY_PORT"
-[[listeners.certificates]]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-[upstreams.backend]
-endpoints = ["http://$HOST:$BACKEND_PORT"]
-allow_plaintext = true
-jurisdiction = "JP"
-in_cluster = true
-pool_max_idle = 128
-[[routes]]
-name = "bench"
-path_prefix = "/"
-upstream = "backend"
-phi = false
-[routes.auth]
-mode = "none"
-EOF
-
-wait_ready() {
-    for _ in $(seq 600); do
-        curl -sf -o /dev/null "http://$HOST:$ADMIN_PORT/readyz" && return 0
-        sleep 0.1
-    done
-    echo "the gateway did not become ready:" >&2; cat "$WORK/gateway.log" >&2; return 1
-}
+setup_workdir phr-callgrind
+install_cleanup
+make_cert
+make_small_file
+start_backend "$BACKEND_PORT"   # not pinned: instruction counts do not depend on it
+# bench/run.sh's gateway config (plain route, no token, no access records).
+write_proxy_gateway_config "$WORK/gateway.toml" callgrind "$ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT" open
 
 # h2load with an exact request count; --h1 for HTTP/1.1.
 load() {
@@ -124,8 +61,8 @@ count() {
         --callgrind-out-file="$WORK/callgrind.out.%p" \
         "$bin" run --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 &
     local pid=$!
-    PIDS+=("$pid")
-    wait_ready
+    # Slow under valgrind: up to 60 s.
+    wait_http_200 "http://$HOST:$ADMIN_PORT/readyz" "$pid" "phr-gateway under valgrind" "$WORK/gateway.log" 60
     load "$WARM" "${args[@]}"
     callgrind_control -i on "$pid" >/dev/null
     load "$N" "${args[@]}"

@@ -32,8 +32,9 @@
 # PostgreSQL schema and Redis keys the run creates are removed too.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(dirname "$BENCH_DIR")
+LOG_TAG=pipeline
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HELPERS=$BENCH_DIR/pipeline
 
 # ---------------------------------------------------------------- parameters
@@ -53,11 +54,11 @@ BUILD=${BUILD:-0}
 OUT=${OUT:-$BENCH_DIR/PIPELINE.md}
 ROW_GROUPS=${ROW_GROUPS:-"off sqlite pg relaxed memory"}  # groups of rows to run; a subset (e.g. "read sqlite pg": row 4a and the records rows) writes a partial report
 RAW_DIR=${RAW_DIR:-}
-GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/phr-gateway}
+# GATEWAY_BIN / PHR_GATEWAY_BIN: see bench/lib.sh.
 
 # Loopback only, fixed on purpose (ports differ from run.sh's, so both can
-# coexist). PostgreSQL and Redis are the local test services.
-readonly HOST=127.0.0.1
+# coexist; HOST is 127.0.0.1, see lib.sh). PostgreSQL and Redis are the local
+# test services.
 readonly BACKEND_PORT=18090
 readonly GATEWAY_PORT=18453
 readonly ADMIN_PORT=19911
@@ -68,7 +69,6 @@ readonly PATIENT=p1
 readonly SCOPE="openid patient/*.rs"
 readonly ISSUER=https://dev-issuer.phr-gateway.invalid
 readonly AUDIENCE=phr-gateway-demo
-CLK_TCK=$(getconf CLK_TCK)
 
 # A random tag per run: the PostgreSQL schema and the Redis key prefix, so a
 # run never touches another run's (or a test suite's) data.
@@ -80,8 +80,6 @@ readonly PG_SCHEMA=$RUN_TAG
 readonly PG_SCHEMA_RELAXED=${RUN_TAG}_relaxed
 readonly REDIS_PREFIX="phr-bench:$RUN_TAG:"
 
-WORK=""
-declare -a STARTED_PIDS=()
 BACKEND_PID=""
 GW_PID=""
 GW_DIR=""
@@ -90,12 +88,9 @@ REDIS_OK=0
 declare -a PG_SCHEMAS_CREATED=()
 
 # ---------------------------------------------------------------- helpers
-log() { printf '[pipeline %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+# Run by lib.sh's EXIT trap after the processes stopped: this run's PostgreSQL
+# schemas and Redis keys go too.
+cleanup_extra() {
     local schema
     for schema in "${PG_SCHEMAS_CREATED[@]}"; do
         psql_q "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || log "could not drop schema $schema"
@@ -105,64 +100,9 @@ cleanup() {
         redis-cli -h "$HOST" -p 6379 --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null \
             | while read -r key; do redis-cli -h "$HOST" -p 6379 DEL "$key" >/dev/null; done || true
     fi
-    if [[ -n "$RAW_DIR" && -n "$WORK" && -d "$WORK/raw" ]]; then
-        { mkdir -p "$RAW_DIR" && cp -r "$WORK/raw/." "$RAW_DIR/"; } || log "could not copy raw output to $RAW_DIR"
-    fi
-    [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"
 }
-
-# Stop one process we started: TERM, then KILL after 5 s.
-stop_pid() {
-    local pid=$1 _
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
-
-# Start a command in the background and remember its PID for cleanup.
-# Usage: spawn LOGFILE CMD...   (sets SPAWNED_PID)
-spawn() {
-    local logfile=$1; shift
-    "$@" >"$logfile" 2>&1 &
-    SPAWNED_PID=$!
-    STARTED_PIDS+=("$SPAWNED_PID")
-}
-
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
 
 psql_q() { psql -X -q -At -h "$HOST" -U postgres -d test -v ON_ERROR_STOP=1 -c "$1"; }
-
-# Wait until URL answers 200, or fail with the process's log.
-wait_http_200() {
-    local url=$1 pid=$2 what=$3 logfile=$4 _
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$logfile" >&2; die "$what exited during start-up"; }
-        [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    tail -n 30 "$logfile" >&2
-    die "$what not ready after 20 s ($url)"
-}
-
-# CPU time (utime+stime, clock ticks) of PID and its descendants, all threads
-# (fields 14 and 15 of /proc/PID/stat; cut after the last ')'). As run.sh.
-cpu_ticks() {
-    local pids=("$1") total=0 pid child stat f
-    while ((${#pids[@]})); do
-        pid=${pids[0]}; pids=("${pids[@]:1}")
-        if stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
-            read -ra f <<<"${stat##*) }"
-            total=$((total + f[11] + f[12]))
-        fi
-        for child in $(pgrep -P "$pid" || true); do pids+=("$child"); done
-    done
-    echo "$total"
-}
 
 # "pid ticks" lines of every process with this exact name (PostgreSQL backends,
 # redis-server): services this script did not start and does not touch, only
@@ -181,13 +121,6 @@ aux_delta() {
     awk 'NR == FNR { start[$1] = $2; next } { d += $2 - ($1 in start ? start[$1] : 0) } END { print d + 0 }' "$1" "$2"
 }
 
-# Ticks of one CPU from /proc/stat: "busy-without-softirq softirq total".
-core_ticks() {
-    awk -v cpu="cpu$1" '$1 == cpu { t = 0; for (i = 2; i <= NF; i++) t += $i;
-                                     print t - $5 - $6 - $8, $8, t }' /proc/stat
-}
-
-now() { date +%s.%N; }
 want() { [[ " $ROW_GROUPS " == *" $1 "* ]]; }
 loadavg1() { cut -d' ' -f1 /proc/loadavg; }
 
@@ -212,20 +145,8 @@ wait_for_builds() {
 
 # ---------------------------------------------------------------- setup
 ensure_tools() {
-    local cmd
-    for cmd in nginx wrk curl python3 taskset pgrep ss getconf openssl; do
-        command -v "$cmd" >/dev/null || die "required tool not found: $cmd (see bench/README.md)"
-    done
-    (($(nproc) >= 2)) || die "needs at least 2 CPU cores (gateway and load generator are pinned apart)"
-}
-
-ensure_gateway() {
-    if [[ $BUILD == 1 || ! -x $GATEWAY_BIN ]]; then
-        wait_for_builds   # the build lock is shared with any CI build
-        log "building phr-gateway (cargo build --release -p phr-gateway)…"
-        (cd "$REPO_DIR" && cargo build --release -p phr-gateway >&2) || die "gateway build failed"
-    fi
-    [[ -x $GATEWAY_BIN ]] || die "gateway binary not found: $GATEWAY_BIN"
+    require_tools nginx wrk curl python3 taskset pgrep ss getconf openssl
+    require_two_cores
 }
 
 # PostgreSQL and Redis rows are skipped (and the report says so) when the
@@ -243,27 +164,12 @@ probe_services() {
     fi
 }
 
-check_ports() {
-    local p
-    for p in $BACKEND_PORT $GATEWAY_PORT $ADMIN_PORT; do
-        port_free "$p" || die "port $p on $HOST is in use"
-    done
-}
-
-setup_workdir() {
-    WORK=$(mktemp -d /tmp/phr-pipeline.XXXXXX)
-    chmod 0755 "$WORK"   # nginx workers (user nobody when root) read the docroot
-    mkdir -p "$WORK/docroot" "$WORK/raw" "$WORK/tmp" "$WORK/issuer"
-    chmod 0755 "$WORK/docroot"
+# lib.sh's work directory, plus the dev issuer's keys and the result files.
+setup_pipeline_workdir() {
+    setup_workdir phr-pipeline
+    mkdir -p "$WORK/issuer"
     : >"$WORK/results.tsv"
     : >"$WORK/meta"
-}
-
-make_cert() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
-        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
-    chmod 0600 "$WORK/key.pem"
 }
 
 # The FHIR documents (see make_fhir.py). The limit routes (/fhirlocal/,
@@ -296,40 +202,13 @@ mint_tokens() {
 }
 
 # ---------------------------------------------------------------- backend
-# Static files, plain HTTP/1.1, on the load-generator core (as run.sh). FHIR
+# lib.sh's backend: static files, plain HTTP/1.1, on the load-generator core. FHIR
 # documents are served as application/fhir+json; nginx ignores the query
 # string the gateway adds to searches (subject=Patient/p1).
-start_backend() {
-    cat >"$WORK/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/backend.pid;
-error_log $WORK/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $WORK/tmp/b-body;
-    proxy_temp_path $WORK/tmp/b-proxy;
-    fastcgi_temp_path $WORK/tmp/b-fcgi;
-    uwsgi_temp_path $WORK/tmp/b-uwsgi;
-    scgi_temp_path $WORK/tmp/b-scgi;
-    server {
-        listen $HOST:$BACKEND_PORT backlog=4096;
-        root $WORK/docroot;
-        types { }
+start_pipeline_backend() {
+    start_backend "$BACKEND_PORT" "        types { }
         default_type application/fhir+json;
-        location = /small { default_type text/plain; }
-    }
-}
-EOF
-    log "starting backend nginx on $HOST:$BACKEND_PORT (core $LOAD_CPU)"
-    spawn "$WORK/backend.out" taskset -c "$LOAD_CPU" nginx -e "$WORK/backend-error.log" -p "$WORK" -c "$WORK/backend.conf"
-    BACKEND_PID=$SPAWNED_PID
-    wait_http_200 "http://$HOST:$BACKEND_PORT/small" "$BACKEND_PID" "backend nginx" "$WORK/backend-error.log"
+        location = /small { default_type text/plain; }"
 }
 
 # ---------------------------------------------------------------- gateway
@@ -347,34 +226,9 @@ EOF
 # all load comes from 127.0.0.1.
 write_gateway_config() {
     local file=$1 audit=$2
-    cat >"$file" <<EOF
-[gateway]
-instance_id = "bench-$audit"
-
-[admin]
-bind = "$HOST:$ADMIN_PORT"
-
-[[listeners]]
-name = "public"
-bind = "$HOST:$GATEWAY_PORT"
-tls_min_version = "1.3"
-client_auth = "none"
-
-[[listeners.certificates]]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-
-[upstreams.backend]
-endpoints = ["http://$HOST:$BACKEND_PORT"]
-allow_plaintext = true
-jurisdiction = "JP"
-in_cluster = true
-pool_max_idle = 128
-
-[connection_limits]
-max_connections_per_ip = 100000
-tls_handshakes_per_ip_per_second = 100000
-tls_handshake_burst = 100000
+    write_gateway_base "$file" "bench-$audit" "$ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT"
+    {
+        cat <<EOF
 
 [auth_backoff]
 after_failures = 1000000
@@ -383,96 +237,31 @@ after_failures = 1000000
 issuer = "$ISSUER"
 jwks_file = "$WORK/issuer/dev-issuer-jwks.json"
 audiences = ["$AUDIENCE"]
-
-[rate_limits.policies.bench_ip]
-key = "source_ip"
-rate = 1000000
-per = "1s"
-burst = 1000000
-
-[rate_limits.policies.bench_subject]
-key = "subject"
-rate = 1000000
-per = "1s"
-burst = 1000000
-
-[[routes]]
-name = "plain"
-path_prefix = "/"
-upstream = "backend"
-phi = false
-[routes.auth]
-mode = "none"
-
-[[routes]]
-name = "jwt"
-path_prefix = "/jwt/"
-upstream = "backend"
-strip_prefix = true
-[routes.auth]
-mode = "required"
-
-[[routes]]
-name = "fhir"
-path_prefix = "/fhir/"
-upstream = "backend"
-fhir = true
-[routes.auth]
-mode = "required"
-
-[[routes]]
-name = "fhirbig"
-path_prefix = "/fhirbig/"
-upstream = "backend"
-fhir = true
-[routes.auth]
-mode = "required"
-
-[[routes]]
-name = "fhirlocal"
-path_prefix = "/fhirlocal/"
-upstream = "backend"
-fhir = true
-rate_limits = ["bench_ip", "bench_subject"]
-[routes.auth]
-mode = "required"
 EOF
-    if ((REDIS_OK)); then
-        cat >>"$file" <<EOF
-
-[rate_limits.policies.bench_subject_shared]
-key = "subject"
-rate = 1000000
-per = "1s"
-burst = 1000000
-shared = true
-
-[[routes]]
-name = "fhirshared"
-path_prefix = "/fhirshared/"
-upstream = "backend"
-fhir = true
-rate_limits = ["bench_ip", "bench_subject_shared"]
-[routes.auth]
-mode = "required"
-
-[redis]
-url = "$REDIS_URL"
-key_prefix = "$REDIS_PREFIX"
-jurisdiction = "JP"
-in_cluster = true
-EOF
-    fi
-    case $audit in
-        off) printf '\n[audit]\nenabled = false\n' >>"$file" ;;
-        sqlite) ;;   # the default: durable records in phr-gateway.db next to the config
-        pg) printf '\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
-                "$PG_URL" "$PG_SCHEMA" >>"$file" ;;
-        sqlite-relaxed) printf '\n[audit]\nmode = "relaxed"\n' >>"$file" ;;
-        pg-relaxed) printf '\n[audit]\nmode = "relaxed"\n\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
-                "$PG_URL" "$PG_SCHEMA_RELAXED" >>"$file" ;;
-        *) die "unknown audit variant $audit" ;;
-    esac
+        toml_policy bench_ip source_ip
+        toml_policy bench_subject subject
+        toml_route plain / none "phi = false"
+        toml_route jwt /jwt/ required "strip_prefix = true"
+        toml_route fhir /fhir/ required "fhir = true"
+        toml_route fhirbig /fhirbig/ required "fhir = true"
+        toml_route fhirlocal /fhirlocal/ required "fhir = true" 'rate_limits = ["bench_ip", "bench_subject"]'
+        if ((REDIS_OK)); then
+            toml_policy bench_subject_shared subject "shared = true"
+            toml_route fhirshared /fhirshared/ required "fhir = true" 'rate_limits = ["bench_ip", "bench_subject_shared"]'
+            printf '\n[redis]\nurl = "%s"\nkey_prefix = "%s"\njurisdiction = "JP"\nin_cluster = true\n' \
+                "$REDIS_URL" "$REDIS_PREFIX"
+        fi
+        case $audit in
+            off) printf '\n[audit]\nenabled = false\n' ;;
+            sqlite) ;;   # the default: durable records in phr-gateway.db next to the config
+            pg) printf '\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
+                    "$PG_URL" "$PG_SCHEMA" ;;
+            sqlite-relaxed) printf '\n[audit]\nmode = "relaxed"\n' ;;
+            pg-relaxed) printf '\n[audit]\nmode = "relaxed"\n\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
+                    "$PG_URL" "$PG_SCHEMA_RELAXED" ;;
+            *) die "unknown audit variant $audit" ;;
+        esac
+    } >>"$file"
 }
 
 # Starts a fresh gateway instance in its own directory (its SQLite store and
@@ -482,13 +271,11 @@ start_gateway() {
     GW_DIR="$WORK/gw-$audit-$(date +%s%N)"
     mkdir -p "$GW_DIR"
     write_gateway_config "$GW_DIR/gateway.toml" "$audit"
-    "$GATEWAY_BIN" check-config --config "$GW_DIR/gateway.toml" >"$GW_DIR/check.log" 2>&1 \
+    gateway_check_config "$GW_DIR/gateway.toml" "$GW_DIR/check.log" \
         || { cat "$GW_DIR/check.log" >&2; die "check-config rejected the $audit config ($GW_DIR/gateway.toml)"; }
     log "starting phr-gateway (audit: $audit) on $HOST:$GATEWAY_PORT (core $PROXY_CPU, 1 worker thread)"
-    spawn "$GW_DIR/gateway.log" env PHR_GATEWAY_WORKER_THREADS=1 \
-        taskset -c "$PROXY_CPU" "$GATEWAY_BIN" run --config "$GW_DIR/gateway.toml"
+    start_gateway_process "$GW_DIR/gateway.toml" "$GW_DIR/gateway.log" "$ADMIN_PORT"
     GW_PID=$SPAWNED_PID
-    wait_http_200 "http://$HOST:$ADMIN_PORT/readyz" "$GW_PID" "phr-gateway" "$GW_DIR/gateway.log"
 }
 
 stop_gateway() {
@@ -543,8 +330,6 @@ EOF
 # Every measured row appends one TSV line to $WORK/results.tsv (see
 # pipeline/report.py for the field list). "ok" counts 2xx responses only.
 
-kv() { sed -n "s/.*\\b$1=\\([0-9]*\\).*/\\1/p" <<<"$2"; }
-
 # wrk, one thread, keep-alive. $3: "static" (optional fixed header in $4) or
 # "tokens" (token file in $4: one distinct token per request).
 # Sets R_OK R_FAILED R_TOOL_S R_P50 R_P99 R_TOKENS_USED R_TOKENS_AVAIL.
@@ -557,14 +342,8 @@ run_wrk() {
         tokens) cmd=(env TOKEN_FILE="$arg" "${cmd[@]}" wrk -t1 -c"$CONNECTIONS" -d"${dur}s" --timeout 5s -s "$HELPERS/tokens.lua") ;;
     esac
     "${cmd[@]}" "$url" >"$raw" 2>&1 || { cat "$raw" >&2; die "wrk failed: $url"; }
-    local line requests status_errors socket_errors duration_us
-    line=$(grep '^WRK_SUMMARY' "$raw") || { cat "$raw" >&2; die "no wrk summary in $raw"; }
-    requests=$(kv requests "$line"); status_errors=$(kv status_errors "$line")
-    socket_errors=$(kv socket_errors "$line"); duration_us=$(kv duration_us "$line")
-    R_OK=$((requests - status_errors))
-    R_FAILED=$((status_errors + socket_errors))
-    R_TOOL_S=$(python3 -c "print($duration_us/1e6)")
-    R_P50=$(kv p50_us "$line"); R_P99=$(kv p99_us "$line")
+    parse_wrk_summary "$raw"
+    local line
     R_TOKENS_USED=""; R_TOKENS_AVAIL=""
     if line=$(grep '^WRK_TOKENS' "$raw"); then
         R_TOKENS_USED=$(kv used "$line"); R_TOKENS_AVAIL=$(kv available "$line")
@@ -781,12 +560,7 @@ write_meta() {
     commit=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
     git -C "$REPO_DIR" diff --quiet HEAD -- gateway fhir-adapter 2>/dev/null || dirty=", with uncommitted changes in gateway/ or fhir-adapter/"
     {
-        echo "date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-        echo "nproc=$(nproc)"
-        echo "cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
-        echo "kernel=$(uname -r)"
-        echo "mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-        echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+        meta_machine
         echo "gateway=$("$GATEWAY_BIN" --version 2>/dev/null | head -n1 || echo phr-gateway) (repo commit $commit$dirty; binary built $(date -u -r "$GATEWAY_BIN" '+%Y-%m-%d %H:%M UTC'))"
         echo "rustc=$(rustc --version 2>/dev/null || echo n/a)"
         echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: nginx\///')"
@@ -813,17 +587,16 @@ write_meta() {
 main() {
     local started=$SECONDS
     ensure_tools
-    ensure_gateway
-    check_ports
+    ensure_gateway_bin wait_for_builds   # the build lock is shared with any CI build
+    check_ports_free $BACKEND_PORT $GATEWAY_PORT $ADMIN_PORT
     probe_services
-    setup_workdir
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
+    setup_pipeline_workdir
+    install_cleanup
     make_cert
     make_docroot
     mint_tokens
     write_meta
-    start_backend
+    start_pipeline_backend
     want off && bench_audit_off
     want read && ! want off && bench_read_only
     want sqlite && bench_audit_sqlite

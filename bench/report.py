@@ -13,6 +13,8 @@
 import math
 import sys
 
+from report_lib import fmt, md_row, md_rule, pct, per_req_us, ratio, read_meta, read_tsv
+
 TSV_FIELDS = ("kind proto size target conns streams rate ok failed tool_s wall_s "
               "p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_softirq_ticks "
               "core_total_ticks").split()
@@ -48,67 +50,36 @@ def cmd_percentiles(path):
     print(len(durations), percentile(durations, 50), percentile(durations, 99))
 
 
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                meta[k] = v
-    return meta
-
-
 def read_rows(path, clk_tck):
     rows = []
-    with open(path) as f:
-        for line in f:
-            vals = line.rstrip("\n").split("\t")
-            if len(vals) != len(TSV_FIELDS):
-                continue
-            r = dict(zip(TSV_FIELDS, vals))
-            ok = int(r["ok"])
-            tool_s = float(r["tool_s"]) or 1e-9
-            wall_s = float(r["wall_s"]) or 1e-9
-            r["rps"] = ok / tool_s
-            backend_s = int(r["backend_ticks"]) / clk_tck
-            r["backend_us_req"] = backend_s * 1e6 / ok if ok else None
-            # Share of the proxy core used by other programs: busy (without
-            # softirq) minus the proxy's own CPU time; should be ~0.
-            core_total = int(r["core_total_ticks"]) or 1
-            own = 0 if r["proxy_ticks"] == "NA" else int(r["proxy_ticks"])
-            r["core_other"] = max(0, int(r["core_busy_ticks"]) - own) / core_total
-            r["core_softirq"] = int(r["core_softirq_ticks"]) / core_total
-            if r["proxy_ticks"] == "NA":
-                r["proxy_us_req"] = None
-                r["proxy_busy"] = None
-            else:
-                proxy_s = int(r["proxy_ticks"]) / clk_tck
-                r["proxy_us_req"] = proxy_s * 1e6 / ok if ok else None
-                r["proxy_busy"] = proxy_s / wall_s
-            # For "direct" there is no proxy: its CPU column shows the
-            # backend's CPU/request instead (marked † in the tables).
-            r["cpu_us_req"] = (r["proxy_us_req"] if r["target"] != "direct"
-                               else r["backend_us_req"])
-            rows.append(r)
+    for r in read_tsv(path, TSV_FIELDS):
+        ok = int(r["ok"])
+        tool_s = float(r["tool_s"]) or 1e-9
+        wall_s = float(r["wall_s"]) or 1e-9
+        r["rps"] = ok / tool_s
+        r["backend_us_req"] = per_req_us(int(r["backend_ticks"]), clk_tck, ok)
+        # Share of the proxy core used by other programs: busy (without
+        # softirq) minus the proxy's own CPU time; should be ~0.
+        core_total = int(r["core_total_ticks"]) or 1
+        own = 0 if r["proxy_ticks"] == "NA" else int(r["proxy_ticks"])
+        r["core_other"] = max(0, int(r["core_busy_ticks"]) - own) / core_total
+        r["core_softirq"] = int(r["core_softirq_ticks"]) / core_total
+        if r["proxy_ticks"] == "NA":
+            r["proxy_us_req"] = None
+            r["proxy_busy"] = None
+        else:
+            r["proxy_us_req"] = per_req_us(int(r["proxy_ticks"]), clk_tck, ok)
+            r["proxy_busy"] = int(r["proxy_ticks"]) / clk_tck / wall_s
+        # For "direct" there is no proxy: its CPU column shows the
+        # backend's CPU/request instead (marked † in the tables).
+        r["cpu_us_req"] = (r["proxy_us_req"] if r["target"] != "direct"
+                           else r["backend_us_req"])
+        rows.append(r)
     return rows
-
-
-def fmt(v, spec="{:.2f}", none="–"):
-    return none if v is None else spec.format(v)
-
-
-def pct(v):
-    return None if v is None else v * 100
 
 
 def warn(*rows):
     return " ⚠" if any(r and r["core_other"] > 0.05 for r in rows) else ""
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return None
-    return a / b
 
 
 def markdown(meta_path, tsv_path):
@@ -171,8 +142,8 @@ def markdown(meta_path, tsv_path):
         hdr = ["Protocol", "Response"]
         hdr += [f"req/s ÷ {TARGET_LABEL[t].split(' ')[0]}" for t in others]
         hdr += [f"CPU/req ÷ {TARGET_LABEL[t].split(' ')[0]}" for t in others]
-        w("| " + " | ".join(hdr) + " |")
-        w("|" + "---|" * len(hdr))
+        w(md_row(hdr))
+        w(md_rule("l" * len(hdr)))
         for proto in ("h1", "h2"):
             for size in ("small", "64k"):
                 g = idx.get(("sat", proto, size, "gateway"))
@@ -185,7 +156,7 @@ def markdown(meta_path, tsv_path):
                 for t in others:
                     o = idx.get(("sat", proto, size, t))
                     cells.append(fmt(ratio(g["cpu_us_req"], o and o["cpu_us_req"])) + warn(g, o))
-                w("| " + " | ".join(cells) + " |")
+                w(md_row(cells))
         w("")
 
     w("## Saturation runs")
@@ -198,9 +169,9 @@ def markdown(meta_path, tsv_path):
       "(/proc/stat); it should be ~0 %, and rows where it exceeds 5 % are marked ⚠ "
       "(disturbed: rerun on a quiet machine).")
     w("")
-    w("| Protocol | Response | Target | req/s | p50 ms | p99 ms | failed | "
-      "CPU µs/req | proxy busy | softirq | other | backend CPU µs/req |")
-    w("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w(md_row(["Protocol", "Response", "Target", "req/s", "p50 ms", "p99 ms", "failed",
+              "CPU µs/req", "proxy busy", "softirq", "other", "backend CPU µs/req"]))
+    w(md_rule("lll" + "r" * 9))
     for proto in ("h1", "h2"):
         for size in ("small", "64k"):
             for t in targets:
@@ -210,13 +181,13 @@ def markdown(meta_path, tsv_path):
                 cpu = fmt(r["cpu_us_req"], "{:.1f}")
                 if t == "direct" and r["cpu_us_req"] is not None:
                     cpu += " †"
-                w(f"| {PROTO_LABEL[proto]} | {SIZE_LABEL[size]} | {TARGET_LABEL[t]} | "
-                  f"{r['rps']:,.0f} | {int(r['p50_us']) / 1000:.2f} | "
-                  f"{int(r['p99_us']) / 1000:.2f} | {r['failed']} | {cpu} | "
-                  f"{fmt(pct(r['proxy_busy']), '{:.0f} %')} | "
-                  f"{fmt(pct(r['core_softirq']), '{:.0f} %')} | "
-                  f"{fmt(pct(r['core_other']), '{:.0f} %')}{' ⚠' if r['core_other'] > 0.05 else ''} | "
-                  f"{fmt(r['backend_us_req'], '{:.1f}')} |")
+                w(md_row([PROTO_LABEL[proto], SIZE_LABEL[size], TARGET_LABEL[t],
+                          f"{r['rps']:,.0f}", f"{int(r['p50_us']) / 1000:.2f}",
+                          f"{int(r['p99_us']) / 1000:.2f}", r["failed"], cpu,
+                          fmt(pct(r["proxy_busy"]), "{:.0f} %"),
+                          fmt(pct(r["core_softirq"]), "{:.0f} %"),
+                          fmt(pct(r["core_other"]), "{:.0f} %") + warn(r),
+                          fmt(r["backend_us_req"], "{:.1f}")]))
     w("")
     w("† direct: no proxy; the backend's CPU/request is shown.")
     w("")
@@ -227,9 +198,9 @@ def markdown(meta_path, tsv_path):
         w("")
         w("Latency added = target p99 − direct p99 at the same offered rate and protocol.")
         w("")
-        w("| Protocol | Target | offered req/s | achieved req/s | p50 µs | p99 µs | "
-          "p99 added vs direct µs | failed | CPU µs/req | other |")
-        w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        w(md_row(["Protocol", "Target", "offered req/s", "achieved req/s", "p50 µs", "p99 µs",
+                  "p99 added vs direct µs", "failed", "CPU µs/req", "other"]))
+        w(md_rule("ll" + "r" * 8))
         for proto in ("h1", "h2"):
             d = idx.get(("moderate", proto, "small", "direct"))
             for t in targets:
@@ -241,9 +212,9 @@ def markdown(meta_path, tsv_path):
                 cpu = fmt(r["cpu_us_req"], "{:.1f}")
                 if t == "direct" and r["cpu_us_req"] is not None:
                     cpu += " †"
-                w(f"| {PROTO_LABEL[proto]} | {TARGET_LABEL[t]} | {r['rate']} | "
-                  f"{r['rps']:,.0f} | {r['p50_us']} | {r['p99_us']} | {added} | "
-                  f"{r['failed']} | {cpu} | {fmt(pct(r['core_other']), '{:.0f} %')}{warn(r)} |")
+                w(md_row([PROTO_LABEL[proto], TARGET_LABEL[t], r["rate"], f"{r['rps']:,.0f}",
+                          r["p50_us"], r["p99_us"], added, r["failed"], cpu,
+                          fmt(pct(r["core_other"]), "{:.0f} %") + warn(r)]))
         w("")
     print("\n".join(out))
 

@@ -22,8 +22,9 @@
 # exit.
 set -euo pipefail
 
-BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO_DIR=$(dirname "$BENCH_DIR")
+LOG_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- parameters
 # DURATION/WARMUP accept "10" or "10s".
@@ -42,14 +43,16 @@ BUILD=${BUILD:-0}
 DISTURBED_RETRIES=${DISTURBED_RETRIES:-2}   # repeats of a run disturbed by other programs
 OUT=${OUT:-$BENCH_DIR/RESULTS.md}
 RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept there
-GATEWAY_BIN=${GATEWAY_BIN:-$REPO_DIR/target/release/phr-gateway}
+# GATEWAY_BIN / PHR_GATEWAY_BIN: see bench/lib.sh.
 # gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls alone, no
 # safeguards: the floor of the stack the gateway is built on (target "bare").
-BARE_BIN=${BARE_BIN:-$REPO_DIR/target/release/examples/bare_proxy}
+BARE_BIN=${BARE_BIN:-$CARGO_TARGET/release/examples/bare_proxy}
+# How the report describes the gateway build (default: the repo commit; a
+# prebuilt PHR_GATEWAY_BIN by its path).
+GATEWAY_DESC=${GATEWAY_DESC:-${PHR_GATEWAY_BIN:+prebuilt $PHR_GATEWAY_BIN}}
 
-# Fixed loopback addresses: deliberately not configurable, so the script can
-# never be pointed at another host.
-readonly HOST=127.0.0.1
+# Fixed loopback addresses (HOST is 127.0.0.1, see lib.sh): deliberately not
+# configurable, so the script can never be pointed at another host.
 readonly BACKEND_PORT=18080        # backend, HTTP/1.1 (used by all proxies)
 readonly BACKEND_H2C_PORT=18081    # backend, cleartext HTTP/2 (direct h2 runs only)
 readonly GATEWAY_PORT=18443
@@ -59,91 +62,9 @@ readonly BARE_PORT=18446
 readonly GATEWAY_ADMIN_PORT=19901
 
 SIZES=${SIZES:-"small 64k"}                 # response sizes to measure (a subset writes a partial report)
-CLK_TCK=$(getconf CLK_TCK)
 
-WORK=""
-declare -a STARTED_PIDS=()
 BACKEND_PID=""
 PROXY_PID=""
-
-# ---------------------------------------------------------------- helpers
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-cleanup() {
-    local pid
-    for pid in "${STARTED_PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    if [[ -n "$RAW_DIR" && -n "$WORK" && -d "$WORK/raw" ]]; then
-        { mkdir -p "$RAW_DIR" && cp -r "$WORK/raw/." "$RAW_DIR/"; } || log "could not copy raw output to $RAW_DIR"
-    fi
-    [[ -n "$WORK" && -d "$WORK" ]] && rm -rf "$WORK"
-}
-
-# Stop one process we started: TERM, then KILL after 5 s.
-stop_pid() {
-    local pid=$1 _
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
-
-# Start a command in the background, remember its PID for cleanup.
-# Usage: spawn LOGFILE CMD...   (sets SPAWNED_PID)
-spawn() {
-    local logfile=$1; shift
-    "$@" >"$logfile" 2>&1 &
-    SPAWNED_PID=$!
-    STARTED_PIDS+=("$SPAWNED_PID")
-}
-
-port_free() { ! ss -Hltn "sport = :$1" | grep -q .; }
-
-# Wait until URL answers HTTP 200 (curl -k: self-signed cert), or fail.
-wait_http_200() {
-    local url=$1 pid=$2 what=$3 logfile=$4 _
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || { tail -n 30 "$logfile" >&2; die "$what exited during start-up"; }
-        [[ $(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true) == 200 ]] && return 0
-        sleep 0.2
-    done
-    tail -n 30 "$logfile" >&2
-    die "$what not ready after 20 s ($url)"
-}
-
-# CPU time (utime+stime, clock ticks) of PID and all its descendants, all
-# threads included. nginx does its work in a child of the master process, so
-# the whole process tree must be summed. Field 14/15 of /proc/PID/stat; the
-# command name (field 2) may contain spaces, so cut after the last ')'.
-cpu_ticks() {
-    local pids=("$1") total=0 pid child stat f
-    while ((${#pids[@]})); do
-        pid=${pids[0]}; pids=("${pids[@]:1}")
-        if stat=$(cat "/proc/$pid/stat" 2>/dev/null); then
-            read -ra f <<<"${stat##*) }"     # f[0] is field 3 (state)
-            total=$((total + f[11] + f[12])) # fields 14 utime, 15 stime
-        fi
-        for child in $(pgrep -P "$pid" || true); do pids+=("$child"); done
-    done
-    echo "$total"
-}
-
-# Ticks of one CPU from /proc/stat: "busy softirq total", busy excluding
-# softirq. Softirq is kernel work for the loopback traffic that is not charged
-# to any process; busy minus the proxy's own CPU time is therefore what other
-# programs took from the proxy core during a run (it should be ~0).
-core_ticks() {
-    awk -v cpu="cpu$1" '$1 == cpu { t = 0; for (i = 2; i <= NF; i++) t += $i;
-                                     print t - $5 - $6 - $8, $8, t }' /proc/stat
-}
-
-now() { date +%s.%N; }
 
 # ---------------------------------------------------------------- setup
 ensure_tools() {
@@ -158,28 +79,21 @@ ensure_tools() {
         apt-get install -y nginx-light haproxy wrk nghttp2-client >&2 \
             || { apt-get update >&2 && apt-get install -y nginx-light haproxy wrk nghttp2-client >&2; }
     fi
-    for cmd in openssl curl python3 taskset pgrep ss getconf; do
-        command -v "$cmd" >/dev/null || die "required tool not found: $cmd"
-    done
-    (($(nproc) >= 2)) || die "needs at least 2 CPU cores (proxy and load generator are pinned apart)"
+    require_tools openssl curl python3 taskset pgrep ss getconf
+    require_two_cores
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
 
 ensure_gateway() {
     has_target gateway || return 0
-    if [[ $BUILD == 1 || ! -x $GATEWAY_BIN ]]; then
-        log "building phr-gateway (cargo build --release -p phr-gateway)…"
-        (cd "$REPO_DIR" && cargo build --release -p phr-gateway >&2) || die "gateway build failed"
-    fi
-    [[ -x $GATEWAY_BIN ]] || die "gateway binary not found: $GATEWAY_BIN"
+    ensure_gateway_bin
 }
 
 ensure_bare() {
     has_target bare || return 0
     if [[ $BUILD == 1 || ! -x $BARE_BIN ]]; then
-        log "building the bare hyper proxy (cargo build --release --example bare_proxy)…"
-        (cd "$REPO_DIR" && cargo build --release -p phr-gateway --example bare_proxy >&2) || die "bare_proxy build failed"
+        cargo_release "the bare hyper proxy" -p phr-gateway --example bare_proxy
     fi
     [[ -x $BARE_BIN ]] || die "bare proxy binary not found: $BARE_BIN"
 }
@@ -196,83 +110,33 @@ check_quiet() {
     fi
 }
 
-check_ports() {
-    local p
-    for p in $BACKEND_PORT $BACKEND_H2C_PORT $GATEWAY_PORT $NGINX_PORT $HAPROXY_PORT $BARE_PORT $GATEWAY_ADMIN_PORT; do
-        port_free "$p" || die "port $p on $HOST is in use"
-    done
-}
-
-setup_workdir() {
-    WORK=$(mktemp -d /tmp/phr-bench.XXXXXX)
-    # nginx workers drop privileges to 'nobody' when started as root and must
-    # be able to read the docroot; the private key stays 0600 (read by the
-    # master / haproxy / gateway process before any privilege drop).
-    chmod 0755 "$WORK"
-    mkdir -p "$WORK/docroot" "$WORK/raw" "$WORK/tmp"
-    chmod 0755 "$WORK/docroot"
-}
-
-# One self-signed ECDSA P-256 certificate shared by all three proxies, so the
-# TLS handshake/signature cost is identical.
-make_cert() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 2 \
-        -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-        2>/dev/null
-    chmod 0600 "$WORK/key.pem"
-    cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"   # haproxy wants both in one file
+# The certificate of lib.sh's make_cert, shared by all proxies, so the TLS
+# handshake/signature cost is identical; haproxy wants cert and key in one file.
+make_certs() {
+    make_cert
+    cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"
     chmod 0600 "$WORK/haproxy.pem"
 }
 
 make_docroot() {
     # /small: exactly 100 bytes; /64k: exactly 65536 bytes (incompressible
     # content does not matter: nobody compresses here).
-    head -c 99 /dev/zero | tr '\0' 'a' >"$WORK/docroot/small"; echo >>"$WORK/docroot/small"
+    make_small_file
     head -c 65536 /dev/urandom >"$WORK/docroot/64k"
-    chmod 0644 "$WORK/docroot/small" "$WORK/docroot/64k"
+    chmod 0644 "$WORK/docroot/64k"
 }
 
 # ---------------------------------------------------------------- backend
-# A second nginx, plain HTTP, on the load-generator core. keepalive_requests
-# is high so that neither the proxies' pooled connections nor wrk's are
-# ever closed by the backend during a run.
-start_backend() {
-    cat >"$WORK/backend.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/backend.pid;
-error_log $WORK/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    client_body_temp_path $WORK/tmp/b-body;
-    proxy_temp_path $WORK/tmp/b-proxy;
-    fastcgi_temp_path $WORK/tmp/b-fcgi;
-    uwsgi_temp_path $WORK/tmp/b-uwsgi;
-    scgi_temp_path $WORK/tmp/b-scgi;
-    server {
-        listen $HOST:$BACKEND_PORT backlog=4096;
-        root $WORK/docroot;
-    }
-    # Cleartext HTTP/2 (prior knowledge) for the direct HTTP/2 runs only:
-    # nginx cannot serve h1 and h2c on the same plain port.
+# lib.sh's backend nginx on the load-generator core, plus a cleartext HTTP/2
+# server (prior knowledge) for the direct HTTP/2 runs only: nginx cannot serve
+# h1 and h2c on the same plain port.
+start_run_backend() {
+    start_backend "$BACKEND_PORT" "" "    default_type application/octet-stream;
     server {
         listen $HOST:$BACKEND_H2C_PORT http2 backlog=4096;
         http2_max_concurrent_streams 256;
         root $WORK/docroot;
-    }
-}
-EOF
-    log "starting backend nginx on $HOST:$BACKEND_PORT (core $LOAD_CPU)"
-    spawn "$WORK/backend.out" taskset -c "$LOAD_CPU" nginx -e "$WORK/backend-error.log" -p "$WORK" -c "$WORK/backend.conf"
-    BACKEND_PID=$SPAWNED_PID
-    wait_http_200 "http://$HOST:$BACKEND_PORT/small" "$BACKEND_PID" "backend nginx" "$WORK/backend-error.log"
+    }"
 }
 
 # ---------------------------------------------------------------- proxies
@@ -280,84 +144,31 @@ EOF
 # worker/thread, TLS 1.3 only, ALPN h2+http/1.1, and a pooled keep-alive
 # HTTP/1.1 connection pool to the backend; it sets PROXY_PID and PROXY_URL.
 
-# Writes the gateway config to $1. With $2 = open, the route is marked as
-# carrying no health information and needing no token (phi = false,
-# auth.mode = "none"): the benchmark measures proxying, not token checks, and
-# has no identity provider. Builds from before route authentication existed
-# reject those keys (strict parsing), so start_gateway falls back to the plain
-# route for them.
+# Writes the gateway config to $1: lib.sh's plain-proxy config (access
+# records and the per-IP caps off, one route "/" to the backend), $2 = open or
+# plain (see write_proxy_gateway_config); start_gateway falls back to plain
+# for builds from before route authentication existed.
 write_gateway_config() {
-    local file=$1 variant=$2
-    cat >"$file" <<EOF
-[gateway]
-instance_id = "bench"
-
-[admin]
-bind = "$HOST:$GATEWAY_ADMIN_PORT"
-
-# This benchmark compares proxies: access records (bench/pipeline.sh measures them) and
-# the per-IP caps (all load comes from one loopback address) are off here.
-[audit]
-enabled = false
-
-[connection_limits]
-max_connections_per_ip = 100000
-tls_handshakes_per_ip_per_second = 100000
-tls_handshake_burst = 100000
-
-[[listeners]]
-name = "public"
-bind = "$HOST:$GATEWAY_PORT"
-tls_min_version = "1.3"
-client_auth = "none"
-
-[[listeners.certificates]]
-cert_file = "$WORK/cert.pem"
-key_file = "$WORK/key.pem"
-
-[upstreams.backend]
-endpoints = ["http://$HOST:$BACKEND_PORT"]
-allow_plaintext = true
-jurisdiction = "JP"
-in_cluster = true
-pool_max_idle = 128          # same idle pool size as nginx's "keepalive 128"
-
-[[routes]]
-name = "bench"
-path_prefix = "/"
-upstream = "backend"
-EOF
-    if [[ $variant == open ]]; then
-        cat >>"$file" <<EOF
-phi = false
-
-[routes.auth]
-mode = "none"
-EOF
-    fi
+    write_proxy_gateway_config "$1" bench "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT" "$2"
 }
 
 start_gateway() {
     local conf="$WORK/gateway.toml" variant
     for variant in open plain; do
         write_gateway_config "$conf" "$variant"
-        if "$GATEWAY_BIN" check-config --config "$conf" >"$WORK/gateway-check-$variant.log" 2>&1; then
+        if gateway_check_config "$conf" "$WORK/gateway-check-$variant.log"; then
             break
         fi
         if [[ $variant == plain ]]; then
             cat "$WORK/gateway-check-open.log" "$WORK/gateway-check-plain.log" >&2
-            die "phr-gateway check-config rejected the bench config; compare write_gateway_config() in bench/run.sh with config/gateway.toml"
+            die "phr-gateway check-config rejected the bench config; compare write_proxy_gateway_config() in bench/lib.sh with config/gateway.toml"
         fi
     done
     echo "gateway_route=$variant" >>"$WORK/meta"
     log "starting phr-gateway on $HOST:$GATEWAY_PORT (core $PROXY_CPU, 1 worker thread, route config: $variant)"
-    # The gateway is pinned to one core, so one tokio worker thread. Logging
-    # stays at the gateway's default (PHR_GATEWAY_LOG unset); its log goes to a
-    # file in the work dir and the bytes it wrote are reported.
-    spawn "$WORK/gateway.log" env PHR_GATEWAY_WORKER_THREADS=1 \
-        taskset -c "$PROXY_CPU" "$GATEWAY_BIN" run --config "$conf"
+    # Its log goes to a file in the work dir and the bytes it wrote are reported.
+    start_gateway_process "$conf" "$WORK/gateway.log" "$GATEWAY_ADMIN_PORT"
     PROXY_PID=$SPAWNED_PID
-    wait_http_200 "http://$HOST:$GATEWAY_ADMIN_PORT/readyz" "$PROXY_PID" "phr-gateway" "$WORK/gateway.log"
     PROXY_URL="https://$HOST:$GATEWAY_PORT"
 }
 
@@ -372,11 +183,7 @@ http {
     access_log off;
     keepalive_requests 10000000;      # also caps requests per h2 connection
     keepalive_timeout 300s;
-    client_body_temp_path $WORK/tmp/p-body;
-    proxy_temp_path $WORK/tmp/p-proxy;
-    fastcgi_temp_path $WORK/tmp/p-fcgi;
-    uwsgi_temp_path $WORK/tmp/p-uwsgi;
-    scgi_temp_path $WORK/tmp/p-scgi;
+$(nginx_temp_paths p)
 
     upstream backend {
         server $HOST:$BACKEND_PORT;
@@ -499,14 +306,7 @@ load_h1() {
     timeout -k 5 $((dur + 30)) taskset -c "$LOAD_CPU" \
         wrk -t1 -c"$CONNECTIONS" -d"${dur}s" --timeout 5s -s "$BENCH_DIR/wrk_summary.lua" "$url" >"$raw" 2>&1 \
         || { cat "$raw" >&2; die "wrk failed: $url"; }
-    local line; line=$(grep '^WRK_SUMMARY' "$raw") || die "no wrk summary in $raw"
-    local requests status_errors socket_errors duration_us
-    requests=$(kv requests "$line"); status_errors=$(kv status_errors "$line")
-    socket_errors=$(kv socket_errors "$line"); duration_us=$(kv duration_us "$line")
-    R_OK=$((requests - status_errors))
-    R_FAILED=$((status_errors + socket_errors))
-    R_TOOL_S=$(python3 -c "print($duration_us/1e6)")
-    R_P50=$(kv p50_us "$line"); R_P99=$(kv p99_us "$line")
+    parse_wrk_summary "$raw"
 }
 
 # HTTP/2 (or, with extra args, fixed-rate HTTP/1.1): h2load, one thread.
@@ -531,8 +331,6 @@ load_h2load() {
     read -r R_OK R_P50 R_P99 < <(python3 "$BENCH_DIR/report.py" percentiles "$raw.log")
     R_FAILED=$((R_FAILED + succeeded - R_OK))
 }
-
-kv() { sed -n "s/.*\\b$1=\\([0-9]*\\).*/\\1/p" <<<"$2"; }
 
 # Run one measured load run and record it.
 # Usage: measure KIND PROTO SIZE TARGET URL
@@ -646,13 +444,8 @@ write_meta() {
         [[ -n $gw_version ]] || gw_version="phr-gateway"
     fi
     {
-        echo "date=$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-        echo "nproc=$(nproc)"
-        echo "cpu_model=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)"
-        echo "kernel=$(uname -r)"
-        echo "mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
-        echo "loadavg_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-        if [[ -n ${GATEWAY_DESC:-} ]]; then
+        meta_machine
+        if [[ -n $GATEWAY_DESC ]]; then
             echo "gateway=$gw_version ($GATEWAY_DESC)"
         else
             echo "gateway=$gw_version (repo commit $gw_commit$(git -C "$REPO_DIR" diff --quiet HEAD -- gateway 2>/dev/null || echo ', gateway/ has uncommitted changes'))"
@@ -683,16 +476,15 @@ main() {
     ensure_tools
     ensure_gateway
     ensure_bare
-    check_ports
+    check_ports_free $BACKEND_PORT $BACKEND_H2C_PORT $GATEWAY_PORT $NGINX_PORT $HAPROXY_PORT $BARE_PORT $GATEWAY_ADMIN_PORT
     check_quiet
-    setup_workdir
-    trap cleanup EXIT
-    trap 'exit 130' INT TERM
-    make_cert
+    setup_workdir phr-bench
+    install_cleanup
+    make_certs
     make_docroot
     : >"$WORK/results.tsv"
     write_meta
-    start_backend
+    start_run_backend
     local target
     for target in $TARGETS; do
         bench_target "$target"

@@ -1,7 +1,9 @@
--- wrk reporter: prints one machine-readable line that bench/run.sh parses,
--- so the script does not depend on wrk's human-oriented output format.
--- Latencies are in microseconds; duration is wrk's own measured run time.
-done = function(summary, latency, requests)
+-- wrk reporter: prints one machine-readable line that bench/run.sh and
+-- bench/pipeline.sh parse (parse_wrk_summary in bench/lib.sh), so the scripts
+-- do not depend on wrk's human-oriented output format. Latencies are in
+-- microseconds; duration is wrk's own measured run time.
+-- bench/pipeline/tokens.lua loads this file for write_summary.
+function write_summary(summary, latency)
   local e = summary.errors
   io.write(string.format(
     "WRK_SUMMARY requests=%d duration_us=%d status_errors=%d " ..
@@ -9,4 +11,8 @@ done = function(summary, latency, requests)
     summary.requests, summary.duration, e.status,
     e.connect + e.read + e.write + e.timeout,
     latency:percentile(50), latency:percentile(99), latency.max))
+end
+
+done = function(summary, latency, _requests)
+  write_summary(summary, latency)
 end

@@ -6,8 +6,12 @@
 META holds key=value lines; RESULTS_TSV one line per measured row with the
 fields of TSV_FIELDS (written by measure() in pipeline.sh).
 """
+import os
 import statistics
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from report_lib import fmt, md_row, md_rule, per_req_us, ratio, read_meta, read_tsv  # noqa: E402
 
 TSV_FIELDS = ("id label audit path ok failed tool_s wall_s p50_us p99_us gw_ticks "
               "backend_ticks aux_ticks aux core_busy core_softirq core_total load "
@@ -31,7 +35,6 @@ ORDER = ["1", "2", "3", "4a", "4b", "4c", "4d", "4e", "5a", "5b", "7a", "7b"]
 AUX_LABEL = {"postgres": "PostgreSQL", "redis-server": "Redis"}
 
 
-
 def per_commit(meta, store):
     """Average records per database transaction (the group-commit batch)."""
     try:
@@ -39,49 +42,31 @@ def per_commit(meta, store):
     except (KeyError, ValueError, ZeroDivisionError):
         return "?"
 
-def read_meta(path):
-    meta = {}
-    with open(path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                meta[k] = v
-    return meta
-
 
 def read_rows(path, clk):
     rows = {}
-    with open(path) as f:
-        for line in f:
-            vals = line.rstrip("\n").split("\t")
-            if len(vals) != len(TSV_FIELDS):
-                continue
-            r = dict(zip(TSV_FIELDS, vals))
-            ok = int(r["ok"])
-            r["ok"] = ok
-            r["failed"] = int(r["failed"])
-            r["rps"] = ok / (float(r["tool_s"]) or 1e-9)
-            gw_s = int(r["gw_ticks"]) / clk
-            r["gw_us"] = gw_s * 1e6 / ok if ok else None
-            r["gw_busy"] = gw_s / (float(r["wall_s"]) or 1e-9)
-            r["backend_us"] = int(r["backend_ticks"]) / clk * 1e6 / ok if ok else None
-            aux = 0 if r["aux_ticks"] in ("", "NA") else int(r["aux_ticks"])
-            r["aux_us"] = aux / clk * 1e6 / ok if ok and r["aux"] else None
-            total = int(r["core_total"]) or 1
-            # Busy incl. softirq minus the gateway (whose stime includes the
-            # softirq work done in its syscalls) minus PostgreSQL/Redis.
-            r["other"] = max(0, int(r["core_busy"]) + int(r["core_softirq"])
-                             - int(r["gw_ticks"]) - aux) / total
-            rows[r["id"]] = r
+    for r in read_tsv(path, TSV_FIELDS):
+        ok = int(r["ok"])
+        r["ok"] = ok
+        r["failed"] = int(r["failed"])
+        r["rps"] = ok / (float(r["tool_s"]) or 1e-9)
+        r["gw_us"] = per_req_us(int(r["gw_ticks"]), clk, ok)
+        r["gw_busy"] = int(r["gw_ticks"]) / clk / (float(r["wall_s"]) or 1e-9)
+        r["backend_us"] = per_req_us(int(r["backend_ticks"]), clk, ok)
+        aux = 0 if r["aux_ticks"] in ("", "NA") else int(r["aux_ticks"])
+        r["aux_us"] = per_req_us(aux, clk, ok) if r["aux"] else None
+        total = int(r["core_total"]) or 1
+        # Busy incl. softirq minus the gateway (whose stime includes the
+        # softirq work done in its syscalls) minus PostgreSQL/Redis.
+        r["other"] = max(0, int(r["core_busy"]) + int(r["core_softirq"])
+                         - int(r["gw_ticks"]) - aux) / total
+        rows[r["id"]] = r
     return rows
 
 
-def f(v, spec="{:.0f}", none="–"):
-    return none if v is None else spec.format(v)
-
-
-def ratio(a, b):
-    return None if a is None or b is None or not b else a / b
+def f(v, spec="{:.0f}"):
+    """fmt with this report's default: whole numbers."""
+    return fmt(v, spec)
 
 
 def mib(kib):
@@ -142,9 +127,9 @@ def main(meta_path, tsv_path):
       "(near 100 %: the gateway's core was the bottleneck; below: the load-generator core was). "
       "× = this row ÷ the other row (req/s: > 1 faster; CPU: > 1 costs more).")
     w("")
-    w("| # | row | req/s | p50 ms | p99 ms | CPU µs/req | busy | failed | load | "
-      "× req/s vs 1 | × CPU vs 1 | ref | × req/s vs ref | × CPU vs ref | notes |")
-    w("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|---|")
+    w(md_row(["#", "row", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "busy", "failed", "load",
+              "× req/s vs 1", "× CPU vs 1", "ref", "× req/s vs ref", "× CPU vs ref", "notes"]))
+    w(md_rule("ll" + "r" * 9 + "lrrl", right="--:"))
     for rid in ORDER:
         r = rows.get(rid)
         if not r:
@@ -158,7 +143,7 @@ def main(meta_path, tsv_path):
             notes.append(f"{used} distinct tokens used of {avail}"
                          + (" ⚠ tokens repeated" if used > avail else ", none repeated"))
         notes += flag(r)
-        w("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        w(md_row([
             rid, r["label"], f(r["rps"]), f(int(r["p50_us"]) / 1000, "{:.2f}"),
             f(int(r["p99_us"]) / 1000, "{:.2f}"), f(r["gw_us"], "{:.1f}"),
             f(r["gw_busy"] * 100, "{:.0f} %"), r["failed"], r["load"],
@@ -167,7 +152,7 @@ def main(meta_path, tsv_path):
             REFERENCE.get(rid, "–"),
             f(ratio(r["rps"], ref and ref["rps"]), "{:.2f}"),
             f(ratio(r["gw_us"], ref and ref["gw_us"]), "{:.2f}"),
-            "; ".join(notes)))
+            "; ".join(notes)]))
 
     # Row 6: memory.
     if "mem_conc_hwm" in meta:

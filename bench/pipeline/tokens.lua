@@ -3,8 +3,12 @@
 -- "Authorization: Bearer", so the gateway's token cache (keyed by the token's
 -- SHA-256) never hits as long as fewer requests are sent than there are tokens.
 --
--- Prints the same WRK_SUMMARY line as bench/wrk_summary.lua (keep the two in
--- sync) plus "WRK_TOKENS used=N available=M": N > M means tokens repeated.
+-- Prints the WRK_SUMMARY line of bench/wrk_summary.lua (loaded from there)
+-- plus "WRK_TOKENS used=N available=M": N > M means tokens repeated.
+
+-- write_summary() comes from bench/wrk_summary.lua, one directory up from here.
+-- (That file's done() is replaced by the one below.)
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "../wrk_summary.lua")
 
 local threads = {}
 
@@ -36,13 +40,7 @@ function request()
 end
 
 function done(summary, latency, _requests)
-  local e = summary.errors
-  io.write(string.format(
-    "WRK_SUMMARY requests=%d duration_us=%d status_errors=%d " ..
-    "socket_errors=%d p50_us=%d p99_us=%d max_us=%d\n",
-    summary.requests, summary.duration, e.status,
-    e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), latency.max))
+  write_summary(summary, latency)
   local total, avail = 0, 0
   for _, t in ipairs(threads) do
     total = total + (t:get("used") or 0)
