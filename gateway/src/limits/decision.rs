@@ -44,3 +44,21 @@ pub struct RateLimitDecision {
     /// advertise a budget nobody checked.
     pub checked: bool,
 }
+
+impl RateLimitDecision {
+    /// A checked decision of `policy` with numbers `spec`, not yet admitting anything:
+    /// the limiters fill in what their check found.
+    pub(crate) fn pending(policy: &Arc<str>, spec: &super::local::RateSpec) -> Self {
+        Self {
+            allowed: false,
+            limit: spec.rate,
+            window: spec.per,
+            remaining: 0,
+            reset_after: Duration::ZERO,
+            retry_after: None,
+            policy: policy.clone(),
+            denial: None,
+            checked: true,
+        }
+    }
+}

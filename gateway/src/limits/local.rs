@@ -132,17 +132,7 @@ impl<C: Clock + Clone> LocalLimiter<C> {
         let n = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
         let interval = self.spec.interval();
         let burst = self.spec.burst;
-        let mut d = RateLimitDecision {
-            allowed: false,
-            limit: self.spec.rate,
-            window: self.spec.per,
-            remaining: 0,
-            reset_after: Duration::ZERO,
-            retry_after: None,
-            policy: self.policy.clone(),
-            denial: None,
-            checked: true,
-        };
+        let mut d = RateLimitDecision::pending(&self.policy, &self.spec);
         match self.limiter.check_key_n(&digest, n) {
             Ok(Ok(snapshot)) => {
                 d.allowed = true;

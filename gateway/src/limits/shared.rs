@@ -208,17 +208,7 @@ impl SharedLimiter {
     }
 
     fn decision(&self) -> RateLimitDecision {
-        RateLimitDecision {
-            allowed: false,
-            limit: self.spec.rate,
-            window: self.spec.per,
-            remaining: 0,
-            reset_after: Duration::ZERO,
-            retry_after: None,
-            policy: self.policy.clone(),
-            denial: None,
-            checked: true,
-        }
+        RateLimitDecision::pending(&self.policy, &self.spec)
     }
 
     fn redis_key(&self, key: &str) -> String {
