@@ -11,21 +11,41 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Why a duration in the configuration is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Bare seconds that do not fit in 64 bits.
+    #[error("duration {0:?} too large")]
+    TooLarge(String),
+    /// A space inside the duration (`"5 minutes"`).
+    #[error("invalid duration {0:?}: write it without spaces, e.g. \"60s\", \"5m\"")]
+    Spaces(String),
+    /// Not in the grammar; `reason` is humantime's.
+    #[error("invalid duration {input:?} ({reason}): expected e.g. \"60s\", \"5m\"")]
+    Invalid {
+        /// What was written.
+        input: String,
+        /// What the parser found wrong.
+        reason: String,
+    },
+}
+
 /// Parse `"500ms"`, `"60s"`, `"5m"`, `"12h"`, `"1d"`, `"1h30m"` or bare seconds `"60"`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse()
             .map(Duration::from_secs)
-            .map_err(|_| format!("duration {s:?} too large"));
+            .map_err(|_| DurationError::TooLarge(s.to_string()));
     }
     if s.contains(char::is_whitespace) {
-        return Err(format!(
-            "invalid duration {s:?}: write it without spaces, e.g. \"60s\", \"5m\""
-        ));
+        return Err(DurationError::Spaces(s.to_string()));
     }
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?} ({e}): expected e.g. \"60s\", \"5m\""))
+    humantime::parse_duration(s).map_err(|e| DurationError::Invalid {
+        input: s.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[derive(Deserialize)]
