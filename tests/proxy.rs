@@ -461,3 +461,19 @@ async fn http2_content_length_mismatch_is_a_stream_error() {
         "a malformed request reached the backend"
     );
 }
+
+/// Issue 19, item 1 (first part): Prometheus 3 refuses a scrape without a Content-Type
+/// unless the operator configures a fallback, so `/metrics` declares the text format,
+/// and every other admin answer says it is plain text.
+#[tokio::test]
+async fn metrics_scrape_declares_the_prometheus_text_format() {
+    let (_pki, gw) = gateway_to_the_test_backend().await;
+    let (status, headers, body) = gw.admin_with_headers("GET", "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    assert!(body.contains("# TYPE "), "{body}");
+    for path in ["/healthz", "/readyz", "/nothing-here"] {
+        let (_, headers, _) = gw.admin_with_headers("GET", path).await;
+        assert_eq!(headers["content-type"], "text/plain; charset=utf-8", "{path}");
+    }
+}

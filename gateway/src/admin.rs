@@ -60,7 +60,14 @@ async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<
             let runtime = shared.current.load();
             crate::proxy::health::export_gauges(runtime.routes().iter().map(|r| &r.upstream));
             crate::readiness::evaluate(shared);
-            text(StatusCode::OK, crate::metrics::install().render())
+            let mut resp = text(StatusCode::OK, crate::metrics::install().render());
+            // Prometheus 3 refuses a scrape without a Content-Type unless the operator
+            // configures a fallback protocol; this is the text format's own type.
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(PROMETHEUS_TEXT),
+            );
+            resp
         }
         (&Method::POST, "/reload") => match shared.reload().await {
             Ok(()) => text(StatusCode::OK, "reloaded\n".into()),
@@ -73,8 +80,15 @@ async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<
     }
 }
 
+/// The Prometheus text exposition format, version 0.0.4.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }

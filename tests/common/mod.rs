@@ -264,6 +264,12 @@ impl Gateway {
 
     /// GET on the admin listener, plain HTTP: (status, body).
     pub async fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let (status, _, body) = self.admin_with_headers(method, path).await;
+        (status, body)
+    }
+
+    /// As [`Gateway::admin`], with the response headers.
+    pub async fn admin_with_headers(&self, method: &str, path: &str) -> (u16, http::HeaderMap, String) {
         let tcp = TcpStream::connect(self.admin).await.unwrap();
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
         tokio::spawn(conn);
@@ -275,8 +281,9 @@ impl Gateway {
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
     }
 }
 
