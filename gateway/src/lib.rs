@@ -5,7 +5,7 @@
 //! its diagram and the module map. The public modules are what the `phr-gateway` binary
 //! and an embedding program need: start the gateway ([`app`]), load and check a
 //! configuration ([`config`], [`startup`]), the operator commands ([`ops`],
-//! [`residency`], [`audit`] verification and export), the token verifier ([`auth`]) and
+//! [`residency`], [`audit`] verification and export, the [`compliance`] report and lint), the token verifier ([`auth`]) and
 //! the demo ([`demo`]). Everything else is crate-internal.
 
 #![forbid(unsafe_code)]
@@ -15,6 +15,7 @@ pub(crate) mod admin;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod compliance;
 pub mod config;
 pub(crate) mod context;
 pub mod demo;

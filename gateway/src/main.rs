@@ -34,6 +34,38 @@ enum Command {
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        /// Lint the configuration against the guideline instead (TLS 1.2 without a reason,
+        /// PHI routes without two factors, relaxed access records, loose key files ...).
+        /// Each finding names its requirement ID, key and fix. Exit status: 0 clean,
+        /// 1 findings, 2 unusable configuration.
+        #[arg(long)]
+        security: bool,
+        /// Operator profile (with --security): whether institutions use client certificates.
+        #[arg(long, requires = "security")]
+        profile: Option<PathBuf>,
+    },
+    /// The サービス仕様適合開示書 (technical part): one row per requirement ID with its
+    /// state and evidence under this configuration. Exit status: 0, 1 with --strict when a
+    /// mandatory control is not met, 2 for an unusable configuration or profile.
+    ComplianceReport {
+        #[arg(long, short, required_unless_present = "docs")]
+        config: Option<PathBuf>,
+        /// Operator profile for the organisational rows (template: config/compliance-profile.toml).
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        #[arg(long, default_value = "md", value_parser = ["md", "html", "json"])]
+        format: String,
+        #[arg(long, default_value = "ja", value_parser = ["ja", "en"])]
+        lang: String,
+        /// Exit 1 when a mandatory control is not met (gate a deployment on it).
+        #[arg(long)]
+        strict: bool,
+        /// Write the report to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print docs/compliance.md as generated from the control table, and nothing else.
+        #[arg(long, conflicts_with_all = ["config", "profile", "strict", "out"])]
+        docs: bool,
     },
     /// Token revocation (ACL-ACCT-1): every instance sharing the store refuses within 2 s.
     #[command(subcommand)]
@@ -203,7 +235,21 @@ fn main() -> ExitCode {
     // stdout for its own output (exports, reports) and logs to stderr.
     init_logging(matches!(cli.command, Command::Run { .. } | Command::Demo { .. }));
     match cli.command {
-        Command::CheckConfig { config } => block_on(async move {
+        Command::CheckConfig {
+            config,
+            security: true,
+            profile,
+        } => security_lint(&config, profile.as_deref()),
+        Command::ComplianceReport {
+            config,
+            profile,
+            format,
+            lang,
+            strict,
+            out,
+            docs,
+        } => compliance_report(config, profile, &format, &lang, strict, out, docs),
+        Command::CheckConfig { config, .. } => block_on(async move {
             // The very checks `run` makes before it creates a file or serves; only what
             // needs the network (the store's KEK, JWKS URLs) is left to `run`.
             phr_gateway::startup::check(&config).await.map_err(|e| e.to_string())?;
@@ -318,6 +364,82 @@ fn main() -> ExitCode {
             admin_port,
         } => block_on(async move { phr_gateway::demo::run(&data_dir, port, admin_port).await }),
     }
+}
+
+/// `check-config --security`: 0 clean, 1 findings, 2 unusable configuration.
+fn security_lint(config: &std::path::Path, profile: Option<&std::path::Path>) -> ExitCode {
+    match phr_gateway::compliance::security_lint(config, profile) {
+        Err(e) => {
+            eprintln!("phr-gateway: {e}");
+            ExitCode::from(2)
+        }
+        Ok(findings) if findings.is_empty() => {
+            println!("{}: no security findings", config.display());
+            ExitCode::SUCCESS
+        }
+        Ok(findings) => {
+            for f in &findings {
+                println!("{f}");
+            }
+            eprintln!("{}: {} security finding(s)", config.display(), findings.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `compliance-report`: 0, 1 when --strict and a mandatory row is not met, 2 unusable input.
+fn compliance_report(
+    config: Option<PathBuf>,
+    profile: Option<PathBuf>,
+    format: &str,
+    lang: &str,
+    strict: bool,
+    out: Option<PathBuf>,
+    docs: bool,
+) -> ExitCode {
+    use phr_gateway::compliance::{self, render::Lang, Format};
+    let unusable = |e: &dyn std::fmt::Display| {
+        eprintln!("phr-gateway: {e}");
+        ExitCode::from(2)
+    };
+    if docs {
+        return match compliance::docs_text() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => unusable(&e),
+        };
+    }
+    let (Some(config), Some(format), Some(lang)) = (config, Format::parse(format), Lang::parse(lang)) else {
+        return unusable(&"give --config FILE");
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return unusable(&e),
+    };
+    let report = match runtime.block_on(compliance::report(&config, profile.as_deref())) {
+        Ok(report) => report,
+        Err(e) => return unusable(&e),
+    };
+    let text = compliance::render(&report, format, lang);
+    match &out {
+        Some(file) => {
+            if let Err(e) = std::fs::write(file, &text) {
+                return unusable(&format!("{}: cannot write the report: {e}", file.display()));
+            }
+            eprintln!("{}: compliance report written", file.display());
+        }
+        None => print!("{text}"),
+    }
+    if strict && !report.strict_failures.is_empty() {
+        eprintln!(
+            "phr-gateway: mandatory controls not met: {} (see their rows)",
+            report.strict_failures.join(", ")
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// Runs an operator command and prints its result.

@@ -325,6 +325,10 @@ pub struct Listener {
     /// "1.3" (default) or "1.2". Nothing older can be configured (EX-TLS-1).
     #[serde(default)]
     pub tls_min_version: TlsVersion,
+    /// Why this listener allows TLS 1.2 (EX-TLS-1: 1.2 only where a peer cannot speak
+    /// 1.3); printed in the compliance report, and `check-config --security` flags 1.2
+    /// without it.
+    pub tls12_reason: Option<String>,
     /// Mutual TLS for institutions (EX-MTLS-1, EX-TLS-2).
     #[serde(default)]
     pub client_auth: ClientAuth,
@@ -407,6 +411,8 @@ pub struct Upstream {
     /// Lowest TLS version spoken to this upstream: "1.3" (default) or "1.2" (EX-TLS-1).
     #[serde(default)]
     pub tls_min_version: TlsVersion,
+    /// Why this upstream is allowed TLS 1.2 (EX-TLS-1), as for a listener.
+    pub tls12_reason: Option<String>,
     /// Plain HTTP is accepted only with this set and only to a loopback address.
     #[serde(default)]
     pub allow_plaintext: bool,

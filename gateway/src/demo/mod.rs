@@ -57,6 +57,7 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     let config_path = data_dir.join("gateway.toml");
     let config = demo_config(&pki, port, admin_port, backend, &dev.jwks_file);
     std::fs::write(&config_path, config).map_err(io(&config_path))?;
+    print_compliance_report(&config_path, &data_dir).await;
 
     let ca = pki.ca_cert.display().to_string();
     let shown = config_path.display().to_string();
@@ -72,6 +73,16 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     })
     .await?;
     Ok(())
+}
+
+/// Generates the compliance report (HTML, Japanese) for the demo's own configuration and
+/// prints its path; a failure is printed, not fatal, since the demo still runs.
+async fn print_compliance_report(config_path: &Path, data_dir: &Path) {
+    let out = data_dir.join("compliance-report.html");
+    match crate::compliance::write_html(config_path, &out).await {
+        Ok(()) => println!("Compliance report (サービス仕様適合開示書) for this configuration: {}", out.display()),
+        Err(e) => println!("Compliance report not generated: {e}"),
+    }
 }
 
 fn demo_config(pki: &certs::DemoPki, port: u16, admin_port: u16, backend: SocketAddr, jwks: &Path) -> String {
