@@ -150,7 +150,13 @@ fn verdict(state: RowState, evidence: Vec<String>) -> Verdict {
 }
 
 /// Evaluates every control of `catalogue` under `config`, `state` and `profile`.
-pub fn evaluate(catalogue: &Catalogue, config: &Config, state: &State, profile: Option<&Profile>, origin: &Origin) -> Report {
+pub fn evaluate(
+    catalogue: &Catalogue,
+    config: &Config,
+    state: &State,
+    profile: Option<&Profile>,
+    origin: &Origin,
+) -> Report {
     let ctx = Ctx { config, state, profile };
     let mut rows = Vec::new();
     for group in &catalogue.groups {
@@ -303,23 +309,25 @@ impl Ctx<'_> {
     fn tls_versions(&self) -> Verdict {
         let mut ev = Vec::new();
         let mut state = RowState::Met;
-        let mut judge = |what: String, v: TlsVersion, reason: &Option<String>| {
-            match (v, reason) {
-                (TlsVersion::Tls13, _) => ev.push(format!("{what}: {}", version(v))),
-                (TlsVersion::Tls12, Some(r)) => {
-                    ev.push(format!("{what}: {} (stated reason: {r})", version(v)));
-                    if state == RowState::Met {
-                        state = RowState::Partly;
-                    }
+        let mut judge = |what: String, v: TlsVersion, reason: &Option<String>| match (v, reason) {
+            (TlsVersion::Tls13, _) => ev.push(format!("{what}: {}", version(v))),
+            (TlsVersion::Tls12, Some(r)) => {
+                ev.push(format!("{what}: {} (stated reason: {r})", version(v)));
+                if state == RowState::Met {
+                    state = RowState::Partly;
                 }
-                (TlsVersion::Tls12, None) => {
-                    ev.push(format!("{what}: {} WITHOUT a stated reason (tls12_reason)", version(v)));
-                    state = RowState::NotMet;
-                }
+            }
+            (TlsVersion::Tls12, None) => {
+                ev.push(format!("{what}: {} WITHOUT a stated reason (tls12_reason)", version(v)));
+                state = RowState::NotMet;
             }
         };
         for l in &self.config.listeners {
-            judge(format!("listener {} ({})", l.name, l.bind), l.tls_min_version, &l.tls12_reason);
+            judge(
+                format!("listener {} ({})", l.name, l.bind),
+                l.tls_min_version,
+                &l.tls12_reason,
+            );
         }
         for (name, u) in &self.config.upstreams {
             judge(format!("upstream {name}"), u.tls_min_version, &u.tls12_reason);
@@ -335,7 +343,10 @@ impl Ctx<'_> {
                 .join(", ")
         };
         ev.push(format!("TLS 1.3 suites: {}", suites(0x0304)));
-        ev.push(format!("TLS 1.2 suites (only where 1.2 is enabled): {}", suites(0x0303)));
+        ev.push(format!(
+            "TLS 1.2 suites (only where 1.2 is enabled): {}",
+            suites(0x0303)
+        ));
         ev.push(format!(
             "key-exchange groups: {}",
             provider
@@ -393,7 +404,10 @@ impl Ctx<'_> {
             match open.is_empty() {
                 true => verdict(RowState::Met, ev),
                 false => {
-                    ev.push(format!("PHI routes reachable without a client certificate: {}", open.join(", ")));
+                    ev.push(format!(
+                        "PHI routes reachable without a client certificate: {}",
+                        open.join(", ")
+                    ));
                     verdict(RowState::NotMet, ev)
                 }
             }
@@ -424,7 +438,9 @@ impl Ctx<'_> {
         match (verifying, self.institutions_use_certs()) {
             (true, _) => verdict(RowState::Met, ev),
             (false, true) => {
-                ev.push("profile: institutions connect with client certificates, but no listener verifies any".to_string());
+                ev.push(
+                    "profile: institutions connect with client certificates, but no listener verifies any".to_string(),
+                );
                 verdict(RowState::NotMet, ev)
             }
             (false, false) => verdict(RowState::NotApplicable, ev),
@@ -481,7 +497,9 @@ impl Ctx<'_> {
                 state = RowState::Partly;
             }
         }
-        ev.push("start-up refuses expired, not-yet-valid, RSA < 2048, EC < 256 and SHA-1-signed certificates".to_string());
+        ev.push(
+            "start-up refuses expired, not-yet-valid, RSA < 2048, EC < 256 and SHA-1-signed certificates".to_string(),
+        );
         verdict(state, ev)
     }
 
@@ -504,11 +522,17 @@ impl Ctx<'_> {
                 r.fhir
             ));
             if several && r.phi && r.listeners.is_empty() {
-                ev.push(format!("routes[{i}] {}: a PHI route reachable from every listener", r.name));
+                ev.push(format!(
+                    "routes[{i}] {}: a PHI route reachable from every listener",
+                    r.name
+                ));
                 state = RowState::Partly;
             }
         }
-        ev.push("path tricks (dot segments, encoded separators) and ambiguous Host headers are refused before routing".to_string());
+        ev.push(
+            "path tricks (dot segments, encoded separators) and ambiguous Host headers are refused before routing"
+                .to_string(),
+        );
         verdict(state, ev)
     }
 
@@ -546,7 +570,12 @@ impl Ctx<'_> {
         let routes = &self.config.upload_filter.routes;
         let ev: Vec<String> = routes
             .iter()
-            .map(|(name, r)| format!("route {name}: content must be one of {}", r.allowed_media_types.join(", ")))
+            .map(|(name, r)| {
+                format!(
+                    "route {name}: content must be one of {}",
+                    r.allowed_media_types.join(", ")
+                )
+            })
             .collect();
         match ev.is_empty() {
             true => verdict(
@@ -666,8 +695,8 @@ impl Ctx<'_> {
 
     fn auth_age(&self) -> Verdict {
         let mut ev = Vec::new();
-        let issuers_bounded = !self.config.auth.issuers.is_empty()
-            && self.config.auth.issuers.iter().all(|i| i.max_token_age.is_some());
+        let issuers_bounded =
+            !self.config.auth.issuers.is_empty() && self.config.auth.issuers.iter().all(|i| i.max_token_age.is_some());
         for (i, is) in self.config.auth.issuers.iter().enumerate() {
             ev.push(format!(
                 "auth.issuers[{i}] max_token_age: {}",
@@ -801,14 +830,18 @@ impl Ctx<'_> {
         ];
         let mut state = match a.checkpoint_every > 1000 || a.checkpoint_interval > Duration::from_secs(60) {
             true => {
-                ev.push("the unvouched tail may be long (checkpoint_every > 1000 or checkpoint_interval > 60s)".to_string());
+                ev.push(
+                    "the unvouched tail may be long (checkpoint_every > 1000 or checkpoint_interval > 60s)".to_string(),
+                );
                 RowState::Partly
             }
             false => RowState::Met,
         };
         match &self.state.audit_store {
             AuditStoreState::NotRead => ev.push("last verify: not run".to_string()),
-            AuditStoreState::NotCreated { file } => ev.push(format!("last verify: no records yet ({file} not created)")),
+            AuditStoreState::NotCreated { file } => {
+                ev.push(format!("last verify: no records yet ({file} not created)"))
+            }
             AuditStoreState::Unreachable { reason } => {
                 ev.push(format!("last verify: store unreachable: {reason}"));
                 state = RowState::Unknown;
@@ -853,7 +886,10 @@ impl Ctx<'_> {
         }
         let days = self.config.audit.retention_days;
         let ev = vec![
-            format!("audit.retention_days = {days} (about {:.1} years)", f64::from(days) / 365.0),
+            format!(
+                "audit.retention_days = {days} (about {:.1} years)",
+                f64::from(days) / 365.0
+            ),
             "removed by phr-gateway audit purge; verification stays green".to_string(),
         ];
         match days >= 1825 {
@@ -883,7 +919,10 @@ impl Ctx<'_> {
             AuditStoreState::Read { keys, key_count, .. } => {
                 ev.push(format!("data keys: {key_count}"));
                 for k in keys {
-                    ev.push(format!("data key {} created {}, wrapped by KEK {}", k.key_id, k.created, k.kek_id));
+                    ev.push(format!(
+                        "data key {} created {}, wrapped by KEK {}",
+                        k.key_id, k.created, k.kek_id
+                    ));
                 }
                 RowState::Met
             }
@@ -911,8 +950,10 @@ impl Ctx<'_> {
         if let Some(v) = self.audit_off() {
             return v;
         }
-        let mut ev =
-            vec!["phr-gateway keys destroy --key-id ID makes that key's records unreadable, with a signed record".to_string()];
+        let mut ev = vec![
+            "phr-gateway keys destroy --key-id ID makes that key's records unreadable, with a signed record"
+                .to_string(),
+        ];
         let state = self.key_evidence(&mut ev);
         verdict(state, ev)
     }
@@ -932,7 +973,9 @@ impl Ctx<'_> {
             ),
             AuditMode::Relaxed => verdict(
                 RowState::NotMet,
-                vec!["audit.mode = relaxed: responses leave before their record is stored (load tests only)".to_string()],
+                vec![
+                    "audit.mode = relaxed: responses leave before their record is stored (load tests only)".to_string(),
+                ],
             ),
         }
     }
@@ -1036,7 +1079,10 @@ impl Ctx<'_> {
                 state = RowState::Partly;
             }
         }
-        ev.push(format!("graceful drain on SIGTERM: {}", dur(self.config.limits.drain_timeout)));
+        ev.push(format!(
+            "graceful drain on SIGTERM: {}",
+            dur(self.config.limits.drain_timeout)
+        ));
         verdict(state, ev)
     }
 
@@ -1044,7 +1090,9 @@ impl Ctx<'_> {
         let Some(p) = self.profile else {
             return verdict(
                 RowState::Organisational,
-                vec!["no operator profile given: pass --profile (template: config/compliance-profile.toml)".to_string()],
+                vec![
+                    "no operator profile given: pass --profile (template: config/compliance-profile.toml)".to_string(),
+                ],
             );
         };
         let line = |what: &str, v: &Option<String>| match v {

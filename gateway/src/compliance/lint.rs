@@ -27,7 +27,11 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}. Fix: {}", self.requirement, self.key, self.message, self.fix)
+        write!(
+            f,
+            "{} {}: {}. Fix: {}",
+            self.requirement, self.key, self.message, self.fix
+        )
     }
 }
 

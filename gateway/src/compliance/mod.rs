@@ -7,7 +7,7 @@
 //! ([`docs`]) and the report evaluates the same rows ([`evaluate`]) against the
 //! configuration and what [`state`] reads (certificates, the residency report, the
 //! access-record store). The organisational rows come from the operator profile
-//! ([`profile`]). [`render`] makes Markdown, HTML or JSON of it; [`lint`] is the lint.
+//! ([`profile`]). [`mod@render`] makes Markdown, HTML or JSON of it; [`lint`] is the lint.
 
 pub mod catalogue;
 pub mod docs;

@@ -136,7 +136,11 @@ pub fn certificates(config: &Config) -> Vec<CertEvidence> {
     let mut out = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         for (j, c) in l.certificates.iter().enumerate() {
-            out.push(certificate(format!("listeners[{i}].certificates[{j}]"), &l.name, &c.cert_file));
+            out.push(certificate(
+                format!("listeners[{i}].certificates[{j}]"),
+                &l.name,
+                &c.cert_file,
+            ));
         }
     }
     out
@@ -242,7 +246,7 @@ async fn audit_store(path: &Path, config: &Config) -> AuditStoreState {
     };
     store.close().await;
     let mut data: Vec<_> = keys.into_iter().filter(|k| k.purpose == "data").collect();
-    data.sort_by(|a, b| b.created_ms.cmp(&a.created_ms));
+    data.sort_by_key(|k| std::cmp::Reverse(k.created_ms));
     let key_count = data.len();
     let keys = data
         .into_iter()

@@ -56,7 +56,10 @@ impl Fixture {
     fn config_text(&self, off: Off) -> String {
         let inst_auth = match off.institutions_without_certs {
             true => "client_auth = \"none\"".to_string(),
-            false => format!("client_auth = \"required\"\nclient_ca_file = \"{}\"", self.path("ca.pem").display()),
+            false => format!(
+                "client_auth = \"required\"\nclient_ca_file = \"{}\"",
+                self.path("ca.pem").display()
+            ),
         };
         let listeners = match off.route_on_public {
             true => "[\"institutions\", \"public\"]",
@@ -164,7 +167,11 @@ checkpoint_every = {checkpoint_every}
 allowed_networks = [{networks}]
 "#,
             hsts = if off.hsts { "hsts_max_age = \"0s\"" } else { "" },
-            admin = if off.admin_public { "0.0.0.0:9901" } else { "127.0.0.1:9901" },
+            admin = if off.admin_public {
+                "0.0.0.0:9901"
+            } else {
+                "127.0.0.1:9901"
+            },
             cert = self.path("cert.pem").display(),
             key = self.path("key.pem").display(),
             ca = self.path("ca.pem").display(),
@@ -274,14 +281,21 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 #[test]
 fn the_table_is_consistent_and_names_known_requirements() {
     let cat = catalogue::parse(catalogue::SOURCE).unwrap();
-    assert!(cat.controls.len() >= 27, "every row of the former docs/compliance.md is in the table");
+    assert!(
+        cat.controls.len() >= 27,
+        "every row of the former docs/compliance.md is in the table"
+    );
     // Every requirement ID (not the disclosure item names) is one of the catalogue's.
     let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/guidelines/requirements.md");
     match std::fs::read_to_string(&requirements) {
         Ok(text) => {
             for c in &cat.controls {
                 for id in c.ids.iter().filter(|id| id.is_ascii()) {
-                    assert!(text.contains(&format!("| {id} |")), "{id} is not in {}", requirements.display());
+                    assert!(
+                        text.contains(&format!("| {id} |")),
+                        "{id} is not in {}",
+                        requirements.display()
+                    );
                 }
             }
         }
@@ -327,7 +341,14 @@ fn a_fully_configured_gateway_meets_every_gateway_row() {
     // One row per requirement ID, each ID once.
     let ids: BTreeSet<_> = r.rows.iter().map(|row| row.id.clone()).collect();
     assert_eq!(ids.len(), r.rows.len());
-    for id in ["EX-TLS-1", "AUTH-2FA-2", "DATA-JP-3", "ONL-3", "LOG-PROT-1", "GOV-CERT-2"] {
+    for id in [
+        "EX-TLS-1",
+        "AUTH-2FA-2",
+        "DATA-JP-3",
+        "ONL-3",
+        "LOG-PROT-1",
+        "GOV-CERT-2",
+    ] {
         assert!(ids.contains(id), "{id}");
     }
 }
@@ -337,7 +358,14 @@ fn switching_each_safeguard_off_flips_exactly_its_rows_and_fails_strict() {
     let f = Fixture::new();
     let base = report(&f.config(Off::default()), &f.state());
     let cases: Vec<(&str, Off, &[&str])> = vec![
-        ("TLS 1.2 without reason", Off { tls12: true, ..Off::default() }, &["EX-TLS-1"]),
+        (
+            "TLS 1.2 without reason",
+            Off {
+                tls12: true,
+                ..Off::default()
+            },
+            &["EX-TLS-1"],
+        ),
         (
             "institutions without client certificates",
             Off {
@@ -346,7 +374,14 @@ fn switching_each_safeguard_off_flips_exactly_its_rows_and_fails_strict() {
             },
             &["EX-TLS-2", "EX-MTLS-1"],
         ),
-        ("HSTS off", Off { hsts: true, ..Off::default() }, &["EX-TLS-3"]),
+        (
+            "HSTS off",
+            Off {
+                hsts: true,
+                ..Off::default()
+            },
+            &["EX-TLS-3"],
+        ),
         (
             "two factors off",
             Off {
@@ -355,15 +390,54 @@ fn switching_each_safeguard_off_flips_exactly_its_rows_and_fails_strict() {
             },
             &["AUTH-2FA-1", "AUTH-2FA-2", "AUTH-2FA-3"],
         ),
-        ("optional token", Off { optional_token: true, ..Off::default() }, &["AUTH-ID-1"]),
-        ("not a FHIR route", Off { fhir: true, ..Off::default() }, &["ACL-ROLE-1", "ACL-PHR-1"]),
+        (
+            "optional token",
+            Off {
+                optional_token: true,
+                ..Off::default()
+            },
+            &["AUTH-ID-1"],
+        ),
+        (
+            "not a FHIR route",
+            Off {
+                fhir: true,
+                ..Off::default()
+            },
+            &["ACL-ROLE-1", "ACL-PHR-1"],
+        ),
         (
             "access records off",
-            Off { audit: true, ..Off::default() },
-            &["LOG-ACC-1", "LOG-PROT-1", "LOG-RET-1", "DATA-ENC-1", "DATA-ENC-2", "情報の破棄", "DATA-INT-1"],
+            Off {
+                audit: true,
+                ..Off::default()
+            },
+            &[
+                "LOG-ACC-1",
+                "LOG-PROT-1",
+                "LOG-RET-1",
+                "DATA-ENC-1",
+                "DATA-ENC-2",
+                "情報の破棄",
+                "DATA-INT-1",
+            ],
         ),
-        ("relaxed records", Off { relaxed: true, ..Off::default() }, &["DATA-INT-1"]),
-        ("no rate limits", Off { rate_limits: true, ..Off::default() }, &["AV-DOS-1"]),
+        (
+            "relaxed records",
+            Off {
+                relaxed: true,
+                ..Off::default()
+            },
+            &["DATA-INT-1"],
+        ),
+        (
+            "no rate limits",
+            Off {
+                rate_limits: true,
+                ..Off::default()
+            },
+            &["AV-DOS-1"],
+        ),
     ];
     for (what, off, expected) in cases {
         let r = report(&f.config(off), &f.state());
@@ -396,10 +470,14 @@ fn state_problems_flip_their_rows() {
     if let Some(Ok(res)) = &mut abroad.residency {
         res.ok = false;
         res.rows[0].result = "refused".to_string();
-        res.problems.push("upstream fhir resolves to 198.51.100.1, outside JP".to_string());
+        res.problems
+            .push("upstream fhir resolves to 198.51.100.1, outside JP".to_string());
     }
     let r = report(&config, &abroad);
-    assert_eq!(flipped(&base, &r), set(&["DATA-JP-1", "DATA-JP-2", "DATA-JP-3", "ONL-3"]));
+    assert_eq!(
+        flipped(&base, &r),
+        set(&["DATA-JP-1", "DATA-JP-2", "DATA-JP-3", "ONL-3"])
+    );
     assert!(!r.strict_failures.is_empty());
 
     // The store cannot be read: the rows that need it say so instead of claiming "met".
@@ -414,7 +492,10 @@ fn state_problems_flip_their_rows() {
     );
     let row = r.rows.iter().find(|row| row.id == "LOG-PROT-1").unwrap();
     assert_eq!(row.state, RowState::Unknown);
-    assert!(row.evidence.iter().any(|e| e.contains("store unreachable: connection refused")));
+    assert!(row
+        .evidence
+        .iter()
+        .any(|e| e.contains("store unreachable: connection refused")));
     assert!(r.strict_failures.contains(&"LOG-PROT-1".to_string()));
 }
 
@@ -427,11 +508,23 @@ fn organisational_rows_come_from_the_profile() {
     let r = evaluate_with(&config, &f.state(), Some(&profile), &Origin::default()).unwrap();
     let row = |id: &str| r.rows.iter().find(|row| row.id == id).unwrap().clone();
     assert_eq!(row("GOV-CERT-1").state, RowState::Organisational);
-    assert!(row("GOV-CERT-1").evidence.iter().any(|e| e.starts_with("ISMS: IS 000000")));
-    assert!(row("GOV-CERT-1").evidence.iter().any(|e| e == "ISMAP: not stated in the operator profile"));
+    assert!(row("GOV-CERT-1")
+        .evidence
+        .iter()
+        .any(|e| e.starts_with("ISMS: IS 000000")));
+    assert!(row("GOV-CERT-1")
+        .evidence
+        .iter()
+        .any(|e| e == "ISMAP: not stated in the operator profile"));
     assert!(row("AV-BK-2").evidence.iter().any(|e| e == "backup generations: 14"));
-    assert!(row("物理的安全対策").evidence.iter().any(|e| e.contains("国内データセンター")));
-    assert!(row("GOV-SPLIT-1").evidence.iter().any(|e| e.starts_with("security officer: ")));
+    assert!(row("物理的安全対策")
+        .evidence
+        .iter()
+        .any(|e| e.contains("国内データセンター")));
+    assert!(row("GOV-SPLIT-1")
+        .evidence
+        .iter()
+        .any(|e| e.starts_with("security officer: ")));
     // The rows' order follows the disclosure: organisational first.
     assert_eq!(r.rows[0].group, "organisational");
 
@@ -446,7 +539,10 @@ fn a_profile_is_parsed_strictly() {
     let file = dir.path().join("p.toml");
     std::fs::write(&file, "[certifications]\nisms_number = \"x\"\n").unwrap();
     let e = profile::load(&file).unwrap_err().to_string();
-    assert!(e.contains("isms_number") && e.contains("compliance-profile.toml"), "{e}");
+    assert!(
+        e.contains("isms_number") && e.contains("compliance-profile.toml"),
+        "{e}"
+    );
 }
 
 /// The (id, state) pairs of the rows of an HTML page, in order.
@@ -474,8 +570,18 @@ fn md_ids(md: &str) -> Vec<String> {
 #[test]
 fn japanese_and_english_forms_carry_the_same_rows() {
     let f = Fixture::new();
-    let r = report(&f.config(Off { tls12: true, ..Off::default() }), &f.state());
-    let expected: Vec<(String, String)> = r.rows.iter().map(|row| (row.id.clone(), row.state.key().to_string())).collect();
+    let r = report(
+        &f.config(Off {
+            tls12: true,
+            ..Off::default()
+        }),
+        &f.state(),
+    );
+    let expected: Vec<(String, String)> = r
+        .rows
+        .iter()
+        .map(|row| (row.id.clone(), row.state.key().to_string()))
+        .collect();
     let ja = render(&r, Format::Html, Lang::Ja);
     let en = render(&r, Format::Html, Lang::En);
     assert_eq!(html_rows(&ja), expected);
@@ -495,7 +601,10 @@ fn html_is_self_contained_printable_and_escaped() {
     let r = report(&f.config(Off::default()), &state);
     let html = render(&r, Format::Html, Lang::En);
     assert!(html.contains("@media print"));
-    assert!(!html.contains("<script"), "content is escaped and the page has no script");
+    assert!(
+        !html.contains("<script"),
+        "content is escaped and the page has no script"
+    );
     assert!(html.contains("CN=&lt;script&gt;"));
     for external in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(external), "no external asset ({external})");
@@ -513,17 +622,27 @@ fn check_against_schema(report: &serde_json::Value, schema: &serde_json::Value) 
         }
         let allowed = schema["properties"].as_object().unwrap();
         for key in obj.keys() {
-            assert!(allowed.contains_key(key), "{what} has {key}, which the schema does not allow");
+            assert!(
+                allowed.contains_key(key),
+                "{what} has {key}, which the schema does not allow"
+            );
         }
     };
     object_check(report, schema, "the report");
-    assert_eq!(report["schema_version"], schema["properties"]["schema_version"]["const"]);
+    assert_eq!(
+        report["schema_version"],
+        schema["properties"]["schema_version"]["const"]
+    );
     let row_schema = &schema["$defs"]["row"];
     for row in report["rows"].as_array().unwrap() {
         object_check(row, row_schema, "a row");
         for field in ["state", "responsibility"] {
             let allowed = row_schema["properties"][field]["enum"].as_array().unwrap();
-            assert!(allowed.contains(&row[field]), "{field} {} is not in the schema's enum", row[field]);
+            assert!(
+                allowed.contains(&row[field]),
+                "{field} {} is not in the schema's enum",
+                row[field]
+            );
         }
         assert!(row["evidence"].as_array().unwrap().iter().all(|e| e.is_string()));
     }
@@ -532,7 +651,13 @@ fn check_against_schema(report: &serde_json::Value, schema: &serde_json::Value) 
 #[test]
 fn json_validates_against_its_documented_schema() {
     let f = Fixture::new();
-    let r = report(&f.config(Off { relaxed: true, ..Off::default() }), &f.state());
+    let r = report(
+        &f.config(Off {
+            relaxed: true,
+            ..Off::default()
+        }),
+        &f.state(),
+    );
     let json = render(&r, Format::Json, Lang::En);
     let value: serde_json::Value = serde_json::from_str(&json).unwrap();
     let schema_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/compliance-report.schema.json");
@@ -580,7 +705,12 @@ fn json_validates_against_its_documented_schema() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(bad.to_string().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bad.to_string().as_bytes())
+        .unwrap();
     assert!(!child.wait().unwrap().success());
 }
 
@@ -595,23 +725,103 @@ fn findings(f: &Fixture, off: Off) -> Vec<(&'static str, String)> {
 #[test]
 fn the_lint_finds_exactly_each_safeguard_switched_off() {
     let f = Fixture::new();
-    assert_eq!(findings(&f, Off::default()), vec![], "the fully configured gateway is clean");
+    assert_eq!(
+        findings(&f, Off::default()),
+        vec![],
+        "the fully configured gateway is clean"
+    );
     let cases: Vec<(Off, (&str, &str))> = vec![
-        (Off { tls12: true, ..Off::default() }, ("EX-TLS-1", "listeners[1].tls_min_version")),
-        (Off { two_factor: true, ..Off::default() }, ("AUTH-2FA-1", "routes[0].auth.two_factor")),
-        (Off { route_on_public: true, ..Off::default() }, ("EX-TLS-2", "routes[0].listeners")),
-        (Off { relaxed: true, ..Off::default() }, ("DATA-INT-1", "audit.mode")),
-        (Off { audit: true, ..Off::default() }, ("LOG-ACC-1", "audit.enabled")),
-        (Off { wide_network: true, ..Off::default() }, ("DATA-JP-1", "residency.allowed_networks[0]")),
-        (Off { hs256_issuer: true, ..Off::default() }, ("AUTH-ID-1", "auth.issuers[1].algorithms")),
-        (Off { long_tail: true, ..Off::default() }, ("LOG-PROT-1", "audit.checkpoint_every")),
-        (Off { hsts: true, ..Off::default() }, ("EX-TLS-3", "gateway.hsts_max_age")),
-        (Off { admin_public: true, ..Off::default() }, ("EX-SEG-2", "admin.bind")),
-        (Off { rate_limits: true, ..Off::default() }, ("AV-DOS-1", "routes[0].rate_limits")),
-        (Off { optional_token: true, ..Off::default() }, ("AUTH-ID-1", "routes[0].auth.mode")),
+        (
+            Off {
+                tls12: true,
+                ..Off::default()
+            },
+            ("EX-TLS-1", "listeners[1].tls_min_version"),
+        ),
+        (
+            Off {
+                two_factor: true,
+                ..Off::default()
+            },
+            ("AUTH-2FA-1", "routes[0].auth.two_factor"),
+        ),
+        (
+            Off {
+                route_on_public: true,
+                ..Off::default()
+            },
+            ("EX-TLS-2", "routes[0].listeners"),
+        ),
+        (
+            Off {
+                relaxed: true,
+                ..Off::default()
+            },
+            ("DATA-INT-1", "audit.mode"),
+        ),
+        (
+            Off {
+                audit: true,
+                ..Off::default()
+            },
+            ("LOG-ACC-1", "audit.enabled"),
+        ),
+        (
+            Off {
+                wide_network: true,
+                ..Off::default()
+            },
+            ("DATA-JP-1", "residency.allowed_networks[0]"),
+        ),
+        (
+            Off {
+                hs256_issuer: true,
+                ..Off::default()
+            },
+            ("AUTH-ID-1", "auth.issuers[1].algorithms"),
+        ),
+        (
+            Off {
+                long_tail: true,
+                ..Off::default()
+            },
+            ("LOG-PROT-1", "audit.checkpoint_every"),
+        ),
+        (
+            Off {
+                hsts: true,
+                ..Off::default()
+            },
+            ("EX-TLS-3", "gateway.hsts_max_age"),
+        ),
+        (
+            Off {
+                admin_public: true,
+                ..Off::default()
+            },
+            ("EX-SEG-2", "admin.bind"),
+        ),
+        (
+            Off {
+                rate_limits: true,
+                ..Off::default()
+            },
+            ("AV-DOS-1", "routes[0].rate_limits"),
+        ),
+        (
+            Off {
+                optional_token: true,
+                ..Off::default()
+            },
+            ("AUTH-ID-1", "routes[0].auth.mode"),
+        ),
     ];
     for (off, (requirement, key)) in cases {
-        assert_eq!(findings(&f, off), vec![(requirement, key.to_string())], "{requirement} {key}");
+        assert_eq!(
+            findings(&f, off),
+            vec![(requirement, key.to_string())],
+            "{requirement} {key}"
+        );
     }
     // A key file others can read.
     set_mode(&f.path("key.pem"), 0o644);
@@ -649,6 +859,9 @@ fn every_finding_names_its_fix() {
     assert_eq!(found.len(), 10);
     for finding in found {
         let text = finding.to_string();
-        assert!(text.starts_with(finding.requirement) && text.contains(" Fix: "), "{text}");
+        assert!(
+            text.starts_with(finding.requirement) && text.contains(" Fix: "),
+            "{text}"
+        );
     }
 }

@@ -80,7 +80,10 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
 async fn print_compliance_report(config_path: &Path, data_dir: &Path) {
     let out = data_dir.join("compliance-report.html");
     match crate::compliance::write_html(config_path, &out).await {
-        Ok(()) => println!("Compliance report (サービス仕様適合開示書) for this configuration: {}", out.display()),
+        Ok(()) => println!(
+            "Compliance report (サービス仕様適合開示書) for this configuration: {}",
+            out.display()
+        ),
         Err(e) => println!("Compliance report not generated: {e}"),
     }
 }

@@ -122,11 +122,7 @@ pub fn render(report: &Report, lang: Lang) -> String {
                 Lang::Ja => (&r.requirement_ja, &r.requirement_en),
                 Lang::En => (&r.requirement_en, &r.requirement_ja),
             };
-            let evidence: String = r
-                .evidence
-                .iter()
-                .map(|e| format!("<li>{}</li>", escape(e)))
-                .collect();
+            let evidence: String = r.evidence.iter().map(|e| format!("<li>{}</li>", escape(e))).collect();
             let mandatory = match r.mandatory {
                 true => format!("<br><small>({})</small>", escape(w.mandatory)),
                 false => String::new(),

@@ -19,7 +19,11 @@ pub fn render(report: &Report, lang: Lang) -> String {
         out,
         "- {}: {}",
         w.profile,
-        report.profile_file.as_deref().map(|p| format!("`{p}`")).unwrap_or_else(|| w.none.to_string())
+        report
+            .profile_file
+            .as_deref()
+            .map(|p| format!("`{p}`"))
+            .unwrap_or_else(|| w.none.to_string())
     );
     let _ = writeln!(out, "- {}: {}", w.instance, report.instance_id);
     let _ = writeln!(out, "- {}: {} ({})", w.generated, report.generated_at, report.generator);
@@ -46,7 +50,11 @@ pub fn render(report: &Report, lang: Lang) -> String {
                 Lang::Ja => format!("{}<br>{}", r.requirement_ja, r.requirement_en),
                 Lang::En => format!("{}<br>{}", r.requirement_en, r.requirement_ja),
             };
-            let mandatory = if r.mandatory { format!(" ({})", w.mandatory) } else { String::new() };
+            let mandatory = if r.mandatory {
+                format!(" ({})", w.mandatory)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | **{}**{} | {} | {} |",

@@ -6,8 +6,8 @@ pub mod html;
 pub mod json;
 pub mod md;
 
-use super::evaluate::{Report, RowState};
 use super::catalogue::Responsibility;
+use super::evaluate::{Report, RowState};
 
 /// Language of the Markdown and HTML forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
