@@ -204,6 +204,15 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
         check_route_listeners(config, r, &key, issues);
+        if let Some(base) = &r.public_base_url {
+            if let Err(problem) = check_public_base_url(base) {
+                issues.add(
+                    format!("{key}.public_base_url"),
+                    format!("{base:?} {problem}"),
+                    "write the URL clients use, as \"https://phr.example.jp\" (scheme, host and optional port only)",
+                );
+            }
+        }
         for (op, letters) in &r.fhir_operations {
             if !op.starts_with('$') || fhir_adapter::Perms::from_v2(letters).is_none() {
                 issues.add(
@@ -222,6 +231,29 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
     }
+}
+
+/// `public_base_url` is an origin: `https://host[:port]`, nothing before or after it.
+/// The route's prefix is appended to it, so a path would end up in front of the prefix
+/// in some URLs and not in others.
+fn check_public_base_url(base: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = base.parse().map_err(|_| "is not a URL")?;
+    if uri.scheme_str() != Some("https") {
+        return Err("must be an https URL: clients reach the gateway over TLS only");
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("has no host");
+    };
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err("must name a host without user information");
+    }
+    if uri.query().is_some() || base.contains('#') {
+        return Err("must not have a query or a fragment");
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err("must not have a path: the route's path_prefix is appended to it");
+    }
+    Ok(())
 }
 
 /// The listeners a route can be reached from (all of them when it names none).
@@ -389,6 +421,30 @@ fn check_protection(config: &Config, issues: &mut Issues) {
                 "no route has this name, so the filter would never run",
                 "use the name of a [[routes]] entry",
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_public_base_url;
+
+    #[test]
+    fn public_base_url_is_an_https_origin() {
+        for ok in ["https://phr.example.jp", "https://phr.example.jp/", "https://phr.example.jp:8443"] {
+            assert_eq!(check_public_base_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://phr.example.jp", "https"),
+            ("phr.example.jp", "https"),
+            ("https://phr.example.jp/phr", "path"),
+            ("https://phr.example.jp?x=1", "query"),
+            ("https://phr.example.jp#top", "fragment"),
+            ("https://user@phr.example.jp", "user information"),
+            ("not a url", "URL"),
+        ] {
+            let problem = check_public_base_url(bad).expect_err(bad);
+            assert!(problem.contains(why), "{bad}: {problem}");
         }
     }
 }

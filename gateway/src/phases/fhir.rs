@@ -144,14 +144,19 @@ pub async fn check_response(
     exchange: Exchange,
     resp: Response<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let (backend_base, public_base) = bases(ctx, route);
+    let (backend_base, public_base, unprefixed) = bases(ctx, route);
+    let bases = fhir_adapter::Bases {
+        backend: &backend_base,
+        public: &public_base,
+        unprefixed: unprefixed.as_deref(),
+    };
     let (mut parts, body) = resp.into_parts();
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let rewritten = parts
             .headers
             .get(&name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| fhir_adapter::rewrite_base_url(v, &backend_base, &public_base))
+            .and_then(|v| bases.rewrite(v))
             .and_then(|v| HeaderValue::from_str(&v).ok());
         if let Some(v) = rewritten {
             parts.headers.insert(name, v);
@@ -170,10 +175,6 @@ pub async fn check_response(
     let access = AccessContext {
         scopes: &exchange.scopes,
         patient: exchange.patient.as_deref(),
-    };
-    let bases = fhir_adapter::Bases {
-        backend: &backend_base,
-        public: &public_base,
     };
     let check = match fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases)) {
         Err(e @ fhir_adapter::FhirError::ResponseOtherPatient { .. }) if conceal => {
@@ -265,8 +266,13 @@ async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Bytes, Gat
         })
 }
 
-/// The backend's FHIR base URL and the gateway's, for rewriting links.
-fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String) {
+/// The backend's FHIR base URL, the gateway's, and (on a route that strips its prefix)
+/// the origin the backend was told (`https://` + the client's Host), for rewriting
+/// links. The last is what a
+/// backend that builds URLs from `X-Forwarded-Host`/`-Proto` but ignores
+/// `X-Forwarded-Prefix` writes; [`fhir_adapter::Bases::rewrite`] moves such URLs under
+/// the prefix, and leaves URLs already under it alone.
+fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String, Option<String>) {
     let prefix = route.prefix.trim_end_matches('/');
     let upstream = ctx.upstream_base.clone().unwrap_or_default();
     let backend = if route.strip_prefix {
@@ -279,11 +285,14 @@ fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String) {
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
+    // What the backend was told (X-Forwarded-Proto/-Host): its URLs start with this.
+    let forwarded_origin = format!("https://{host}");
     let public = match &route.public_base_url {
         Some(base) => format!("{}{prefix}", base.trim_end_matches('/')),
-        None => format!("https://{host}{prefix}"),
+        None => format!("{forwarded_origin}{prefix}"),
     };
-    (backend, public)
+    let unprefixed = (route.strip_prefix && !prefix.is_empty()).then_some(forwarded_origin);
+    (backend, public, unprefixed)
 }
 
 /// The access record's FHIR facts after the decision (and the response check).
