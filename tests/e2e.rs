@@ -10,6 +10,7 @@ mod fhir_e2e;
 mod health_e2e;
 mod limits_e2e;
 mod operations;
+mod prefix_e2e;
 mod proxy;
 mod residency;
 mod tls;
