@@ -3,7 +3,7 @@
 //!
 //! Every struct refuses unknown keys (`deny_unknown_fields`), so a typo such
 //! as `two_factors = true` fails loudly instead of silently weakening a route.
-//! Durations are integer seconds or strings with a unit, see [`super::duration`].
+//! Durations are strings with a unit (`"60s"`), see [`super::duration`].
 //!
 //! [`AuthConfig::validate`] returns *all* problems at once as [`ConfigIssue`]s, each
 //! naming the key and the fix, so an operator can correct a file in one pass.

@@ -23,6 +23,8 @@ pub mod limits;
 mod load;
 #[cfg(test)]
 mod load_fuzz;
+#[cfg(test)]
+mod reference_doc;
 mod validate;
 
 pub use issue::ConfigIssue;
@@ -137,11 +139,11 @@ pub struct AuditSection {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
     /// ...or this much time, whichever comes first.
-    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "crate::config::duration::de_duration")]
     pub checkpoint_interval: Duration,
     /// `audit verify` fails when a record after the last checkpoint is older than two
     /// intervals plus this (queueing, commit time and clock differences between hosts).
-    #[serde(default = "default_checkpoint_grace", with = "humantime_serde")]
+    #[serde(default = "default_checkpoint_grace", deserialize_with = "crate::config::duration::de_duration")]
     pub checkpoint_grace: Duration,
     /// Also append every signed checkpoint (one JSON line, fsync'd) to this file, ideally
     /// on storage the database administrator cannot change; `audit verify` checks it.
@@ -227,7 +229,7 @@ pub struct GatewaySection {
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `Strict-Transport-Security` max-age sent on every response (EX-TLS-3). 0 disables it.
-    #[serde(default = "default_hsts", with = "humantime_serde")]
+    #[serde(default = "default_hsts", deserialize_with = "crate::config::duration::de_duration")]
     pub hsts_max_age: Duration,
     /// Worker threads of the runtime; 0 means one per core.
     /// The environment variable `PHR_GATEWAY_WORKER_THREADS` overrides it.
@@ -270,16 +272,16 @@ impl Default for AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Time a client has to send a complete request head (slowloris protection).
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(default = "d10s", deserialize_with = "crate::config::duration::de_duration")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving is closed after this.
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(default = "d60s", deserialize_with = "crate::config::duration::de_duration")]
     pub idle_timeout: Duration,
     /// Time to complete the TLS handshake.
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(default = "d10s", deserialize_with = "crate::config::duration::de_duration")]
     pub tls_handshake_timeout: Duration,
     /// A WebSocket tunnel with no bytes moving either way is closed after this.
-    #[serde(default = "d10min", with = "humantime_serde")]
+    #[serde(default = "d10min", deserialize_with = "crate::config::duration::de_duration")]
     pub websocket_idle_timeout: Duration,
     /// Largest request head (request line + headers), in bytes.
     #[serde(default = "default_max_header_bytes")]
@@ -294,7 +296,7 @@ pub struct Limits {
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
     /// On SIGTERM, how long in-flight requests may take to finish.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub drain_timeout: Duration,
 }
 
@@ -417,17 +419,17 @@ pub struct Upstream {
     pub in_cluster: bool,
     /// Time allowed for the TCP connect to an endpoint, and again for the TLS handshake.
     /// Default 2 s.
-    #[serde(default = "d2s", with = "humantime_serde")]
+    #[serde(default = "d2s", deserialize_with = "crate::config::duration::de_duration")]
     pub connect_timeout: Duration,
     /// Time from sending the request to receiving the response head; 504 after it.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub response_timeout: Duration,
     /// Consecutive connection failures after which an endpoint is ejected.
     #[serde(default = "default_eject_after")]
     pub eject_after_failures: u32,
     /// How long an ejected endpoint is skipped before it is tried again (AV-BCP-1).
     /// Default 30 s.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub eject_for: Duration,
     /// Keep-alive connections kept open per endpoint for reuse (see proxy::pool).
     #[serde(default = "default_pool_idle")]

@@ -23,7 +23,7 @@ fn full_config_parses_with_defaults_and_durations() {
             "issuer": "https://idp.example.jp",
             "jwks_url": "https://idp.example.jp/jwks",
             "audiences": ["https://api.example.jp"],
-            "clock_skew": 30,
+            "clock_skew": "30s",
             "max_token_age": "12h"
         }],
         "factors": { "trust_mfa_claim": false, "map": { "mynumber_card": "possession" } }
@@ -40,6 +40,12 @@ fn full_config_parses_with_defaults_and_durations() {
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
     assert!(parse_duration("5 minutes").is_err());
+    // One grammar everywhere: [auth] no longer takes bare seconds.
+    let e = parse(json!({"issuers": [{"issuer": "https://idp.example.jp", "clock_skew": 30}]})).unwrap_err();
+    assert!(
+        e.to_string().contains("write durations with a unit, e.g. \"30s\" (a bare 30 is no longer accepted)"),
+        "{e}"
+    );
 }
 
 #[test]
