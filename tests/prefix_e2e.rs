@@ -22,7 +22,13 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    async fn send(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (u16, http::HeaderMap, Value) {
+    async fn send(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, http::HeaderMap, Value) {
         let mut c = Conn::open(self.gw.addr, client_config(&self.pki.ca_pem, &ClientOpts::default()))
             .await
             .unwrap();
@@ -47,7 +53,9 @@ impl Client<'_> {
         let uri: http::Uri = url.parse().unwrap_or_else(|e| panic!("{url:?} is not a URL: {e}"));
         assert_eq!(uri.scheme_str(), Some("https"), "{url}");
         assert_eq!(uri.authority().map(|a| a.as_str()), Some(self.host.as_str()), "{url}");
-        let (status, _, v) = self.send(token, "GET", uri.path_and_query().unwrap().as_str(), None).await;
+        let (status, _, v) = self
+            .send(token, "GET", uri.path_and_query().unwrap().as_str(), None)
+            .await;
         (status, v)
     }
 }
@@ -94,7 +102,10 @@ async fn a_created_resources_location_works_through_a_stripped_prefix_route() {
     let (status, headers, v) = client.send(token, "POST", "/api/fhir/Observation", Some(obs)).await;
     assert_eq!(status, 201, "{v}");
     let location = headers["location"].to_str().unwrap().to_string();
-    assert_eq!(location, format!("https://{host}/api/fhir/Observation/new-1/_history/1"));
+    assert_eq!(
+        location,
+        format!("https://{host}/api/fhir/Observation/new-1/_history/1")
+    );
 
     // What the backend was told: the stripped prefix and RFC 7239 Forwarded.
     let received = seen.requests.lock().unwrap().last().cloned().unwrap();
@@ -124,7 +135,10 @@ async fn a_created_resources_location_works_through_a_stripped_prefix_route() {
         .iter()
         .map(|e| e["fullUrl"].as_str().unwrap())
         .collect();
-    assert!(full_urls.contains(&format!("{under}Observation/new-1").as_str()), "{bundle}");
+    assert!(
+        full_urls.contains(&format!("{under}Observation/new-1").as_str()),
+        "{bundle}"
+    );
     assert!(full_urls.iter().all(|u| u.starts_with(&under)), "{bundle}");
     for url in full_urls {
         let (status, v) = client.follow(token, url).await;

@@ -469,8 +469,8 @@ fn check_bundle(
             let step = filter.entry(i, &mut entry, &kind, checks, &mut out.touched);
             out.removed += step.removed;
             removed_matches += u64::from(step.removed_match);
-            let rebased = matches!(step.verdict, Verdict::Keep)
-                && bases.is_some_and(|b| rewrite_entry_urls(&mut entry, &b));
+            let rebased =
+                matches!(step.verdict, Verdict::Keep) && bases.is_some_and(|b| rewrite_entry_urls(&mut entry, &b));
             match step.verdict {
                 Verdict::Keep if step.removed == 0 && !rebased => kept.push(Raw::Backend(raw)),
                 Verdict::Keep => kept.push(Raw::owned(&entry)),

@@ -633,9 +633,18 @@ fn urls_on_the_unprefixed_public_host_move_under_the_prefix_once() {
         unprefixed: Some("https://gw.example.jp"),
     };
     let cases = [
-        ("https://gw.example.jp/Patient/1", Some("https://gw.example.jp/api/fhir/Patient/1")),
-        ("https://gw.example.jp?_getpages=x", Some("https://gw.example.jp/api/fhir?_getpages=x")),
-        ("http://10.0.0.5:8080/Patient/1", Some("https://gw.example.jp/api/fhir/Patient/1")),
+        (
+            "https://gw.example.jp/Patient/1",
+            Some("https://gw.example.jp/api/fhir/Patient/1"),
+        ),
+        (
+            "https://gw.example.jp?_getpages=x",
+            Some("https://gw.example.jp/api/fhir?_getpages=x"),
+        ),
+        (
+            "http://10.0.0.5:8080/Patient/1",
+            Some("https://gw.example.jp/api/fhir/Patient/1"),
+        ),
         ("https://gw.example.jp/api/fhir/Patient/1", None),
         ("https://gw.example.jp/api/fhir", None),
         ("https://other.example.jp/Patient/1", None),
@@ -649,9 +658,18 @@ fn urls_on_the_unprefixed_public_host_move_under_the_prefix_once() {
         "entry": [{"fullUrl": "https://gw.example.jp/Observation/1", "resource": {"resourceType": "Observation", "id": "1"}},
                   {"fullUrl": "https://gw.example.jp/api/fhir/Observation/2", "resource": {"resourceType": "Observation", "id": "2"}}]});
     assert!(rebase_value(&mut bundle, &bases));
-    assert_eq!(bundle["link"][0]["url"], "https://gw.example.jp/api/fhir/Observation?patient=1");
-    assert_eq!(bundle["entry"][0]["fullUrl"], "https://gw.example.jp/api/fhir/Observation/1");
-    assert_eq!(bundle["entry"][1]["fullUrl"], "https://gw.example.jp/api/fhir/Observation/2");
+    assert_eq!(
+        bundle["link"][0]["url"],
+        "https://gw.example.jp/api/fhir/Observation?patient=1"
+    );
+    assert_eq!(
+        bundle["entry"][0]["fullUrl"],
+        "https://gw.example.jp/api/fhir/Observation/1"
+    );
+    assert_eq!(
+        bundle["entry"][1]["fullUrl"],
+        "https://gw.example.jp/api/fhir/Observation/2"
+    );
 }
 
 /// With a `public_base_url` on another host than the one the client used, a URL the
@@ -664,8 +682,14 @@ fn urls_on_the_forwarded_host_move_to_another_public_base_without_doubling() {
         unprefixed: Some("https://gw-1.internal.example.jp"),
     };
     let cases = [
-        ("https://gw-1.internal.example.jp/Patient/1", "https://phr.example.jp/api/fhir/Patient/1"),
-        ("https://gw-1.internal.example.jp/api/fhir/Patient/1", "https://phr.example.jp/api/fhir/Patient/1"),
+        (
+            "https://gw-1.internal.example.jp/Patient/1",
+            "https://phr.example.jp/api/fhir/Patient/1",
+        ),
+        (
+            "https://gw-1.internal.example.jp/api/fhir/Patient/1",
+            "https://phr.example.jp/api/fhir/Patient/1",
+        ),
     ];
     for (url, want) in cases {
         assert_eq!(bases.rewrite(url).as_deref(), Some(want), "{url}");

@@ -127,7 +127,16 @@ mod tests {
 
     #[test]
     fn spaces_bad_units_and_overflow_are_refused() {
-        for bad in ["5 minutes", "60 s", "1h 30m", "", "s", "5x", "-5s", "99999999999999999999d"] {
+        for bad in [
+            "5 minutes",
+            "60 s",
+            "1h 30m",
+            "",
+            "s",
+            "5x",
+            "-5s",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -160,7 +169,10 @@ mod tests {
                     .iter()
                     .rev()
                     .take_while(|l| l.trim_start().starts_with("#[") || l.trim_start().starts_with("//"));
-                if !attrs.into_iter().any(|l| l.contains("de_duration") || l.contains("de_opt_duration")) {
+                if !attrs
+                    .into_iter()
+                    .any(|l| l.contains("de_duration") || l.contains("de_opt_duration"))
+                {
                     others.push(format!("{}:{}: {}", path.display(), i + 1, field));
                 }
             }

@@ -233,10 +233,16 @@ pub struct AuthBackoffConfig {
     #[serde(default = "default_after_failures")]
     pub after_failures: u32,
     /// How far back failures are counted.
-    #[serde(default = "fifteen_minutes", deserialize_with = "crate::config::duration::de_duration")]
+    #[serde(
+        default = "fifteen_minutes",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub window: Duration,
     /// Length of the first block.
-    #[serde(default = "fifteen_minutes", deserialize_with = "crate::config::duration::de_duration")]
+    #[serde(
+        default = "fifteen_minutes",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub block_for: Duration,
     /// Double the block on each repeat lockout (up to `max_block`).
     #[serde(default = "yes")]

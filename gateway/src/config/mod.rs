@@ -139,11 +139,17 @@ pub struct AuditSection {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
     /// ...or this much time, whichever comes first.
-    #[serde(default = "default_checkpoint_interval", deserialize_with = "crate::config::duration::de_duration")]
+    #[serde(
+        default = "default_checkpoint_interval",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub checkpoint_interval: Duration,
     /// `audit verify` fails when a record after the last checkpoint is older than two
     /// intervals plus this (queueing, commit time and clock differences between hosts).
-    #[serde(default = "default_checkpoint_grace", deserialize_with = "crate::config::duration::de_duration")]
+    #[serde(
+        default = "default_checkpoint_grace",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub checkpoint_grace: Duration,
     /// Also append every signed checkpoint (one JSON line, fsync'd) to this file, ideally
     /// on storage the database administrator cannot change; `audit verify` checks it.

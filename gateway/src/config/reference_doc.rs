@@ -90,7 +90,7 @@ fn slot<'v>(root: &'v mut Value, path: &[Step]) -> &'v mut Value {
                 table.entry(k.clone()).or_insert_with(|| Value::Table(Table::new()))
             }
             Step::Element => {
-                if !here.as_array().is_some_and(|a| !a.is_empty()) {
+                if here.as_array().is_none_or(|a| a.is_empty()) {
                     *here = Value::Array(vec![Value::Table(Table::new())]);
                 }
                 &mut here.as_array_mut().expect("an array")[0]
@@ -179,7 +179,13 @@ fn accepted() -> Accepted {
 
 /// Every key written in the reference file, as dotted paths with the names used there.
 fn written(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
-    let join = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_string()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
     match v {
         Value::Table(t) => {
             for (k, v) in t {
@@ -206,7 +212,11 @@ fn commented() -> BTreeSet<String> {
         if let Some(header) = uncommented.strip_prefix('[') {
             let header = header.trim_start_matches('[');
             if let Some(end) = header.find(']') {
-                table = header[..end].split('.').map(|s| s.trim().trim_matches('"')).collect::<Vec<_>>().join(".");
+                table = header[..end]
+                    .split('.')
+                    .map(|s| s.trim().trim_matches('"'))
+                    .collect::<Vec<_>>()
+                    .join(".");
                 continue;
             }
         }
@@ -219,7 +229,11 @@ fn commented() -> BTreeSet<String> {
         let key = key.trim();
         let is_key = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if is_key && !value.trim().is_empty() && !value.starts_with('=') {
-            out.insert(if table.is_empty() { key.to_string() } else { format!("{table}.{key}") });
+            out.insert(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
         }
     }
     out
@@ -290,8 +304,10 @@ fn the_probe_tells_tables_from_values() {
         _ => Vec::new(),
     };
     assert!(keys(&[Step::Key("gateway".into())]).contains(&"trusted_proxies".to_string()));
-    assert!(keys(&[Step::Key("routes".into()), Step::Element, Step::Key("auth".into())])
-        .contains(&"two_factor".to_string()));
+    assert!(
+        keys(&[Step::Key("routes".into()), Step::Element, Step::Key("auth".into())])
+            .contains(&"two_factor".to_string())
+    );
     assert!(keys(&[Step::Key("upstreams".into())]).is_empty(), "a map of upstreams");
     assert!(keys(&[Step::Key("upstreams".into()), Step::Named]).contains(&"endpoints".to_string()));
     assert!(keys(&[Step::Key("limits".into()), Step::Key("idle_timeout".into())]).is_empty());

@@ -431,7 +431,11 @@ mod tests {
 
     #[test]
     fn public_base_url_is_an_https_origin() {
-        for ok in ["https://phr.example.jp", "https://phr.example.jp/", "https://phr.example.jp:8443"] {
+        for ok in [
+            "https://phr.example.jp",
+            "https://phr.example.jp/",
+            "https://phr.example.jp:8443",
+        ] {
             assert_eq!(check_public_base_url(ok), Ok(()), "{ok}");
         }
         for (bad, why) in [

@@ -52,7 +52,10 @@ pub async fn forward(
 /// follows them reaches the gateway's route and not a 404 (see `proxy::public_url`).
 fn restore_prefix(ctx: &RequestContext, route: &ActiveRoute, response: &mut Response<Incoming>) {
     let client_host = ctx.original_host.as_ref().and_then(|h| h.to_str().ok());
-    let base_host = route.public_base_url.as_deref().and_then(proxy::public_url::authority_of);
+    let base_host = route
+        .public_base_url
+        .as_deref()
+        .and_then(proxy::public_url::authority_of);
     let hosts: Vec<&str> = client_host.into_iter().chain(base_host).collect();
     proxy::public_url::restore_prefix(response.headers_mut(), &route.prefix, &hosts);
 }

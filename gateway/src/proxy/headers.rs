@@ -511,7 +511,10 @@ mod tests {
         h.append(header::FORWARDED, HeaderValue::from_static("for=192.0.2.1;proto=https"));
         h.append(header::FORWARDED, HeaderValue::from_static("for=\"[2001:db8::9]\""));
         let prior = trusted_forwarded(&h, true);
-        assert_eq!(prior.as_deref(), Some("for=192.0.2.1;proto=https, for=\"[2001:db8::9]\""));
+        assert_eq!(
+            prior.as_deref(),
+            Some("for=192.0.2.1;proto=https, for=\"[2001:db8::9]\"")
+        );
         assert_eq!(trusted_forwarded(&h, false), None);
         clean_request(&mut h, false);
         assert!(h.get(header::FORWARDED).is_none());

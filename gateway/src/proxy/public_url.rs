@@ -81,9 +81,18 @@ mod tests {
     #[test]
     fn a_url_on_the_public_host_without_the_prefix_gets_it() {
         let cases = [
-            ("https://gw.example.jp/Patient/1/_history/1", "https://gw.example.jp/api/fhir/Patient/1/_history/1"),
-            ("https://GW.example.jp/Patient?x=1", "https://GW.example.jp/api/fhir/Patient?x=1"),
-            ("https://localhost:8443/Observation/2", "https://localhost:8443/api/fhir/Observation/2"),
+            (
+                "https://gw.example.jp/Patient/1/_history/1",
+                "https://gw.example.jp/api/fhir/Patient/1/_history/1",
+            ),
+            (
+                "https://GW.example.jp/Patient?x=1",
+                "https://GW.example.jp/api/fhir/Patient?x=1",
+            ),
+            (
+                "https://localhost:8443/Observation/2",
+                "https://localhost:8443/api/fhir/Observation/2",
+            ),
             ("https://gw.example.jp", "https://gw.example.jp/api/fhir"),
             ("https://gw.example.jp?x", "https://gw.example.jp/api/fhir?x"),
             ("/Patient/1/_history/1", "/api/fhir/Patient/1/_history/1"),
@@ -121,8 +130,14 @@ mod tests {
     #[test]
     fn both_location_headers_are_rewritten_and_a_root_prefix_changes_nothing() {
         let mut h = HeaderMap::new();
-        h.insert(header::LOCATION, HeaderValue::from_static("https://gw.example.jp/Patient/1"));
-        h.insert(header::CONTENT_LOCATION, HeaderValue::from_static("/Patient/1/_history/2"));
+        h.insert(
+            header::LOCATION,
+            HeaderValue::from_static("https://gw.example.jp/Patient/1"),
+        );
+        h.insert(
+            header::CONTENT_LOCATION,
+            HeaderValue::from_static("/Patient/1/_history/2"),
+        );
         let before = h.clone();
         restore_prefix(&mut h, "/", HOSTS);
         assert_eq!(h, before);
@@ -138,7 +153,10 @@ mod tests {
     #[test]
     fn the_authority_of_a_base_url() {
         assert_eq!(authority_of("https://gw.example.jp"), Some("gw.example.jp"));
-        assert_eq!(authority_of("https://gw.example.jp:8443/phr/"), Some("gw.example.jp:8443"));
+        assert_eq!(
+            authority_of("https://gw.example.jp:8443/phr/"),
+            Some("gw.example.jp:8443")
+        );
         assert_eq!(authority_of("https://"), None);
         assert_eq!(authority_of("gw.example.jp"), None);
     }

@@ -43,7 +43,8 @@ fn full_config_parses_with_defaults_and_durations() {
     // One grammar everywhere: [auth] no longer takes bare seconds.
     let e = parse(json!({"issuers": [{"issuer": "https://idp.example.jp", "clock_skew": 30}]})).unwrap_err();
     assert!(
-        e.to_string().contains("write durations with a unit, e.g. \"30s\" (a bare 30 is no longer accepted)"),
+        e.to_string()
+            .contains("write durations with a unit, e.g. \"30s\" (a bare 30 is no longer accepted)"),
         "{e}"
     );
 }
