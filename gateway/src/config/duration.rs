@@ -164,11 +164,12 @@ mod tests {
                 if !is_duration_field {
                     continue;
                 }
-                // The attributes and doc lines directly above the field.
-                let attrs = lines[..i]
-                    .iter()
-                    .rev()
-                    .take_while(|l| l.trim_start().starts_with("#[") || l.trim_start().starts_with("//"));
+                // The attributes and doc lines above the field (an attribute may span
+                // lines), up to the previous field or the struct's opening brace.
+                let attrs = lines[..i].iter().rev().take_while(|l| {
+                    let l = l.trim();
+                    !(l.is_empty() || l.starts_with("pub ") || l.ends_with('{') || l.ends_with('}'))
+                });
                 if !attrs
                     .into_iter()
                     .any(|l| l.contains("de_duration") || l.contains("de_opt_duration"))
