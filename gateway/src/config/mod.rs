@@ -23,6 +23,8 @@ pub mod limits;
 mod load;
 #[cfg(test)]
 mod load_fuzz;
+#[cfg(test)]
+mod shipped_tests;
 mod validate;
 
 pub use issue::ConfigIssue;
