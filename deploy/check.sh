@@ -36,13 +36,17 @@ for g in k.get("configMapGenerator", []):
         assert os.path.exists(os.path.join("kubernetes/base", f)), f"configMapGenerator file {f} missing"
 PY
 
-echo "deploy: systemd-analyze verify systemd/phr-gateway.service"
+echo "deploy: systemd-analyze verify systemd/phr-gateway.service systemd/phr-gateway@.service"
 [ -x "$bin" ] || { echo "deploy/check.sh: $bin is not built (cargo build -p phr-gateway)" >&2; exit 1; }
-# verify insists that ExecStart's program exists: point it at the built binary.
+# verify insists that ExecStart's program exists: point it at the built binary. A
+# template is verified as one of its instances.
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-sed "s#/usr/local/bin/phr-gateway#$(realpath "$bin")#g" systemd/phr-gateway.service > "$tmp/phr-gateway.service"
-out=$(systemd-analyze verify "$tmp/phr-gateway.service" 2>&1) || { echo "$out" >&2; exit 1; }
-[ -z "$out" ] || { echo "$out" >&2; exit 1; }
+for unit in phr-gateway.service phr-gateway@.service; do
+  name=${unit/@./@blue.}
+  sed "s#/usr/local/bin/phr-gateway#$(realpath "$bin")#g" "systemd/$unit" > "$tmp/$name"
+  out=$(systemd-analyze verify "$tmp/$name" 2>&1) || { echo "$out" >&2; exit 1; }
+  [ -z "$out" ] || { echo "$out" >&2; exit 1; }
+done
 
 echo "deploy: compose.yaml shape"
 python3 - <<'PY'

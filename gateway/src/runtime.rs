@@ -428,6 +428,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             old.gateway.instance_id != new.gateway.instance_id,
         ),
         (
+            "gateway.handover_socket",
+            old.gateway.handover_socket != new.gateway.handover_socket,
+        ),
+        (
             "gateway.worker_threads",
             old.gateway.worker_threads != new.gateway.worker_threads,
         ),

@@ -235,6 +235,10 @@ pub struct GatewaySection {
     /// The environment variable `PHR_GATEWAY_WORKER_THREADS` overrides it.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Unix socket through which a new gateway process takes the listening sockets over
+    /// from this one for an upgrade without downtime ([`crate::handover`]). Off when unset.
+    #[serde(default)]
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl Default for GatewaySection {
@@ -244,6 +248,7 @@ impl Default for GatewaySection {
             trusted_proxies: Vec::new(),
             hsts_max_age: default_hsts(),
             worker_threads: 0,
+            handover_socket: None,
         }
     }
 }
