@@ -11,6 +11,8 @@
 //! * Upstream connections verify the backend against a configured CA bundle ([`upstream`]).
 
 pub mod cert_check;
+pub mod expiry;
+pub mod handshake;
 mod client_identity;
 pub mod server;
 mod sni;
