@@ -9,6 +9,7 @@ mod auth_e2e;
 mod fhir_e2e;
 mod health_e2e;
 mod limits_e2e;
+mod monitoring;
 mod operations;
 mod proxy;
 mod residency;
