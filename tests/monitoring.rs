@@ -1,5 +1,5 @@
 //! End-to-end: what a Prometheus server scrapes from the real binary is valid and
-//! complete (LOG-MAINT-1, issue 19 item 1): `promtool check metrics` finds nothing in a
+//! complete (EX-IDS-1, issue 19 item 1): `promtool check metrics` finds nothing in a
 //! real scrape, every family has `# HELP` and `# TYPE`, the OpenMetrics answer parses,
 //! the new operator metrics (handshake refusals by reason, certificate expiry, health
 //! per endpoint and route) are there; and `deploy/monitoring/check.sh` (alert rules,

@@ -1,4 +1,5 @@
-//! Every metric the gateway exports, in one table (LOG-MAINT-1).
+//! Every metric the gateway exports, in one table (EX-IDS-1: counters for refusals, auth
+//! failures, throttling, egress refusals).
 //!
 //! The table is the catalogue an operator reads: [`super::install`] registers each entry's
 //! `# HELP` text and unit with the recorder, the dashboard and alert rules in
