@@ -161,3 +161,25 @@ pub fn audit_writer(s: &crate::audit::writer::WriterStats) {
         metrics::counter!(name).absolute(value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_rendered_outside_the_recorder_has_help_type_and_escaped_labels() {
+        let mut out = String::new();
+        render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[]);
+        assert_eq!(out, "", "no samples, no family");
+        let labels = vec![("section", "listeners.public".to_string()), ("subject", "CN=a \"b\"\\c\nd".to_string())];
+        render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[(labels, 1_936_742_400.0)]);
+        let help = catalogue::lookup(catalogue::CERT_EXPIRY).unwrap().help;
+        assert_eq!(
+            out,
+            format!(
+                "# HELP {n} {help}\n# TYPE {n} gauge\n{n}{{section=\"listeners.public\",subject=\"CN=a \\\"b\\\"\\\\c\\nd\"}} 1936742400\n\n",
+                n = catalogue::CERT_EXPIRY
+            )
+        );
+    }
+}
