@@ -32,7 +32,8 @@ fn promtool_available() -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !found {
-        let required = std::env::var("PHR_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") || std::env::var_os("CI").is_some();
+        let required =
+            std::env::var("PHR_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1") || std::env::var_os("CI").is_some();
         assert!(
             !required,
             "promtool is not installed (apt-get install --no-install-recommends prometheus) and PHR_TEST_REQUIRE_SERVICES/CI require it"
@@ -70,7 +71,10 @@ async fn scrape(gw: &Gateway, accept: Option<&str>) -> (String, String) {
     if let Some(a) = accept {
         req = req.header("accept", a);
     }
-    let resp = send.send_request(req.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -80,7 +84,9 @@ async fn scrape(gw: &Gateway, accept: Option<&str>) -> (String, String) {
 /// Sends a plain HTTP request to the TLS port and waits until the gateway closes it.
 async fn plain_http_to_the_tls_port(gw: &Gateway) {
     let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut sink)).await;
 }
@@ -154,13 +160,24 @@ async fn a_real_scrape_passes_promtool_and_has_the_operator_metrics() {
     }
     let (pki, gw) = gateway_after_traffic().await;
     // Refusals by reason, counted when the gateway gives up on the connection.
-    wait_for_line(&gw, "phr_tls_handshake_failures_total{listener=\"public\",reason=\"not_tls\"} 1").await;
-    wait_for_line(&gw, "phr_tls_handshake_failures_total{listener=\"public\",reason=\"protocol_version\"} 1").await;
+    wait_for_line(
+        &gw,
+        "phr_tls_handshake_failures_total{listener=\"public\",reason=\"not_tls\"} 1",
+    )
+    .await;
+    wait_for_line(
+        &gw,
+        "phr_tls_handshake_failures_total{listener=\"public\",reason=\"protocol_version\"} 1",
+    )
+    .await;
 
     let (content_type, body) = scrape(&gw, None).await;
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
     let (ok, findings) = promtool(&["check", "metrics"], &body);
-    assert!(ok && findings.trim().is_empty(), "promtool check metrics:\n{findings}\nscrape:\n{body}");
+    assert!(
+        ok && findings.trim().is_empty(),
+        "promtool check metrics:\n{findings}\nscrape:\n{body}"
+    );
 
     // Every family has both HELP and TYPE (promtool reports a missing HELP; TYPE is
     // checked here, since promtool accepts untyped samples).
@@ -176,7 +193,10 @@ async fn a_real_scrape_passes_promtool_and_has_the_operator_metrics() {
             .find_map(|s| name.strip_suffix(s).filter(|f| types.contains(f)))
             .unwrap_or(name);
         assert!(types.contains(&family), "no # TYPE for {name}:\n{body}");
-        assert!(body.contains(&format!("# HELP {family} ")), "no # HELP for {family}:\n{body}");
+        assert!(
+            body.contains(&format!("# HELP {family} ")),
+            "no # HELP for {family}:\n{body}"
+        );
     }
     for expected in [
         "phr_requests_total{route=\"fhir\",status=\"401\"} 1",
@@ -188,7 +208,10 @@ async fn a_real_scrape_passes_promtool_and_has_the_operator_metrics() {
         "phr_tls_certificate_expiry_timestamp_seconds{section=\"listeners.public\",role=\"server\",subject=",
         "phr_audit_records_committed_total ",
     ] {
-        assert!(body.lines().any(|l| l.starts_with(expected)), "no {expected:?} in:\n{body}");
+        assert!(
+            body.lines().any(|l| l.starts_with(expected)),
+            "no {expected:?} in:\n{body}"
+        );
     }
     // The expiry is the served certificate's notAfter, as a Unix time.
     let expiry: f64 = body
@@ -209,10 +232,16 @@ async fn openmetrics_is_served_when_the_scraper_asks_for_it() {
     // What Prometheus sends by default.
     let accept = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
     let (content_type, body) = scrape(&gw, Some(accept)).await;
-    assert_eq!(content_type, "application/openmetrics-text; version=1.0.0; charset=utf-8");
+    assert_eq!(
+        content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
     assert!(body.ends_with("\n# EOF\n"), "{body}");
     assert!(body.contains("# TYPE phr_requests counter\n"), "{body}");
-    assert!(body.contains("phr_requests_total{route=\"fhir\",status=\"401\"} 1\n"), "{body}");
+    assert!(
+        body.contains("phr_requests_total{route=\"fhir\",status=\"401\"} 1\n"),
+        "{body}"
+    );
     assert!(!body.contains("\n\n"), "no blank lines in OpenMetrics:\n{body}");
     let (ct, _) = scrape(&gw, Some("text/plain")).await;
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");

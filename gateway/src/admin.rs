@@ -58,16 +58,17 @@ async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<
             let openmetrics = crate::metrics::openmetrics::wants_openmetrics(accept);
             let body = scrape(shared);
             let (body, content_type) = match openmetrics {
-                true => (crate::metrics::openmetrics::from_prometheus_text(&body), crate::metrics::openmetrics::CONTENT_TYPE),
+                true => (
+                    crate::metrics::openmetrics::from_prometheus_text(&body),
+                    crate::metrics::openmetrics::CONTENT_TYPE,
+                ),
                 // Prometheus 3 refuses a scrape without a Content-Type unless the operator
                 // configures a fallback protocol; this is the text format's own type.
                 false => (body, PROMETHEUS_TEXT),
             };
             let mut resp = text(StatusCode::OK, body);
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(content_type),
-            );
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             resp
         }
         (&Method::POST, "/reload") => match shared.reload().await {

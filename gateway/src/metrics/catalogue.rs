@@ -315,7 +315,10 @@ mod tests {
         phr_literals(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut used);
         assert!(used.contains("phr_requests_total"), "the scan found nothing: {used:?}");
         let missing: Vec<_> = used.iter().filter(|n| lookup(n).is_none()).collect();
-        assert!(missing.is_empty(), "add these to metrics::catalogue::METRICS: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "add these to metrics::catalogue::METRICS: {missing:?}"
+        );
         let unused: Vec<_> = METRICS
             .iter()
             .map(|m| m.name)
@@ -332,11 +335,17 @@ mod tests {
             assert!(seen.insert(m.name), "{} listed twice", m.name);
             assert!(m.name.starts_with("phr_"), "{}", m.name);
             assert!(
-                m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                m.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{} is not snake_case",
                 m.name
             );
-            assert!(!m.help.is_empty() && !m.help.contains('\n'), "{}: one-line help", m.name);
+            assert!(
+                !m.help.is_empty() && !m.help.contains('\n'),
+                "{}: one-line help",
+                m.name
+            );
             match m.kind {
                 Kind::Counter => assert!(m.name.ends_with("_total"), "counter {} must end in _total", m.name),
                 _ => assert!(!m.name.ends_with("_total"), "only counters end in _total: {}", m.name),

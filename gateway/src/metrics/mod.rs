@@ -171,7 +171,10 @@ mod tests {
         let mut out = String::new();
         render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[]);
         assert_eq!(out, "", "no samples, no family");
-        let labels = vec![("section", "listeners.public".to_string()), ("subject", "CN=a \"b\"\\c\nd".to_string())];
+        let labels = vec![
+            ("section", "listeners.public".to_string()),
+            ("subject", "CN=a \"b\"\\c\nd".to_string()),
+        ];
         render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[(labels, 1_936_742_400.0)]);
         let help = catalogue::lookup(catalogue::CERT_EXPIRY).unwrap().help;
         assert_eq!(

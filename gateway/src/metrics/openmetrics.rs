@@ -161,8 +161,17 @@ mystery 7
             }
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').ok_or("TYPE without a type")?;
-                if !["counter", "gauge", "histogram", "summary", "unknown", "info", "stateset", "gaugehistogram"]
-                    .contains(&kind)
+                if ![
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "summary",
+                    "unknown",
+                    "info",
+                    "stateset",
+                    "gaugehistogram",
+                ]
+                .contains(&kind)
                 {
                     return Err(format!("unknown type {kind}"));
                 }
@@ -215,7 +224,10 @@ mystery 7
         check_openmetrics(&om).unwrap_or_else(|e| panic!("{e}:\n{om}"));
         assert!(om.contains("# TYPE phr_requests counter"), "{om}");
         assert!(om.contains("# HELP phr_requests Responses sent"), "{om}");
-        assert!(om.contains("phr_requests_total{route=\"om-test\",status=\"200\"} 1"), "{om}");
+        assert!(
+            om.contains("phr_requests_total{route=\"om-test\",status=\"200\"} 1"),
+            "{om}"
+        );
     }
 
     #[test]
@@ -224,11 +236,15 @@ mystery 7
         assert!(wants_openmetrics(Some(prometheus_default)));
         assert!(wants_openmetrics(Some("application/openmetrics-text")));
         assert!(wants_openmetrics(Some("Application/OpenMetrics-Text; version=1.0.0")));
-        assert!(wants_openmetrics(Some("text/plain;q=0.5, application/openmetrics-text;q=0.5")));
+        assert!(wants_openmetrics(Some(
+            "text/plain;q=0.5, application/openmetrics-text;q=0.5"
+        )));
         assert!(!wants_openmetrics(None));
         assert!(!wants_openmetrics(Some("*/*")));
         assert!(!wants_openmetrics(Some("text/plain")));
-        assert!(!wants_openmetrics(Some("text/plain, application/openmetrics-text;q=0.9")));
+        assert!(!wants_openmetrics(Some(
+            "text/plain, application/openmetrics-text;q=0.9"
+        )));
         assert!(!wants_openmetrics(Some("application/openmetrics-text;q=0")));
         assert!(!wants_openmetrics(Some("application/openmetrics-text;q=bogus")));
     }

@@ -86,9 +86,7 @@ mod tests {
     fn reads_not_after_and_subject_of_a_pem_chain() {
         let mut params = rcgen::CertificateParams::new(vec!["gw.example".to_string()]).unwrap();
         params.not_after = rcgen::date_time_ymd(2031, 5, 17);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "gw.example");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "gw.example");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();

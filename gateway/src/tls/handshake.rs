@@ -111,19 +111,43 @@ mod tests {
         let cases = [
             (Error::NoCertificatesPresented, "client_cert_required"),
             (Error::InvalidCertificate(CertificateError::UnknownIssuer), "unknown_ca"),
-            (Error::InvalidCertificate(CertificateError::Expired), "certificate_expired"),
-            (Error::InvalidCertificate(CertificateError::Revoked), "certificate_revoked"),
-            (Error::InvalidCertificate(CertificateError::BadEncoding), "bad_certificate"),
+            (
+                Error::InvalidCertificate(CertificateError::Expired),
+                "certificate_expired",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::Revoked),
+                "certificate_revoked",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::BadEncoding),
+                "bad_certificate",
+            ),
             (PeerIncompatible::NoCipherSuitesInCommon.into(), "no_shared_cipher"),
-            (PeerIncompatible::SupportedVersionsExtensionRequired.into(), "protocol_version"),
+            (
+                PeerIncompatible::SupportedVersionsExtensionRequired.into(),
+                "protocol_version",
+            ),
             (PeerIncompatible::Tls12NotOfferedOrEnabled.into(), "protocol_version"),
             (PeerIncompatible::NullCompressionRequired.into(), "handshake_failure"),
-            (Error::AlertReceived(AlertDescription::UnknownCA), "peer_rejected_certificate"),
-            (Error::AlertReceived(AlertDescription::BadCertificate), "peer_rejected_certificate"),
-            (Error::AlertReceived(AlertDescription::ProtocolVersion), "protocol_version"),
+            (
+                Error::AlertReceived(AlertDescription::UnknownCA),
+                "peer_rejected_certificate",
+            ),
+            (
+                Error::AlertReceived(AlertDescription::BadCertificate),
+                "peer_rejected_certificate",
+            ),
+            (
+                Error::AlertReceived(AlertDescription::ProtocolVersion),
+                "protocol_version",
+            ),
             (Error::AlertReceived(AlertDescription::DecodeError), "alert_received"),
             (Error::InvalidMessage(InvalidMessage::InvalidContentType), "not_tls"),
-            (Error::InvalidMessage(InvalidMessage::MessageTooShort), "invalid_message"),
+            (
+                Error::InvalidMessage(InvalidMessage::MessageTooShort),
+                "invalid_message",
+            ),
             (Error::NoApplicationProtocol, "no_application_protocol"),
             (Error::General("x".into()), "other"),
         ];
@@ -135,7 +159,10 @@ mod tests {
 
     #[test]
     fn classifies_plain_io_errors() {
-        assert_eq!(failure_reason(&io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof")), "eof");
+        assert_eq!(
+            failure_reason(&io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof")),
+            "eof"
+        );
         assert_eq!(failure_reason(&io::ErrorKind::ConnectionReset.into()), "io");
         assert_eq!(failure_reason(&io::ErrorKind::TimedOut.into()), TIMEOUT);
     }

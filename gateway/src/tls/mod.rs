@@ -11,9 +11,9 @@
 //! * Upstream connections verify the backend against a configured CA bundle ([`upstream`]).
 
 pub mod cert_check;
+mod client_identity;
 pub mod expiry;
 pub mod handshake;
-mod client_identity;
 pub mod server;
 mod sni;
 pub mod upstream;
