@@ -105,14 +105,22 @@ async fn wait_for_line(gw: &Gateway, prefix: &str) -> String {
 }
 
 /// A gateway with a FHIR route (token required) and a plain route, after traffic that
-/// makes most families appear: allowed and refused requests (401, 404), a plain HTTP
+/// makes most families appear: allowed and refused requests (401, 404, 429), a plain HTTP
 /// client on the TLS port, a TLS 1.2 client on a TLS 1.3 listener.
 async fn gateway_after_traffic() -> (Pki, Gateway) {
     let pki = Pki::new();
     let fhir = fhir_backend::start().await;
     let plain = start_backend().await;
+    // One request a minute on /limited/: the second is refused by policy `tight`.
+    let limited = route_with(
+        "limited",
+        "/limited/",
+        &[plain],
+        "",
+        "phi = false\nrate_limits = [\"tight\"]\n[routes.auth]\nmode = \"none\"\n",
+    );
     let rest = format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{limited}\n[rate_limits.policies.tight]\nkey = \"route\"\nrate = 1\nper = \"60s\"\nburst = 1\n",
         issuer(pki.dir.path()),
         fhir_route(fhir),
         plain_route("plain", "/plain/", &[plain], "")
@@ -136,6 +144,8 @@ async fn gateway_after_traffic() -> (Pki, Gateway) {
         ("/fhir/Patient/pa", None, 401),
         ("/nowhere", None, 404),
         ("/plain/echo", None, 200),
+        ("/limited/echo", None, 200),
+        ("/limited/echo", None, 429),
     ] {
         let (status, _, body) = c.request(get(path, token)).await.unwrap();
         assert_eq!(status, expected, "{path}: {}", String::from_utf8_lossy(&body));
@@ -201,6 +211,7 @@ async fn a_real_scrape_passes_promtool_and_has_the_operator_metrics() {
     for expected in [
         "phr_requests_total{route=\"fhir\",status=\"401\"} 1",
         "phr_requests_total{route=\"none\",status=\"404\"} 1",
+        "phr_rate_limit_refused_total{policy=\"tight\"} 1",
         "phr_tls_handshakes_total{listener=\"public\",version=\"TLSv1.3\"} 1",
         "phr_route_healthy_endpoints{route=\"fhir\"} 1",
         "phr_endpoint_healthy{upstream=\"fhir\",endpoint=",
