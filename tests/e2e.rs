@@ -10,6 +10,7 @@ mod fhir_e2e;
 mod handover_e2e;
 mod health_e2e;
 mod limits_e2e;
+mod monitoring;
 mod operations;
 mod proxy;
 mod residency;

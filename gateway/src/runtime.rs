@@ -66,6 +66,8 @@ pub struct ActiveConfig {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Arc<ActiveRoute>>,
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// When the certificates of this configuration expire (exported on `/metrics`).
+    pub cert_expiry: Vec<crate::tls::expiry::CertExpiry>,
     pub hsts: Option<HeaderValue>,
     /// Present when issuers are configured.
     pub auth: Option<Arc<Authenticator>>,
@@ -238,6 +240,7 @@ impl ActiveConfig {
             protection,
             protection_fingerprint: fingerprint,
             auth,
+            cert_expiry: crate::tls::expiry::of_config(&config),
             config,
             routes,
             tls,
