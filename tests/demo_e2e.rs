@@ -52,7 +52,10 @@ async fn demo_burst_with_one_token_shows_429_with_rate_limit_headers() {
     let retry: u64 = refused["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1, "{refused:?}");
     assert!(
-        refused["ratelimit-policy"].to_str().unwrap().starts_with("\"per_subject\""),
+        refused["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"per_subject\""),
         "{refused:?}"
     );
 

@@ -76,7 +76,10 @@ async fn provider(pki: &Pki, initial: Bytes) -> Provider {
                     async move {
                         let resp = match body {
                             Some(b) => hyper::Response::new(Full::new(b)),
-                            None => hyper::Response::builder().status(404).body(Full::new(Bytes::new())).unwrap(),
+                            None => hyper::Response::builder()
+                                .status(404)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
                         };
                         Ok::<_, std::convert::Infallible>(resp)
                     }

@@ -156,7 +156,12 @@ mod tests {
         ));
         assert_eq!(parse(json!([ISS])), Err(DiscoveryError::NotAnObject));
         assert_eq!(parse(json!({"issuer": ISS})), Err(DiscoveryError::NoJwksUri));
-        for bad in ["http://idp.example.jp/certs", "/certs", "ftp://idp.example.jp/certs", ""] {
+        for bad in [
+            "http://idp.example.jp/certs",
+            "/certs",
+            "ftp://idp.example.jp/certs",
+            "",
+        ] {
             assert_eq!(
                 parse(json!({"issuer": ISS, "jwks_uri": bad})),
                 Err(DiscoveryError::JwksUriNotHttps(bad.into())),

@@ -292,9 +292,7 @@ pub struct FetchMetrics {
 impl FetchMetrics {
     /// Registers the six counters of `issuer`.
     pub fn register(issuer: &str) -> Self {
-        let c = |kind: &'static str, result: &'static str| {
-            metrics::counter!(FETCHES_METRIC, "issuer" => issuer.to_string(), "kind" => kind, "result" => result)
-        };
+        let c = |kind: &'static str, result: &'static str| metrics::counter!(FETCHES_METRIC, "issuer" => issuer.to_string(), "kind" => kind, "result" => result);
         Self {
             counters: [
                 [c("scheduled", "success"), c("scheduled", "failure")],

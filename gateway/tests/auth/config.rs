@@ -128,9 +128,15 @@ fn discovery_is_exclusive_with_hand_configured_keys_and_needs_https() {
         "{errs:#?}"
     );
     assert!(
-        has("auth.issuers[2].discovery", "\"http://c.example/.well-known/openid-configuration\", must be https"),
+        has(
+            "auth.issuers[2].discovery",
+            "\"http://c.example/.well-known/openid-configuration\", must be https"
+        ),
         "{errs:#?}"
     );
-    assert!(has("auth.issuers[3].discovery_url", "must be an https URL"), "{errs:#?}");
+    assert!(
+        has("auth.issuers[3].discovery_url", "must be an https URL"),
+        "{errs:#?}"
+    );
     assert_eq!(errs.len(), 4, "{errs:#?}");
 }

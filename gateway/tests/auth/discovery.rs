@@ -72,7 +72,10 @@ async fn accepts(a: &Authenticator, token: &str) -> bool {
 async fn keys_come_from_the_discovered_jwks_uri_and_rotation_is_followed() {
     let p = Arc::new(Provider::default());
     p.metadata(ISS, "https://idp.example.jp/keys/v1");
-    p.set("https://idp.example.jp/keys/v1", Ok(jwks(&[("rsa1", Algorithm::RS256, "k1")])));
+    p.set(
+        "https://idp.example.jp/keys/v1",
+        Ok(jwks(&[("rsa1", Algorithm::RS256, "k1")])),
+    );
     let a = authenticator(&p);
     a.refresh_all().await.expect("keys load through discovery");
     assert_eq!((p.calls(DISCO), p.calls("https://idp.example.jp/keys/v1")), (1, 1));
@@ -81,7 +84,10 @@ async fn keys_come_from_the_discovered_jwks_uri_and_rotation_is_followed() {
     // The provider rotates: a new kid at a new jwks_uri. The unknown kid re-reads the
     // metadata, follows it to the new key set and accepts the token.
     p.metadata(ISS, "https://idp.example.jp/keys/v2");
-    p.set("https://idp.example.jp/keys/v2", Ok(jwks(&[("rsa2", Algorithm::RS256, "k2")])));
+    p.set(
+        "https://idp.example.jp/keys/v2",
+        Ok(jwks(&[("rsa2", Algorithm::RS256, "k2")])),
+    );
     assert!(accepts(&a, &sign("rsa2", Algorithm::RS256, "k2", &claims())).await);
     assert_eq!(p.calls(DISCO), 2);
     assert_eq!(p.calls("https://idp.example.jp/keys/v2"), 1);
@@ -92,13 +98,21 @@ async fn keys_come_from_the_discovered_jwks_uri_and_rotation_is_followed() {
 async fn a_failing_metadata_fetch_keeps_the_last_jwks_uri_and_still_refreshes_keys() {
     let p = Arc::new(Provider::default());
     p.metadata(ISS, "https://idp.example.jp/keys");
-    p.set("https://idp.example.jp/keys", Ok(jwks(&[("rsa1", Algorithm::RS256, "k1")])));
+    p.set(
+        "https://idp.example.jp/keys",
+        Ok(jwks(&[("rsa1", Algorithm::RS256, "k1")])),
+    );
     let a = authenticator(&p);
     a.refresh_all().await.unwrap();
 
     p.set(DISCO, Err("HTTP 503 Service Unavailable".into()));
-    p.set("https://idp.example.jp/keys", Ok(jwks(&[("rsa2", Algorithm::RS256, "k2")])));
-    a.refresh_all().await.expect("keys refreshed from the last good jwks_uri");
+    p.set(
+        "https://idp.example.jp/keys",
+        Ok(jwks(&[("rsa2", Algorithm::RS256, "k2")])),
+    );
+    a.refresh_all()
+        .await
+        .expect("keys refreshed from the last good jwks_uri");
     assert_eq!(p.calls("https://idp.example.jp/keys"), 2);
     // The new key arrived with the scheduled refresh: no unknown-kid re-fetch needed.
     assert!(accepts(&a, &sign("rsa2", Algorithm::RS256, "k2", &claims())).await);
@@ -125,7 +139,11 @@ async fn start_fails_with_the_precise_reason_when_discovery_never_succeeded() {
     );
     assert!(msg.contains(&format!("(JWKS discovery {DISCO})")), "{msg}");
     assert!(msg.contains("Fix:"), "{msg}");
-    assert_eq!(p.calls("https://idp.example.jp/keys"), 0, "keys of a refused document are never fetched");
+    assert_eq!(
+        p.calls("https://idp.example.jp/keys"),
+        0,
+        "keys of a refused document are never fetched"
+    );
 
     // A jwks_uri on another host than the discovery URL is refused too.
     p.metadata(ISS, "https://keys.elsewhere.example/jwks");
@@ -144,7 +162,9 @@ async fn discovery_url_overrides_the_derived_url() {
     let rfc8414 = "https://idp.example.jp/.well-known/oauth-authorization-server";
     p.set(
         rfc8414,
-        Ok(Bytes::from(json!({"issuer": ISS, "jwks_uri": "https://idp.example.jp/k"}).to_string())),
+        Ok(Bytes::from(
+            json!({"issuer": ISS, "jwks_uri": "https://idp.example.jp/k"}).to_string(),
+        )),
     );
     p.set("https://idp.example.jp/k", Ok(default_jwks()));
     let mut c = discovery_config();
