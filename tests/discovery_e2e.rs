@@ -184,3 +184,34 @@ async fn a_discovery_document_for_another_issuer_stops_start_up_with_the_precise
     );
     assert!(stderr.contains(&want), "{stderr}");
 }
+
+/// `check-config` checks the discovery URL like a `jwks_url`: a loopback provider without
+/// `in_cluster = true` is named by its key, and discovery cannot be mixed with jwks_url.
+#[test]
+fn check_config_names_the_discovery_key() {
+    let pki = Pki::new();
+    let path = pki.path("gateway.toml");
+    let issuer = |extra: &str| {
+        format!(
+            "[[auth.issuers]]\nissuer = \"https://127.0.0.1:{}\"\ndiscovery = true\naudiences = [\"{AUD}\"]\njurisdiction = \"JP\"\n{extra}\n\n{}",
+            closed_port().port(),
+            route_with("fhir", "/fhir/", &[closed_port()], "", "[routes.auth]\nmode = \"required\"\n"),
+        )
+    };
+    std::fs::write(&path, base_config(&pki, "", &issuer(""))).unwrap();
+    let out = phr_test_support::cli::check_config(BIN, &path);
+    assert!(!out.success, "{}", out.stderr);
+    for needle in ["auth.issuers[0].discovery", "127.0.0.1", "in_cluster = true"] {
+        assert!(out.stderr.contains(needle), "{needle:?} missing in: {}", out.stderr);
+    }
+
+    let both = issuer("in_cluster = true\njwks_url = \"https://127.0.0.1:1/jwks\"");
+    std::fs::write(&path, base_config(&pki, "", &both)).unwrap();
+    let out = phr_test_support::cli::check_config(BIN, &path);
+    assert!(!out.success, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("auth.issuers[0].discovery") && out.stderr.contains("cannot be combined with jwks_url"),
+        "{}",
+        out.stderr
+    );
+}
