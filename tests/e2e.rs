@@ -6,6 +6,8 @@ mod common;
 
 mod audit_e2e;
 mod auth_e2e;
+mod demo_e2e;
+mod discovery_e2e;
 mod fhir_e2e;
 mod handover_e2e;
 mod health_e2e;

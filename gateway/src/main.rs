@@ -52,6 +52,7 @@ enum Command {
     Residency(ResidencyCommand),
     /// Print tokens signed by the demo's development issuer (one per line), for demos,
     /// load tests and integration tests. Its JWKS is `dev-issuer-jwks.json` in DATA_DIR.
+    #[command(after_help = phr_gateway::demo::issuer::dev_token_help())]
     DevToken {
         #[arg(long, default_value = "phr-gateway-demo")]
         data_dir: PathBuf,

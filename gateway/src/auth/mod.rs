@@ -38,6 +38,7 @@ pub mod assertion;
 pub mod authenticator;
 pub mod bearer;
 pub mod cert_binding;
+pub mod discovery;
 pub mod dpop;
 pub use crate::config::duration;
 pub mod error;
