@@ -54,7 +54,7 @@ mod header_screening_fuzz;
 
 pub use self::assertion::AssertionSigner;
 pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded, MissingKeys};
-pub use self::error::{AuthError, DpopError};
+pub use self::error::{insufficient_scope_challenge, AuthError, DpopError};
 pub use self::identity::{identity_headers, Binding, HeaderNames, Identity};
 pub use self::jwks::{BoxFuture, JwksFetcher};
 pub use self::revocation::{MemoryRevocations, NoRevocations, RevocationList};

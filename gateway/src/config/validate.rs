@@ -204,6 +204,7 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
         check_route_listeners(config, r, &key, issues);
+        check_route_smart(r, &key, issues);
         for (op, letters) in &r.fhir_operations {
             if !op.starts_with('$') || fhir_adapter::Perms::from_v2(letters).is_none() {
                 issues.add(
@@ -222,6 +223,26 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
     }
+}
+
+/// AUTH-ID-1: SMART discovery only where FHIR is served, pointing at `https` endpoints.
+fn check_route_smart(r: &super::Route, key: &str, issues: &mut Issues) {
+    if !r.fhir && r.metadata_requires_auth {
+        issues.add(
+            format!("{key}.metadata_requires_auth"),
+            "the key only applies to FHIR routes (fhir = true)",
+            "remove it, or set fhir = true if the route serves FHIR",
+        );
+    }
+    let Some(smart) = &r.smart else { return };
+    if !r.fhir {
+        issues.add(
+            format!("{key}.smart"),
+            "a SMART configuration is published from a FHIR base, and this route is not a FHIR route",
+            "remove [routes.smart], or set fhir = true if the route serves FHIR",
+        );
+    }
+    issues.0.extend(smart.issues(&format!("{key}.smart")));
 }
 
 /// The listeners a route can be reached from (all of them when it names none).
