@@ -12,4 +12,5 @@ mod limits_e2e;
 mod operations;
 mod proxy;
 mod residency;
+mod smart_e2e;
 mod tls;
