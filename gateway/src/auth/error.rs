@@ -72,7 +72,7 @@ impl DpopError {
     /// key material or a value the client sent.
     pub fn description(&self) -> &'static str {
         match self {
-            Self::Missing => "DPoP proof missing: send a DPoP header with a DPoP-bound token",
+            Self::Missing => "no DPoP header; a DPoP-bound token needs a proof with every request",
             Self::Multiple => "more than one DPoP header",
             Self::Malformed(_) => "malformed proof: not a compact JWS with the required members (jti, htm, htu, iat)",
             Self::BadTyp => "proof typ is not dpop+jwt",
