@@ -35,7 +35,13 @@ async fn start(route_extra: &str) -> Smart {
     let rest = format!(
         "{}\n{}\n{}\n{}",
         issuer(pki.dir.path()),
-        route_with("fhir", "/fhir/", &[fhir], "", &format!("{route_extra}\n{FHIR_ROUTE}{SMART}")),
+        route_with(
+            "fhir",
+            "/fhir/",
+            &[fhir],
+            "",
+            &format!("{route_extra}\n{FHIR_ROUTE}{SMART}")
+        ),
         route_with("bare", "/bare/", &[fhir], "", FHIR_ROUTE),
         plain_route("api", "/api/", &[plain], ""),
     );
@@ -104,7 +110,10 @@ async fn smart_configuration_is_served_without_a_token() {
     assert_eq!(status, 404);
     let (code, diagnostics) = outcome(&headers, &body);
     assert_eq!(code, "not-found");
-    assert!(diagnostics.contains("publishes no SMART configuration"), "{diagnostics}");
+    assert!(
+        diagnostics.contains("publishes no SMART configuration"),
+        "{diagnostics}"
+    );
     // The CapabilityStatement is public by default; everything else still needs a token.
     let (status, _, body) = s.send("GET", "/fhir/metadata", &[]).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
@@ -112,7 +121,11 @@ async fn smart_configuration_is_served_without_a_token() {
     let (status, headers, _) = s.send("GET", "/fhir/Patient/pa", &[]).await;
     assert_eq!(status, 401);
     assert_eq!(headers["www-authenticate"], "Bearer realm=\"phr-gateway\"");
-    assert_eq!(s.send("GET", "/fhir//metadata", &[]).await.0, 401, "not the metadata path");
+    assert_eq!(
+        s.send("GET", "/fhir//metadata", &[]).await.0,
+        401,
+        "not the metadata path"
+    );
 }
 
 #[tokio::test]
@@ -137,10 +150,22 @@ async fn path_refusals_on_a_fhir_route_are_operation_outcomes() {
     let cases = [
         ("a/../Patient", "dot segments ('.' or '..') are not allowed"),
         ("./Patient", "dot segments ('.' or '..') are not allowed"),
-        ("Patient%2Fpa", "encoded '/', '\\', '.' or NUL in the path is not allowed"),
-        ("Patient%5cpa", "encoded '/', '\\', '.' or NUL in the path is not allowed"),
-        ("%2E%2E/Patient", "encoded '/', '\\', '.' or NUL in the path is not allowed"),
-        ("Patient/pa%00", "encoded '/', '\\', '.' or NUL in the path is not allowed"),
+        (
+            "Patient%2Fpa",
+            "encoded '/', '\\', '.' or NUL in the path is not allowed",
+        ),
+        (
+            "Patient%5cpa",
+            "encoded '/', '\\', '.' or NUL in the path is not allowed",
+        ),
+        (
+            "%2E%2E/Patient",
+            "encoded '/', '\\', '.' or NUL in the path is not allowed",
+        ),
+        (
+            "Patient/pa%00",
+            "encoded '/', '\\', '.' or NUL in the path is not allowed",
+        ),
     ];
     for (rest, why) in cases {
         let (status, headers, body) = s.send("GET", &format!("/fhir/{rest}"), &[]).await;
@@ -157,7 +182,10 @@ async fn path_refusals_on_a_fhir_route_are_operation_outcomes() {
         assert_eq!(headers["content-type"], "application/json");
         let e = json(&body);
         assert_eq!(e["error"]["code"], "bad_path", "{rest}");
-        assert_eq!(e["error"]["message"], format!("the request path is not acceptable: {why}"));
+        assert_eq!(
+            e["error"]["message"],
+            format!("the request path is not acceptable: {why}")
+        );
     }
 }
 
@@ -169,7 +197,11 @@ async fn refusals_carry_rfc6750_challenges_naming_the_tokens_scope_family() {
     for (scopes, patient, hint) in [
         ("openid fhirUser user/Patient.rs", None, "user/Observation.s"),
         ("system/Patient.rs", None, "system/Observation.s"),
-        ("openid launch/patient patient/Patient.rs", Some("pa"), "patient/Observation.s"),
+        (
+            "openid launch/patient patient/Patient.rs",
+            Some("pa"),
+            "patient/Observation.s",
+        ),
     ] {
         let t = format!("Bearer {}", token(scopes, patient));
         let (status, headers, body) = s.send("GET", "/fhir/Observation", &[&t]).await;
@@ -184,7 +216,10 @@ async fn refusals_carry_rfc6750_challenges_naming_the_tokens_scope_family() {
         );
         let (code, diagnostics) = outcome(&headers, &body);
         assert_eq!(code, "forbidden");
-        assert!(diagnostics.contains(&format!("request a scope such as {hint}")), "{diagnostics}");
+        assert!(
+            diagnostics.contains(&format!("request a scope such as {hint}")),
+            "{diagnostics}"
+        );
     }
     // A malformed Authorization header is a 400 invalid_request (RFC 6750 §3.1), with the
     // same description in the OperationOutcome.

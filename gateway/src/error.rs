@@ -19,7 +19,9 @@ pub enum GatewayError {
     NoRoute,
     /// `<fhir base>/.well-known/smart-configuration` on a FHIR route without
     /// `[routes.smart]`; 404 `smart_not_configured` (never forwarded).
-    #[error("this FHIR base publishes no SMART configuration; ask the operator for the authorization server's address")]
+    #[error(
+        "this FHIR base publishes no SMART configuration; ask the operator for the authorization server's address"
+    )]
     SmartNotConfigured,
     /// The path has dot segments, encoded separators or backslashes, which a backend
     /// could resolve to another route's path; 400 `bad_path`.

@@ -224,10 +224,7 @@ impl ActiveConfig {
                     listeners: r.listeners.iter().map(|l| Arc::from(l.as_str())).collect(),
                     client_cert_required: r.client_cert == config::RouteClientCert::Required,
                     metadata_requires_auth: r.metadata_requires_auth,
-                    smart_configuration: r
-                        .smart
-                        .as_ref()
-                        .map(|s| bytes::Bytes::from(s.document().to_string())),
+                    smart_configuration: r.smart.as_ref().map(|s| bytes::Bytes::from(s.document().to_string())),
                 })
             })
             .collect();

@@ -11,7 +11,7 @@
 //! addresses (DATA-JP-1), the access-record keys that already exist and the directories
 //! of those `run` will create (LOG-PROT-1, DATA-ENC-1), and the limits (AV-DOS-1).
 //! Every problem names the config file, the key and the fix. A reload makes the
-//! file and address checks too ([`crate::preflight`]).
+//! file and address checks too (`crate::preflight`).
 //!
 //! Left to `run`, after this passed: creating missing key files, opening the store and
 //! checking the key-encryption key against it, fetching JWKS URLs, binding sockets.

@@ -332,9 +332,7 @@ impl AuthError {
                 "DPoP realm={realm}, error=\"invalid_dpop_proof\", error_description={desc}, algs=\"{}\"",
                 super::dpop::DPOP_ALGS.join(" ")
             ),
-            Self::InsufficientScope(missing) => {
-                insufficient_scope_challenge("Bearer", realm_name, &missing.join(" "))
-            }
+            Self::InsufficientScope(missing) => insufficient_scope_challenge("Bearer", realm_name, &missing.join(" ")),
             Self::InsufficientUserAuthentication {
                 reason,
                 acr_values,

@@ -21,9 +21,9 @@ mod issue;
 pub mod jurisdiction;
 pub mod limits;
 mod load;
-pub mod smart;
 #[cfg(test)]
 mod load_fuzz;
+pub mod smart;
 mod validate;
 
 pub use issue::ConfigIssue;

@@ -134,7 +134,10 @@ impl SmartConfig {
             ("scopes_supported", &self.scopes_supported),
             ("response_types_supported", &self.response_types_supported),
             ("capabilities", &self.capabilities),
-            ("code_challenge_methods_supported", &self.code_challenge_methods_supported),
+            (
+                "code_challenge_methods_supported",
+                &self.code_challenge_methods_supported,
+            ),
             ("grant_types_supported", &self.grant_types_supported),
             (
                 "token_endpoint_auth_methods_supported",

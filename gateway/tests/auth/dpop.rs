@@ -336,7 +336,9 @@ async fn each_refused_proof_says_which_check_failed() {
     let err = run(&e, &h, &Method::GET, URL).await.unwrap_err();
     expect(challenge(&err), "proof replayed (jti seen before)", &p.jti);
     // No proof at all.
-    let err = run(&e, &headers("DPoP", &t, None), &Method::GET, URL).await.unwrap_err();
+    let err = run(&e, &headers("DPoP", &t, None), &Method::GET, URL)
+        .await
+        .unwrap_err();
     expect(
         challenge(&err),
         "no DPoP header; a DPoP-bound token needs a proof with every request",
