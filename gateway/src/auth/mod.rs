@@ -26,7 +26,7 @@
 //! 3. Per request: strip every client-sent header in [`HeaderNames::all`],
 //!    call [`Authenticator::authenticate_route`]; on `Err(e)` answer
 //!    `e.status()` with `WWW-Authenticate: authenticator.challenge(&e)` and
-//!    `e.client_message()`, and record `e.code()`; on success add
+//!    `e.description()`, and record `e.code()`; on success add
 //!    [`identity_headers`] and record the identity (never the token — only
 //!    [`Identity::token_hash`]).
 //!
