@@ -16,4 +16,5 @@ mod monitoring;
 mod operations;
 mod proxy;
 mod residency;
+mod smart_e2e;
 mod tls;

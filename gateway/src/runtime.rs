@@ -44,6 +44,10 @@ pub struct ActiveRoute {
     listeners: Vec<Arc<str>>,
     /// Requests without a verified client certificate are refused (EX-MTLS-1).
     pub client_cert_required: bool,
+    /// FHIR routes: `GET <base>/metadata` needs a token (`metadata_requires_auth`).
+    pub metadata_requires_auth: bool,
+    /// FHIR routes: the serialised SMART configuration document, if the route has one.
+    pub smart_configuration: Option<bytes::Bytes>,
 }
 
 impl ActiveRoute {
@@ -221,6 +225,8 @@ impl ActiveConfig {
                     rate_limits: protection.route_policies(&r.rate_limits),
                     listeners: r.listeners.iter().map(|l| Arc::from(l.as_str())).collect(),
                     client_cert_required: r.client_cert == config::RouteClientCert::Required,
+                    metadata_requires_auth: r.metadata_requires_auth,
+                    smart_configuration: r.smart.as_ref().map(|s| bytes::Bytes::from(s.document().to_string())),
                 })
             })
             .collect();

@@ -25,6 +25,7 @@ mod load;
 mod load_fuzz;
 #[cfg(test)]
 mod shipped_tests;
+pub mod smart;
 mod validate;
 
 pub use issue::ConfigIssue;
@@ -482,6 +483,12 @@ pub struct Route {
     /// letters they need, e.g. `{ "$lastn" = "rs" }`.
     #[serde(default)]
     pub fhir_operations: std::collections::BTreeMap<String, String>,
+    /// FHIR routes: whether `GET <base>/metadata` (the CapabilityStatement, no patient
+    /// data) needs a token. Default `false`: served without one, as FHIR and SMART
+    /// clients expect to read it before they have a token; `true`: authenticated like
+    /// any read (any valid token, no scope needed).
+    #[serde(default)]
+    pub metadata_requires_auth: bool,
     /// Rate-limit policies (names from `[rate_limits.policies]`) applied to this route.
     #[serde(default)]
     pub rate_limits: Vec<String>,
@@ -499,6 +506,9 @@ pub struct Route {
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]
     pub auth: auth::RoutePolicy,
+    /// FHIR routes only: the SMART App Launch discovery document served (without a
+    /// token) at `<base>/.well-known/smart-configuration`; absent: that path is 404.
+    pub smart: Option<smart::SmartConfig>,
 }
 
 /// Domestic-only storage and egress (DATA-JP-1..3).
