@@ -6,11 +6,16 @@ mod common;
 
 mod audit_e2e;
 mod auth_e2e;
+mod demo_e2e;
+mod discovery_e2e;
 mod fhir_e2e;
+mod handover_e2e;
 mod health_e2e;
 mod limits_e2e;
+mod monitoring;
 mod operations;
 mod prefix_e2e;
 mod proxy;
 mod residency;
+mod smart_e2e;
 mod tls;

@@ -605,7 +605,8 @@ fn scopes_grant_patient_or_unconfined_access_and_name_what_is_missing() {
         s.check("Observation", Perms::C, &[]),
         Err(FhirError::ScopeMissing {
             permission: 'c',
-            resource_type: "Observation".into()
+            resource_type: "Observation".into(),
+            family: fhir_adapter::Level::User,
         })
     );
     let active = [("clinical-status".to_string(), "active".to_string())];

@@ -25,6 +25,9 @@ mod load;
 mod load_fuzz;
 #[cfg(test)]
 mod reference_doc;
+#[cfg(test)]
+mod shipped_tests;
+pub mod smart;
 mod validate;
 
 pub use issue::ConfigIssue;
@@ -241,6 +244,10 @@ pub struct GatewaySection {
     /// The environment variable `PHR_GATEWAY_WORKER_THREADS` overrides it.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Unix socket through which a new gateway process takes the listening sockets over
+    /// from this one for an upgrade without downtime ([`crate::handover`]). Off when unset.
+    #[serde(default)]
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl Default for GatewaySection {
@@ -250,6 +257,7 @@ impl Default for GatewaySection {
             trusted_proxies: Vec::new(),
             hsts_max_age: default_hsts(),
             worker_threads: 0,
+            handover_socket: None,
         }
     }
 }
@@ -483,6 +491,12 @@ pub struct Route {
     /// letters they need, e.g. `{ "$lastn" = "rs" }`.
     #[serde(default)]
     pub fhir_operations: std::collections::BTreeMap<String, String>,
+    /// FHIR routes: whether `GET <base>/metadata` (the CapabilityStatement, no patient
+    /// data) needs a token. Default `false`: served without one, as FHIR and SMART
+    /// clients expect to read it before they have a token; `true`: authenticated like
+    /// any read (any valid token, no scope needed).
+    #[serde(default)]
+    pub metadata_requires_auth: bool,
     /// Rate-limit policies (names from `[rate_limits.policies]`) applied to this route.
     #[serde(default)]
     pub rate_limits: Vec<String>,
@@ -500,6 +514,9 @@ pub struct Route {
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]
     pub auth: auth::RoutePolicy,
+    /// FHIR routes only: the SMART App Launch discovery document served (without a
+    /// token) at `<base>/.well-known/smart-configuration`; absent: that path is 404.
+    pub smart: Option<smart::SmartConfig>,
 }
 
 /// Domestic-only storage and egress (DATA-JP-1..3).

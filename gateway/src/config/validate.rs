@@ -204,6 +204,7 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
         check_route_listeners(config, r, &key, issues);
+        check_route_smart(r, &key, issues);
         if let Some(base) = &r.public_base_url {
             if let Err(problem) = check_public_base_url(base) {
                 issues.add(
@@ -254,6 +255,26 @@ fn check_public_base_url(base: &str) -> Result<(), &'static str> {
         return Err("must not have a path: the route's path_prefix is appended to it");
     }
     Ok(())
+}
+
+/// AUTH-ID-1: SMART discovery only where FHIR is served, pointing at `https` endpoints.
+fn check_route_smart(r: &super::Route, key: &str, issues: &mut Issues) {
+    if !r.fhir && r.metadata_requires_auth {
+        issues.add(
+            format!("{key}.metadata_requires_auth"),
+            "the key only applies to FHIR routes (fhir = true)",
+            "remove it, or set fhir = true if the route serves FHIR",
+        );
+    }
+    let Some(smart) = &r.smart else { return };
+    if !r.fhir {
+        issues.add(
+            format!("{key}.smart"),
+            "a SMART configuration is published from a FHIR base, and this route is not a FHIR route",
+            "remove [routes.smart], or set fhir = true if the route serves FHIR",
+        );
+    }
+    issues.0.extend(smart.issues(&format!("{key}.smart")));
 }
 
 /// The listeners a route can be reached from (all of them when it names none).
@@ -427,7 +448,50 @@ fn check_protection(config: &Config, issues: &mut Issues) {
 
 #[cfg(test)]
 mod tests {
-    use super::check_public_base_url;
+    use super::*;
+
+    /// The shipped reference file, with `edit` applied, as parsed (`${...}` references
+    /// stay literal strings: parsing and these checks do not need their values).
+    fn shipped_with(edit: impl Fn(String) -> String) -> Config {
+        let text = edit(include_str!("../../../config/gateway.toml").to_string());
+        toml::from_str(&text).expect("the edited reference file parses")
+    }
+
+    fn keys(config: &Config) -> Vec<String> {
+        validate(config).into_iter().map(|i| i.key).collect()
+    }
+
+    /// AUTH-ID-1: SMART discovery is published from a FHIR base only, and the shipped
+    /// SMART table is valid.
+    #[test]
+    fn smart_and_metadata_keys_belong_to_fhir_routes() {
+        let shipped = shipped_with(|t| t);
+        assert!(shipped.routes[0].smart.is_some());
+        assert!(!keys(&shipped).iter().any(|k| k.contains("smart")));
+        let plain = shipped_with(|t| {
+            t.replacen("fhir = true\n", "fhir = false\n", 1).replacen(
+                "metadata_requires_auth = false",
+                "metadata_requires_auth = true",
+                1,
+            )
+        });
+        let keys = keys(&plain);
+        assert!(keys.contains(&"routes[0].smart".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"routes[0].metadata_requires_auth".to_string()),
+            "{keys:?}"
+        );
+        let plain_pkce = shipped_with(|t| {
+            t.replacen(
+                "code_challenge_methods_supported = [\"S256\"]",
+                "code_challenge_methods_supported = [\"S256\", \"plain\"]",
+                1,
+            )
+        });
+        assert!(
+            super::tests::keys(&plain_pkce).contains(&"routes[0].smart.code_challenge_methods_supported".to_string())
+        );
+    }
 
     #[test]
     fn public_base_url_is_an_https_origin() {

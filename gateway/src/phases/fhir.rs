@@ -3,9 +3,16 @@
 //! The decisions themselves are the `fhir-adapter` crate's; this file moves bytes
 //! between it and the proxy.
 //!
+//! Two paths under a FHIR base are public, as SMART App Launch expects: the gateway
+//! answers `GET <base>/.well-known/smart-configuration` itself from `[routes.smart]`
+//! ([`smart_configuration`], after the limits of phase 3, before authentication), and
+//! `GET <base>/metadata` skips authentication unless the route sets
+//! `metadata_requires_auth` ([`is_public_metadata`]); both carry no patient data.
+//!
 //! Requirement IDs: ACL-ROLE-1 and ACL-PHR-1 (a patient's token reaches only that
 //! patient's data), EX-SEG-1 (unknown operations denied), LOG-ACC-1 (the patients and
-//! resources touched are known for the access record).
+//! resources touched are known for the access record), AUTH-ID-1 (only the discovery
+//! document and the CapabilityStatement are served without a token).
 
 use crate::context::{FhirFacts, GatewayBody, RequestContext};
 use crate::error::GatewayError;
@@ -17,6 +24,67 @@ use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+
+/// `Cache-Control` of the SMART configuration: clients may keep it a few minutes, so a
+/// changed authorization server is seen soon after a reload.
+const SMART_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// The SMART discovery path, relative to the FHIR base.
+const SMART_PATH: &str = ".well-known/smart-configuration";
+
+/// The path below the route's FHIR base (`/fhir/metadata` → `metadata`), exactly as
+/// sent: no segment is dropped or merged, so `/fhir//metadata` is not `metadata`.
+fn relative<'p>(route: &ActiveRoute, path: &'p str) -> Option<&'p str> {
+    let rest = path.strip_prefix(route.prefix.as_str())?;
+    match route.prefix.ends_with('/') {
+        true => Some(rest),
+        false => rest.strip_prefix('/'),
+    }
+}
+
+/// Whether this request is the FHIR base's `GET metadata` and the route serves it without
+/// a token (`metadata_requires_auth = false`, the default). Any other method on `metadata`
+/// is authenticated as usual (and then refused by the adapter).
+pub fn is_public_metadata(route: &ActiveRoute, method: &Method, path: &str) -> bool {
+    route.fhir && !route.metadata_requires_auth && method == Method::GET && relative(route, path) == Some("metadata")
+}
+
+/// `<base>/.well-known/smart-configuration` on a FHIR route: `Some` answer (the document,
+/// or a refusal: 405 for a method other than GET, 404 where the route publishes none);
+/// `None` for every other path. Never forwarded: the backend's own document, if any,
+/// would name an authorization server the gateway does not trust.
+pub fn smart_configuration(
+    route: &ActiveRoute,
+    ctx: &mut RequestContext,
+    method: &Method,
+    path: &str,
+) -> Option<Result<Response<GatewayBody>, GatewayError>> {
+    if !route.fhir || relative(route, path) != Some(SMART_PATH) {
+        return None;
+    }
+    ctx.fhir = Some(FhirFacts {
+        interaction: fhir_adapter::Interaction::SmartConfiguration.as_str(),
+        resource_type: None,
+        resource_id: None,
+        operation: None,
+        patients: Default::default(),
+    });
+    if method != Method::GET {
+        return Some(Err(fhir_adapter::FhirError::MethodNotAllowed {
+            method: method.to_string(),
+            path: SMART_PATH.to_string(),
+        }
+        .into()));
+    }
+    let Some(doc) = &route.smart_configuration else {
+        return Some(Err(GatewayError::SmartNotConfigured));
+    };
+    let mut resp = Response::new(Either::Right(Full::new(doc.clone())));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(SMART_CACHE_CONTROL));
+    Some(Ok(resp))
+}
 
 /// Largest upstream FHIR response the gateway will buffer to check.
 const MAX_CHECKED_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
