@@ -268,15 +268,24 @@ async fn a_bound_token_needs_its_certificate_and_a_dpop_proof_its_url_once() {
     let p = proof("https://localhost/dpop/x");
     let (status, _, body) = call(&mut none, "/dpop/x", Some(&scheme), Some(&p)).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let (status, headers, _) = call(&mut none, "/dpop/x", Some(&scheme), Some(&p)).await;
+    let (status, headers, body) = call(&mut none, "/dpop/x", Some(&scheme), Some(&p)).await;
     assert_eq!(status, 401, "replayed DPoP proof");
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("DPoP"));
-    let elsewhere = proof("https://localhost/dpop/other");
+    // RFC 9449 §7.1: the challenge (and the body) say which check failed, nothing more.
     assert_eq!(
-        call(&mut none, "/dpop/x", Some(&scheme), Some(&elsewhere)).await.0,
-        401,
-        "proof for another URL"
+        headers["www-authenticate"],
+        "DPoP realm=\"phr-gateway\", error=\"invalid_dpop_proof\", error_description=\"invalid DPoP proof: proof replayed (jti seen before)\", algs=\"ES256 EdDSA RS256 PS256\""
     );
+    assert_eq!(
+        json(&body)["error"]["message"],
+        "invalid DPoP proof: proof replayed (jti seen before)"
+    );
+    let elsewhere = proof("https://localhost/dpop/other");
+    let (status, headers, _) = call(&mut none, "/dpop/x", Some(&scheme), Some(&elsewhere)).await;
+    assert_eq!(status, 401, "proof for another URL");
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error_description=\"invalid DPoP proof: htu does not match the request URL\""));
     // The token alone (stolen without the key) is useless.
     assert_eq!(call(&mut none, "/dpop/x", Some(&bearer(&access)), None).await.0, 401);
 }

@@ -315,3 +315,28 @@ async fn reload_refuses_start_up_only_changes_and_names_them() {
     let (status, body) = gw.admin("POST", "/reload").await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// The container image's HEALTHCHECK (`phr-gateway health`, deploy/Dockerfile): exit 0
+/// with the admin listener's answer on a 200, non-zero with its status otherwise.
+#[tokio::test]
+async fn the_health_command_answers_for_the_admin_listener() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("b", "/", &[backend], "")));
+    assert_eq!(gw.admin("GET", "/readyz").await.0, 200, "{}", gw.log_text());
+    let health = |path: &str| {
+        let url = format!("http://{}{path}", gw.admin);
+        cli::run(BIN, &["health", "--url", &url])
+    };
+    let ok = health("/healthz");
+    assert!(ok.success, "{}", ok.stderr);
+    assert_eq!(ok.stdout.trim(), "ok");
+    let ready = health("/readyz");
+    assert!(ready.success && ready.stdout.trim() == "ready", "{}", ready.stderr);
+    let missing = health("/nope");
+    assert!(!missing.success, "a 404 counted as healthy");
+    assert!(missing.stderr.contains("404"), "{}", missing.stderr);
+    drop(gw);
+    let gone = cli::run(BIN, &["health", "--url", "http://127.0.0.1:1/healthz"]);
+    assert!(!gone.success && gone.stderr.contains("no answer"), "{}", gone.stderr);
+}

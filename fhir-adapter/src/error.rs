@@ -94,11 +94,21 @@ pub enum FhirError {
     /// `_format` asks for something other than JSON.
     UnsupportedFormat { format: String },
     // ---- 403: well-formed but not permitted ------------------------------------------------
-    /// No scope grants `permission` (one of `c r u d s`) on `resource_type`.
-    ScopeMissing { permission: char, resource_type: String },
+    /// No scope grants `permission` (one of `c r u d s`) on `resource_type`; `family` is
+    /// the token's scope family ([`crate::Scopes::family`]), named in the hint.
+    ScopeMissing {
+        permission: char,
+        resource_type: String,
+        family: crate::scopes::Level,
+    },
     /// Only a granular scope (`...rs?category=x`) could grant this, and the request does
-    /// not carry its parameters (or is not a search).
-    ScopeConstraintUnmet { resource_type: String, constraint: String },
+    /// not carry its parameters (or is not a search); `family` is that scope's.
+    ScopeConstraintUnmet {
+        permission: char,
+        family: crate::scopes::Level,
+        resource_type: String,
+        constraint: String,
+    },
     /// A `patient/` scope is in force but the token has no `patient` launch context.
     NoPatientContext,
     /// The request names a patient other than the token's patient.
@@ -174,6 +184,27 @@ impl FhirError {
             ResourceTypeMismatch { .. } | IdMismatch { .. } | InvalidId { .. } => "value",
             BundleEntry { error, .. } => error.issue_code(),
             other => crate::outcome::issue_code_for_status(other.status()),
+        }
+    }
+
+    /// For a refusal for want of a scope: the scope that would allow the request, in the
+    /// token's own scope family (`user/Observation.r`), for the RFC 6750 §3.1
+    /// `insufficient_scope` challenge's `scope` parameter. `None` for other refusals.
+    pub fn insufficient_scope_hint(&self) -> Option<String> {
+        match self {
+            FhirError::ScopeMissing {
+                permission,
+                resource_type,
+                family,
+            }
+            | FhirError::ScopeConstraintUnmet {
+                permission,
+                resource_type,
+                family,
+                ..
+            } => Some(format!("{}/{resource_type}.{permission}", family.prefix())),
+            FhirError::BundleEntry { error, .. } => error.insufficient_scope_hint(),
+            _ => None,
         }
     }
 }
@@ -264,13 +295,16 @@ impl fmt::Display for FhirError {
             ScopeMissing {
                 permission,
                 resource_type,
+                family,
             } => write!(
                 f,
-                "no granted scope allows '{permission}' on {resource_type}; request a scope such as patient/{resource_type}.{permission}"
+                "no granted scope allows '{permission}' on {resource_type}; request a scope such as {}/{resource_type}.{permission}",
+                family.prefix()
             ),
             ScopeConstraintUnmet {
                 resource_type,
                 constraint,
+                ..
             } => write!(
                 f,
                 "the only scope for {resource_type} is limited to searches with '{constraint}'; add that parameter to a search"
@@ -341,5 +375,27 @@ mod tests {
         assert!(e.to_string().starts_with("Bundle entry 3: "));
         let e = FhirError::InvalidUpstreamResponse { detail: "x".into() };
         assert_eq!((e.status(), e.issue_code()), (502, "transient"));
+    }
+
+    #[test]
+    fn scope_hints_name_the_tokens_scope_family() {
+        use crate::Scopes;
+        for (scopes, hint) in [
+            ("patient/Patient.rs", "patient/Observation.r"),
+            ("openid launch/patient", "patient/Observation.r"),
+            ("user/Patient.rs patient/Patient.rs", "user/Observation.r"),
+            ("system/Patient.rs", "system/Observation.r"),
+        ] {
+            let e = Scopes::parse_str(scopes)
+                .check("Observation", crate::Perms::R, &[])
+                .unwrap_err();
+            assert_eq!(e.insufficient_scope_hint().as_deref(), Some(hint), "{scopes}");
+            assert!(e.to_string().contains(&format!("such as {hint}")), "{e}");
+        }
+        let e = Scopes::parse_str("user/Condition.rs?clinical-status=active")
+            .check("Condition", crate::Perms::R, &[])
+            .unwrap_err();
+        assert_eq!(e.insufficient_scope_hint().as_deref(), Some("user/Condition.r"));
+        assert_eq!(FhirError::DotSegment.insufficient_scope_hint(), None);
     }
 }

@@ -317,7 +317,7 @@ proptest! {
         let scopes = Scopes::parse_str("launch/patient patient/*.rs");
         let ctx = AccessContext { scopes: &scopes, patient: Some(OWN) };
         let d = if confined { patient_decision() } else { Decision::default() };
-        let bases = Bases { backend: "https://backend.example/fhir", public: "https://gw.example/fhir" };
+        let bases = Bases::new("https://backend.example/fhir", "https://gw.example/fhir");
         let _ = check_and_rebase_response(&d, &ctx, &body, Some(bases));
         let _ = check_existing(&d, &body);
     }
@@ -330,7 +330,7 @@ proptest! {
         let scopes = Scopes::parse_str("launch/patient patient/*.rs");
         let ctx = AccessContext { scopes: &scopes, patient: Some(OWN) };
         let body = serde_json::to_vec(&v).expect("JSON");
-        let bases = rebase.then_some(Bases { backend: "https://backend.example/fhir", public: "https://gw.example/fhir" });
+        let bases = rebase.then_some(Bases::new("https://backend.example/fhir", "https://gw.example/fhir"));
         if let Ok(check) = check_and_rebase_response(&patient_decision(), &ctx, &body, bases) {
             let released = match &check.body {
                 ResponseBody::Unchanged => body.clone(),

@@ -60,7 +60,7 @@ pub use facts::{access_facts, AccessFacts};
 pub use normalize::is_valid_id;
 pub use outcome::{error_response, issue_code_for_status, operation_outcome, REQUEST_ID_EXTENSION};
 pub use response::{
-    belongs_to, check_and_rebase_response, check_existing, check_response, rewrite_base_url,
+    belongs_to, check_and_rebase_response, check_existing, check_response, rebase_value, rewrite_base_url,
     rewrite_base_urls_in_value, rewrite_body_base_urls, Bases, ResponseBody, ResponseCheck,
 };
 pub use scopes::{Grant, Level, Perms, ResourceScope, Scopes};

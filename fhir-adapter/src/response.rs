@@ -116,13 +116,63 @@ pub fn check_response(d: &Decision, ctx: &AccessContext<'_>, body: &[u8]) -> Res
     check_and_rebase_response(d, ctx, body, None)
 }
 
-/// The two base URLs of a FHIR route, for [`check_and_rebase_response`].
+/// The base URLs of a FHIR route, for [`check_and_rebase_response`].
 #[derive(Debug, Clone, Copy)]
 pub struct Bases<'a> {
     /// The backend's base URL, as it writes it in its responses.
     pub backend: &'a str,
     /// The gateway's public base URL for the same route.
     pub public: &'a str,
+    /// On a route that strips its prefix: the public base *without* the prefix
+    /// (`https://gw.example.jp` for `https://gw.example.jp/api/fhir`), which a backend
+    /// that builds URLs from `X-Forwarded-Host`/`-Proto` and ignores
+    /// `X-Forwarded-Prefix` writes. URLs on it are moved under `public` too.
+    pub unprefixed: Option<&'a str>,
+}
+
+impl<'a> Bases<'a> {
+    /// The usual pair: backend base to public base.
+    pub fn new(backend: &'a str, public: &'a str) -> Self {
+        Self {
+            backend,
+            public,
+            unprefixed: None,
+        }
+    }
+
+    /// One URL moved to the public base, or `None` when it needs no change: it is
+    /// already under the public base (checked first, so a backend that honours
+    /// `X-Forwarded-Prefix` is never prefixed twice), or under neither other base.
+    pub fn rewrite(&self, url: &str) -> Option<String> {
+        if rest_under(url, self.public).is_some() {
+            return None;
+        }
+        if let Some(new) = rewrite_base_url(url, self.backend, self.public) {
+            return Some(new);
+        }
+        let rest = rest_under(url, self.unprefixed?)?;
+        let public = self.public.trim_end_matches('/');
+        // `public` is origin + prefix; a path already under the prefix (on a host other
+        // than the public one) keeps it and only changes origin.
+        let (origin, prefix) = split_origin(public);
+        if !prefix.is_empty() && rest_under(rest, prefix).is_some() {
+            return Some(format!("{origin}{rest}"));
+        }
+        Some(format!("{public}{rest}"))
+    }
+}
+
+/// `scheme://authority` and the path of an absolute URL without query or fragment.
+fn split_origin(url: &str) -> (&str, &str) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    url.split_at(end)
+}
+
+/// What follows `base` in `url`, when `url` is `base` or below it at a path boundary.
+fn rest_under<'u>(url: &'u str, base: &str) -> Option<&'u str> {
+    let rest = url.strip_prefix(base.trim_end_matches('/'))?;
+    (rest.is_empty() || rest.starts_with(['/', '?', '#'])).then_some(rest)
 }
 
 /// [`check_response`], then [`rewrite_base_urls_in_value`] with `bases`, on one parse
@@ -181,7 +231,7 @@ pub fn check_and_rebase_response(
     }
     collect(&v, &mut out.touched);
     for_each_entry_resource(&v, &mut |r| collect(r, &mut out.touched));
-    let rebased = bases.is_some_and(|b| rewrite_base_urls_in_value(&mut v, b.backend, b.public));
+    let rebased = bases.is_some_and(|b| rebase_value(&mut v, &b));
     if out.removed > 0 || rebased {
         out.body = ResponseBody::Rewritten(serde_json::to_vec(&v).expect("a Value always serialises"));
     }
@@ -419,8 +469,8 @@ fn check_bundle(
             let step = filter.entry(i, &mut entry, &kind, checks, &mut out.touched);
             out.removed += step.removed;
             removed_matches += u64::from(step.removed_match);
-            let rebased = matches!(step.verdict, Verdict::Keep)
-                && bases.is_some_and(|b| rewrite_entry_urls(&mut entry, b.backend, b.public));
+            let rebased =
+                matches!(step.verdict, Verdict::Keep) && bases.is_some_and(|b| rewrite_entry_urls(&mut entry, &b));
             match step.verdict {
                 Verdict::Keep if step.removed == 0 && !rebased => kept.push(Raw::Backend(raw)),
                 Verdict::Keep => kept.push(Raw::owned(&entry)),
@@ -438,7 +488,7 @@ fn check_bundle(
     }
     if let (Some(b), Some(raw)) = (bases, top.get("link")) {
         let mut links = serde_json::json!({ "link": serde_json::from_str::<Value>(raw.get()).map_err(invalid)? });
-        if rewrite_base_urls_in_value(&mut links, b.backend, b.public) {
+        if rebase_value(&mut links, &b) {
             fields.insert("link", Raw::owned(&links["link"]));
             changed = true;
         }
@@ -469,17 +519,12 @@ impl Raw<'_> {
 /// backend's base to the public base. `None` when it does not start with the backend base
 /// at a path boundary (so `https://b/fhir2` is not taken for `https://b/fhir`).
 pub fn rewrite_base_url(value: &str, backend_base: &str, public_base: &str) -> Option<String> {
-    let backend = backend_base.trim_end_matches('/');
-    let public = public_base.trim_end_matches('/');
-    let rest = value.strip_prefix(backend)?;
-    if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
-        return None;
-    }
-    Some(format!("{public}{rest}"))
+    let rest = rest_under(value, backend_base)?;
+    Some(format!("{}{rest}", public_base.trim_end_matches('/')))
 }
 
-fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
-    match s.as_str().and_then(|u| rewrite_base_url(u, backend_base, public_base)) {
+fn fix_url(s: &mut Value, bases: &Bases<'_>) -> bool {
+    match s.as_str().and_then(|u| bases.rewrite(u)) {
         Some(new) => {
             *s = Value::String(new);
             true
@@ -491,31 +536,36 @@ fn fix_url(s: &mut Value, backend_base: &str, public_base: &str) -> bool {
 /// Rewrites `link[].url`, `entry[].fullUrl` and `entry[].response.location` of a Bundle
 /// (and of Bundles nested in entries) in place; returns whether anything changed.
 pub fn rewrite_base_urls_in_value(v: &mut Value, backend_base: &str, public_base: &str) -> bool {
+    rebase_value(v, &Bases::new(backend_base, public_base))
+}
+
+/// [`rewrite_base_urls_in_value`] with all of a route's [`Bases`].
+pub fn rebase_value(v: &mut Value, bases: &Bases<'_>) -> bool {
     let mut changed = false;
     for link in v.get_mut("link").and_then(Value::as_array_mut).into_iter().flatten() {
         if let Some(u) = link.get_mut("url") {
-            changed |= fix_url(u, backend_base, public_base);
+            changed |= fix_url(u, bases);
         }
     }
     for entry in v.get_mut("entry").and_then(Value::as_array_mut).into_iter().flatten() {
-        changed |= rewrite_entry_urls(entry, backend_base, public_base);
+        changed |= rewrite_entry_urls(entry, bases);
     }
     changed
 }
 
-/// The entry part of [`rewrite_base_urls_in_value`]: `fullUrl`, `response.location`, and
-/// a nested Bundle's URLs.
-fn rewrite_entry_urls(entry: &mut Value, backend_base: &str, public_base: &str) -> bool {
+/// The entry part of [`rebase_value`]: `fullUrl`, `response.location`, and a nested
+/// Bundle's URLs.
+fn rewrite_entry_urls(entry: &mut Value, bases: &Bases<'_>) -> bool {
     let mut changed = false;
     if let Some(u) = entry.get_mut("fullUrl") {
-        changed |= fix_url(u, backend_base, public_base);
+        changed |= fix_url(u, bases);
     }
     if let Some(u) = entry.pointer_mut("/response/location") {
-        changed |= fix_url(u, backend_base, public_base);
+        changed |= fix_url(u, bases);
     }
     if let Some(r) = entry.get_mut("resource") {
         if r.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-            changed |= rewrite_base_urls_in_value(r, backend_base, public_base);
+            changed |= rebase_value(r, bases);
         }
     }
     changed

@@ -30,6 +30,17 @@ pub enum Level {
     System,
 }
 
+impl Level {
+    /// The scope prefix: `patient`, `user` or `system` (without the `/`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Level::Patient => "patient",
+            Level::User => "user",
+            Level::System => "system",
+        }
+    }
+}
+
 /// A set of SMART v2 permission letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Perms(u8);
@@ -213,6 +224,8 @@ impl Scopes {
         }
         Err(match unmet {
             Some(s) => FhirError::ScopeConstraintUnmet {
+                permission: perm.letter(),
+                family: s.level,
                 resource_type: resource_type.to_owned(),
                 constraint: s
                     .constraints
@@ -224,8 +237,24 @@ impl Scopes {
             None => FhirError::ScopeMissing {
                 permission: perm.letter(),
                 resource_type: resource_type.to_owned(),
+                family: self.family(),
             },
         })
+    }
+
+    /// The scope family a refusal's hint should name: `user/` if the token has any
+    /// `user/` resource scope, else `system/` if it has a `system/` one, else `patient/`
+    /// (also for a token without resource scopes, the common SMART app launch case).
+    /// A practitioner's app asked for `patient/...` would need another kind of login.
+    pub fn family(&self) -> Level {
+        let has = |l: Level| self.resource.iter().any(|s| s.level == l);
+        if has(Level::User) {
+            Level::User
+        } else if has(Level::System) {
+            Level::System
+        } else {
+            Level::Patient
+        }
     }
 
     /// Whether any scope (constraints ignored) lets the client read or search this type;

@@ -158,10 +158,7 @@ fn granular_scope_search_keeps_matches_and_drops_unscoped_includes() {
 fn check_and_rebase_filters_and_rewrites_in_one_pass() {
     let scopes = Scopes::parse_str("patient/*.rs");
     let ctx = patient_123(&scopes);
-    let bases = Bases {
-        backend: "http://backend.internal/fhir",
-        public: "https://phr.example.jp/fhir",
-    };
+    let bases = Bases::new("http://backend.internal/fhir", "https://phr.example.jp/fhir");
     let c = classify_ok("GET", "Observation", None);
     let mut d = decide(&c, &scopes, Some("123")).unwrap();
     // As the gateway does for every patient-confined request: the backend may ignore
@@ -608,7 +605,8 @@ fn scopes_grant_patient_or_unconfined_access_and_name_what_is_missing() {
         s.check("Observation", Perms::C, &[]),
         Err(FhirError::ScopeMissing {
             permission: 'c',
-            resource_type: "Observation".into()
+            resource_type: "Observation".into(),
+            family: fhir_adapter::Level::User,
         })
     );
     let active = [("clinical-status".to_string(), "active".to_string())];
@@ -622,4 +620,79 @@ fn scopes_grant_patient_or_unconfined_access_and_name_what_is_missing() {
         Err(FhirError::ScopeConstraintUnmet { .. })
     ));
     assert!(!s.grants_unconfined("Observation", Perms::R));
+}
+
+/// A route that strips its prefix, in front of a backend that builds URLs from
+/// `X-Forwarded-Host`/`-Proto` and ignores `X-Forwarded-Prefix`: its URLs on the public
+/// host move under the prefix; URLs already under it (a backend that does honour the
+/// header) and the backend's own base are handled without doubling anything.
+#[test]
+fn urls_on_the_unprefixed_public_host_move_under_the_prefix_once() {
+    let bases = Bases {
+        backend: "http://10.0.0.5:8080",
+        public: "https://gw.example.jp/api/fhir",
+        unprefixed: Some("https://gw.example.jp"),
+    };
+    let cases = [
+        (
+            "https://gw.example.jp/Patient/1",
+            Some("https://gw.example.jp/api/fhir/Patient/1"),
+        ),
+        (
+            "https://gw.example.jp?_getpages=x",
+            Some("https://gw.example.jp/api/fhir?_getpages=x"),
+        ),
+        (
+            "http://10.0.0.5:8080/Patient/1",
+            Some("https://gw.example.jp/api/fhir/Patient/1"),
+        ),
+        ("https://gw.example.jp/api/fhir/Patient/1", None),
+        ("https://gw.example.jp/api/fhir", None),
+        ("https://other.example.jp/Patient/1", None),
+        ("urn:uuid:1", None),
+    ];
+    for (url, want) in cases {
+        assert_eq!(bases.rewrite(url).as_deref(), want, "{url}");
+    }
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset",
+        "link": [{"relation": "self", "url": "https://gw.example.jp/Observation?patient=1"}],
+        "entry": [{"fullUrl": "https://gw.example.jp/Observation/1", "resource": {"resourceType": "Observation", "id": "1"}},
+                  {"fullUrl": "https://gw.example.jp/api/fhir/Observation/2", "resource": {"resourceType": "Observation", "id": "2"}}]});
+    assert!(rebase_value(&mut bundle, &bases));
+    assert_eq!(
+        bundle["link"][0]["url"],
+        "https://gw.example.jp/api/fhir/Observation?patient=1"
+    );
+    assert_eq!(
+        bundle["entry"][0]["fullUrl"],
+        "https://gw.example.jp/api/fhir/Observation/1"
+    );
+    assert_eq!(
+        bundle["entry"][1]["fullUrl"],
+        "https://gw.example.jp/api/fhir/Observation/2"
+    );
+}
+
+/// With a `public_base_url` on another host than the one the client used, a URL the
+/// backend built on the client's host moves to the public base, prefix once.
+#[test]
+fn urls_on_the_forwarded_host_move_to_another_public_base_without_doubling() {
+    let bases = Bases {
+        backend: "http://10.0.0.5:8080",
+        public: "https://phr.example.jp/api/fhir",
+        unprefixed: Some("https://gw-1.internal.example.jp"),
+    };
+    let cases = [
+        (
+            "https://gw-1.internal.example.jp/Patient/1",
+            "https://phr.example.jp/api/fhir/Patient/1",
+        ),
+        (
+            "https://gw-1.internal.example.jp/api/fhir/Patient/1",
+            "https://phr.example.jp/api/fhir/Patient/1",
+        ),
+    ];
+    for (url, want) in cases {
+        assert_eq!(bases.rewrite(url).as_deref(), Some(want), "{url}");
+    }
 }

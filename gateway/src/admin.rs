@@ -54,19 +54,21 @@ async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<
             }
         }
         (&Method::GET, "/metrics") => {
-            if let Some(audit) = &shared.audit {
-                crate::metrics::audit_writer(&audit.stats());
-            }
-            let runtime = shared.current.load();
-            crate::proxy::health::export_gauges(runtime.routes().iter().map(|r| &r.upstream));
-            crate::readiness::evaluate(shared);
-            let mut resp = text(StatusCode::OK, crate::metrics::install().render());
-            // Prometheus 3 refuses a scrape without a Content-Type unless the operator
-            // configures a fallback protocol; this is the text format's own type.
-            resp.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static(PROMETHEUS_TEXT),
-            );
+            let accept = req.headers().get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+            let openmetrics = crate::metrics::openmetrics::wants_openmetrics(accept);
+            let body = scrape(shared);
+            let (body, content_type) = match openmetrics {
+                true => (
+                    crate::metrics::openmetrics::from_prometheus_text(&body),
+                    crate::metrics::openmetrics::CONTENT_TYPE,
+                ),
+                // Prometheus 3 refuses a scrape without a Content-Type unless the operator
+                // configures a fallback protocol; this is the text format's own type.
+                false => (body, PROMETHEUS_TEXT),
+            };
+            let mut resp = text(StatusCode::OK, body);
+            resp.headers_mut()
+                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
             resp
         }
         (&Method::POST, "/reload") => match shared.reload().await {
@@ -78,6 +80,39 @@ async fn handle(shared: &GatewayState, req: Request<Incoming>) -> Response<Full<
         },
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+/// Refreshes the values read at scrape time (access-record writer, endpoint health,
+/// routes without a healthy endpoint) and renders every metric in the Prometheus text
+/// format, with the certificate-expiry gauge of the active configuration appended.
+fn scrape(shared: &GatewayState) -> String {
+    if let Some(audit) = &shared.audit {
+        crate::metrics::audit_writer(&audit.stats());
+    }
+    let runtime = shared.current.load();
+    crate::proxy::health::export_gauges(runtime.routes().iter().map(|r| &r.upstream));
+    for route in runtime.routes() {
+        let healthy = crate::proxy::health::healthy_endpoints(&route.upstream);
+        metrics::gauge!("phr_route_healthy_endpoints", "route" => route.name.to_string()).set(healthy as f64);
+    }
+    crate::readiness::evaluate(shared);
+    let mut body = crate::metrics::install().render();
+    // Rendered here rather than recorded: a certificate replaced by a reload must not
+    // leave its old expiry behind as a stale series (a false expiry alert).
+    let expiry: Vec<_> = runtime
+        .cert_expiry
+        .iter()
+        .map(|c| {
+            let labels = vec![
+                ("section", c.section.clone()),
+                ("role", c.role.to_string()),
+                ("subject", c.subject.clone()),
+            ];
+            (labels, c.not_after as f64)
+        })
+        .collect();
+    crate::metrics::render_gauge_family(&mut body, crate::metrics::catalogue::CERT_EXPIRY, &expiry);
+    body
 }
 
 /// The Prometheus text exposition format, version 0.0.4.

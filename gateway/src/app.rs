@@ -25,6 +25,27 @@ pub async fn run(
     // `check-config` runs: nothing (a key file, the SQLite store) is created for a
     // configuration that could not start, or could only refuse.
     let crate::startup::Checked { config, storage } = crate::startup::check(config_path).await?;
+    // An upgrade: the running gateway's listening sockets, queued connections included.
+    // Before the store and the access-record writer: a process that would write the
+    // running one's chain or spool is refused before it touches either.
+    let handover = config.gateway.handover_socket.clone();
+    let mut taken = match &handover {
+        Some(path) => {
+            let (path, id, spool) = (
+                path.clone(),
+                config.gateway.instance_id.clone(),
+                config.audit.spool_file.clone(),
+            );
+            tokio::task::spawn_blocking(move || crate::handover::take_over(&path, &id, &spool))
+                .await
+                .map_err(|e| crate::handover::HandoverError::Io {
+                    path: handover.clone().unwrap_or_default(),
+                    step: "taking over",
+                    source: std::io::Error::other(e.to_string()),
+                })??
+        }
+        None => None,
+    };
     // The store and the access-record writer first: no request is served unrecorded.
     let store = open_store(&config)?;
     // A key-encryption key that cannot open the store's keys would spool every record forever.
@@ -41,19 +62,22 @@ pub async fn run(
 
     let mut bound = Vec::new();
     for l in &runtime.config.listeners {
-        let tcp = TcpListener::bind(l.bind).await.map_err(|source| StartError::Bind {
-            what: format!("listener {:?}", l.name),
-            addr: l.bind,
-            source,
-        })?;
+        let inherited = taken.as_mut().and_then(|t| t.listener(&l.name, l.bind));
+        let tcp = listen(inherited, l.bind, || format!("listener {:?}", l.name)).await?;
         bound.push((l.name.clone(), tcp));
     }
     let admin_bind = runtime.config.admin.bind;
-    let admin = TcpListener::bind(admin_bind).await.map_err(|source| StartError::Bind {
-        what: "the admin listener".into(),
-        addr: admin_bind,
-        source,
-    })?;
+    let inherited = taken.as_mut().and_then(|t| t.admin(admin_bind));
+    let admin = listen(inherited, admin_bind, || "the admin listener".into()).await?;
+    let offering = handover.as_ref().map(|_| crate::handover::Offering {
+        listeners: bound
+            .iter()
+            .filter_map(|(n, l)| Some((n.clone(), duplicate(l)?)))
+            .collect(),
+        admin: duplicate(&admin),
+        instance_id: runtime.config.gateway.instance_id.clone(),
+        spool_file: runtime.config.audit.spool_file.clone(),
+    });
 
     let shared = GatewayState::new(runtime, config_path.to_path_buf(), revocations, blocks, audit);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -76,8 +100,26 @@ pub async fn run(
     tokio::spawn(crate::admin::serve(admin, shared.clone(), shutdown_rx.clone()));
     crate::metrics::spawn_upkeep(metrics, crate::metrics::UPKEEP_EVERY);
     on_ready(&addrs, admin_addr);
+    if let Some(taken) = taken {
+        // The old process stops accepting and drains once told; its sockets are ours.
+        match tokio::task::spawn_blocking(move || taken.confirm()).await {
+            Ok(Ok(())) => tracing::info!("took the listening sockets over; the previous process drains"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the previous process did not acknowledge the hand-over"),
+            Err(e) => tracing::warn!(error = %e, "the hand-over confirmation failed"),
+        }
+    }
+    let handed_over = offer_sockets(handover.as_deref(), offering)?;
 
-    wait_for_signals(&shared).await;
+    let taken_over = tokio::select! {
+        _ = wait_for_signals(&shared) => false,
+        _ = handed_over => true,
+    };
+    if taken_over {
+        tracing::info!("a new process took the listening sockets over");
+    } else if let Some(path) = &handover {
+        // Nobody else will use it: the next start need not find a stale file.
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!(
         drain_timeout_s = limits.drain_timeout.as_secs(),
         "shutting down: no new connections, draining requests in flight"
@@ -96,6 +138,67 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// `inherited` (from a hand-over) as a tokio listener, else a new socket bound to `addr`.
+async fn listen(
+    inherited: Option<std::net::TcpListener>,
+    addr: SocketAddr,
+    what: impl Fn() -> String,
+) -> Result<TcpListener, StartError> {
+    let bind_error = |source| StartError::Bind {
+        what: what(),
+        addr,
+        source,
+    };
+    match inherited {
+        Some(socket) => {
+            socket.set_nonblocking(true).map_err(bind_error)?;
+            TcpListener::from_std(socket).map_err(bind_error)
+        }
+        None => TcpListener::bind(addr).await.map_err(bind_error),
+    }
+}
+
+/// A second descriptor of `listener`'s socket, to hand over while this process serves.
+fn duplicate(listener: &TcpListener) -> Option<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    match listener.as_fd().try_clone_to_owned() {
+        Ok(fd) => Some(std::net::TcpListener::from(fd)),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot duplicate a listening socket; it will not be handed over");
+            None
+        }
+    }
+}
+
+/// Offers the sockets on `path` (when configured); the returned future completes when a
+/// new process has taken them over. A socket path that cannot be bound is a start-up
+/// error, so an operator never finds out at upgrade time.
+fn offer_sockets(
+    path: Option<&Path>,
+    offering: Option<crate::handover::Offering>,
+) -> Result<impl std::future::Future<Output = ()>, StartError> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(path), Some(offering)) = (path, offering) {
+        let listener = crate::handover::bind(path)?;
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || match crate::handover::offer(listener, &path, offering) {
+            Ok(()) => {
+                let _ = done_tx.send(());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "hand-over socket failed; upgrades must restart");
+                // Keep `done_tx` alive: no hand-over, serve until a signal.
+                std::mem::forget(done_tx);
+            }
+        });
+    } else {
+        std::mem::forget(done_tx);
+    }
+    Ok(async move {
+        let _ = done_rx.await;
+    })
 }
 
 /// SIGHUP reloads; SIGTERM or SIGINT returns (to drain).

@@ -17,6 +17,12 @@ pub enum GatewayError {
     /// No route matches the request's host and path (on this listener); 404 `no_route`.
     #[error("no route matches this host and path")]
     NoRoute,
+    /// `<fhir base>/.well-known/smart-configuration` on a FHIR route without
+    /// `[routes.smart]`; 404 `smart_not_configured` (never forwarded).
+    #[error(
+        "this FHIR base publishes no SMART configuration; ask the operator for the authorization server's address"
+    )]
+    SmartNotConfigured,
     /// The path has dot segments, encoded separators or backslashes, which a backend
     /// could resolve to another route's path; 400 `bad_path`.
     #[error("the request path is not acceptable: {0}")]
@@ -79,7 +85,7 @@ pub enum GatewayError {
         reason: String,
     },
     /// Authentication refused the request (status, challenge and code from the error).
-    #[error("{}", .error.client_message())]
+    #[error("{}", .error.description())]
     Auth {
         /// Why the token (or its absence) was refused.
         error: crate::auth::AuthError,
@@ -167,7 +173,7 @@ impl GatewayError {
     /// The HTTP status of the refusal.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoRoute | Self::SmartNotConfigured => StatusCode::NOT_FOUND,
             Self::BadPath(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::ClientCertRequired => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -212,6 +218,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::NoRoute => "no_route",
+            Self::SmartNotConfigured => "smart_not_configured",
             Self::BadPath(_) => "bad_path",
             Self::BadRequest(_) => "bad_request",
             Self::ClientCertRequired => "client_cert_required",

@@ -21,6 +21,8 @@ pub(crate) mod context;
 pub mod demo;
 pub(crate) mod error;
 mod fault;
+pub mod handover;
+pub mod healthcheck;
 pub(crate) mod limits;
 pub mod metrics;
 pub mod ops;

@@ -84,6 +84,7 @@ enum Command {
     Residency(ResidencyCommand),
     /// Print tokens signed by the demo's development issuer (one per line), for demos,
     /// load tests and integration tests. Its JWKS is `dev-issuer-jwks.json` in DATA_DIR.
+    #[command(after_help = phr_gateway::demo::issuer::dev_token_help())]
     DevToken {
         #[arg(long, default_value = "phr-gateway-demo")]
         data_dir: PathBuf,
@@ -109,6 +110,16 @@ enum Command {
         /// Port of the admin listener (health, readiness, metrics).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+    },
+    /// Ask a running gateway's admin listener whether it is healthy: exits 0 on a 200,
+    /// non-zero otherwise (the container image's HEALTHCHECK; it has no curl).
+    Health {
+        /// `/healthz` (the process serves) or `/readyz` (it can take traffic).
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+        /// Give up after this long, e.g. "3s".
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -363,6 +374,11 @@ fn main() -> ExitCode {
             port,
             admin_port,
         } => block_on(async move { phr_gateway::demo::run(&data_dir, port, admin_port).await }),
+        Command::Health { url, timeout } => block_on_threads(1, async move {
+            let answer = phr_gateway::healthcheck::check(&url, timeout).await?;
+            println!("{answer}");
+            Ok::<(), phr_gateway::healthcheck::HealthError>(())
+        }),
     }
 }
 

@@ -27,6 +27,10 @@
 //! one call here; the glue that joins a safeguard to the request's context is in
 //! [`crate::phases`], and the safeguards themselves do not know this file.
 //!
+//! On FHIR routes, after phase 3, the gateway answers `<base>/.well-known/smart-configuration`
+//! itself, and `GET <base>/metadata` skips phase 4 unless the route says otherwise
+//! ([`phases::fhir::smart_configuration`], [`phases::fhir::is_public_metadata`]).
+//!
 //! Every phase returns `Result<_, GatewayError>`; the first error ends the request and
 //! [`crate::error::rescue`] writes the refusal. There is no path from an error to
 //! "forward anyway": the only way to reach `forward` is through every phase's `Ok`.
@@ -108,7 +112,7 @@ impl Pipeline {
                 limits::after_response(&runtime.protection, &ctx);
                 (resp, None)
             }
-            Err(err) => (refuse(&ctx, &err), Some(err.code())),
+            Err(err) => (refuse(&runtime, &ctx, &err), Some(err.code())),
         };
         finish(&runtime, &ctx, &mut resp);
         // Phase 9: the access record, committed (or spooled) before the response is
@@ -118,7 +122,7 @@ impl Pipeline {
             let record = record_for(&ctx, meta, resp.status().as_u16(), refusal, bytes_out);
             if let Err(e) = audit.record_announced(record, expected).await {
                 tracing::error!(error = %e, "access record could not be written: refusing the response");
-                resp = refuse(&ctx, &GatewayError::AuditUnavailable);
+                resp = refuse(&runtime, &ctx, &GatewayError::AuditUnavailable);
                 finish(&runtime, &ctx, &mut resp);
             }
         }
@@ -136,14 +140,25 @@ async fn process(
     // demand for a client certificate.
     check_host_fields(&req)?;
     ctx.original_host = request_authority(&req);
-    let route = route_request(runtime, ctx, &req)?.clone();
-    ctx.route = Some(route.clone());
+    let route = route_request(runtime, ctx, &req);
+    // A refused path is attributed to the route its raw path addresses, so the refusal
+    // speaks that route's language (an OperationOutcome under a FHIR base) and its
+    // metrics and access record name the route the client aimed at.
+    ctx.route = match &route {
+        Ok(r) => Some(r.clone()),
+        Err((addressed, _)) => addressed.clone(),
+    };
+    let route = route.map_err(|(_, e)| e)?;
     if route.client_cert_required && ctx.conn.client.is_none() {
         return Err(GatewayError::ClientCertRequired);
     }
     // Phase 3: limits that need no identity (source address, route, auth back-off).
     check_body_size(&req, route.max_body_bytes)?;
     limits::before_auth(&runtime.protection, &route, ctx).await?;
+    // SMART discovery on a FHIR base: answered here, without a token.
+    if let Some(answer) = phases::fhir::smart_configuration(&route, ctx, req.method(), req.uri().path()) {
+        return answer;
+    }
     // Phase 4: authenticate.
     ctx.identity = match authenticate(runtime, ctx, &route, &req).await {
         Err(e @ GatewayError::Auth { .. }) => {
@@ -261,23 +276,27 @@ fn request_authority<B>(req: &Request<B>) -> Option<HeaderValue> {
 }
 
 /// Phase 2: the request's host and path select a route. Paths with dot segments or
-/// encoded separators are refused first: a backend that normalised `/public/../fhir/x`
+/// encoded separators are refused: a backend that normalised `/public/../fhir/x`
 /// would otherwise be reached through the route (and the policy) of `/public/`.
-fn route_request<'r>(
-    runtime: &'r ActiveConfig,
+/// A refusal comes with the route the raw path addresses, if any (`/fhir/%2e%2e/x` is
+/// refused as a request to the FHIR route, in its error format); that route is only
+/// ever used to write the refusal.
+fn route_request(
+    runtime: &ActiveConfig,
     ctx: &RequestContext,
     req: &Request<Incoming>,
-) -> Result<&'r Arc<ActiveRoute>, GatewayError> {
+) -> Result<Arc<ActiveRoute>, (Option<Arc<ActiveRoute>>, GatewayError)> {
     let path = req.uri().path();
-    check_path(path)?;
     let host = ctx
         .original_host
         .as_ref()
         .and_then(|a| a.to_str().ok())
         .map_or("", host_of);
-    runtime
-        .route(&ctx.conn.listener, host, path)
-        .ok_or(GatewayError::NoRoute)
+    let addressed = runtime.route(&ctx.conn.listener, host, path).cloned();
+    if let Err(e) = check_path(path) {
+        return Err((addressed, e));
+    }
+    addressed.ok_or((None, GatewayError::NoRoute))
 }
 
 /// The host of an authority, without userinfo, port or IPv6 brackets:
@@ -336,6 +355,11 @@ async fn authenticate(
     route: &ActiveRoute,
     req: &Request<Incoming>,
 ) -> Result<Option<Identity>, GatewayError> {
+    if phases::fhir::is_public_metadata(route, req.method(), req.uri().path()) {
+        // The CapabilityStatement: no patient data, and clients read it before they
+        // have a token. The adapter still classifies and checks the request.
+        return Ok(None);
+    }
     let Some(auth) = &runtime.auth else {
         return match route.auth.mode {
             AuthMode::None => Ok(None),
@@ -398,7 +422,7 @@ fn finish(runtime: &ActiveConfig, ctx: &RequestContext, resp: &mut Response<Gate
 }
 
 /// A refusal as the client sees it, logged once.
-fn refuse(ctx: &RequestContext, err: &GatewayError) -> Response<GatewayBody> {
+fn refuse(runtime: &ActiveConfig, ctx: &RequestContext, err: &GatewayError) -> Response<GatewayBody> {
     tracing::warn!(
         request_id = ctx.id.to_str().unwrap_or_default(),
         route = ctx.route.as_ref().map(|r| &*r.name),
@@ -408,7 +432,25 @@ fn refuse(ctx: &RequestContext, err: &GatewayError) -> Response<GatewayBody> {
         "request refused"
     );
     let fhir = ctx.route.as_ref().is_some_and(|r| r.fhir);
-    rescue(err, ctx.id.to_str().unwrap_or_default(), fhir).map(Either::Right)
+    let mut resp = rescue(err, ctx.id.to_str().unwrap_or_default(), fhir);
+    if let Some(challenge) = scope_challenge(runtime, ctx, err) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    resp.map(Either::Right)
+}
+
+/// RFC 6750 §3.1: the FHIR adapter's 403 for want of a scope carries the
+/// `insufficient_scope` challenge naming the scope that would allow the request, in the
+/// token's own scope family (ACL-ROLE-1), under the scheme the token came with.
+fn scope_challenge(runtime: &ActiveConfig, ctx: &RequestContext, err: &GatewayError) -> Option<HeaderValue> {
+    let GatewayError::Fhir(e) = err else { return None };
+    let scope = e.insufficient_scope_hint()?;
+    let scheme = match ctx.identity.as_ref().map(|i| i.binding) {
+        Some(crate::auth::Binding::Dpop) => "DPoP",
+        _ => "Bearer",
+    };
+    let challenge = crate::auth::insufficient_scope_challenge(scheme, &runtime.config.auth.realm, &scope);
+    HeaderValue::from_str(&challenge).ok()
 }
 
 /// The internal detail of an error, for the log line only.

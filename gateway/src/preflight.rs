@@ -168,15 +168,20 @@ fn fixed_addresses(config: &Config, issues: &mut Vec<ConfigIssue>) {
         }
     }
     for (i, issuer) in config.auth.issuers.iter().enumerate() {
-        let Some(url) = &issuer.jwks_url else { continue };
+        let Some(url) = issuer.fetch_url() else { continue };
         let Some(host) = url.parse::<http::Uri>().ok().and_then(|u| u.host().map(str::to_string)) else {
             continue;
         };
         if let Some(problem) = refused(&policy, &host, issuer.in_cluster) {
+            let key = match (&issuer.discovery_url, issuer.discovery) {
+                (Some(_), _) => "discovery_url",
+                (None, true) => "discovery",
+                (None, false) => "jwks_url",
+            };
             issues.push(egress_issue(
-                format!("auth.issuers[{i}].jwks_url"),
+                format!("auth.issuers[{i}].{key}"),
                 &format!("[[auth.issuers]] {}", issuer.issuer),
-                url,
+                &url,
                 problem,
             ));
         }

@@ -44,6 +44,10 @@ pub struct ActiveRoute {
     listeners: Vec<Arc<str>>,
     /// Requests without a verified client certificate are refused (EX-MTLS-1).
     pub client_cert_required: bool,
+    /// FHIR routes: `GET <base>/metadata` needs a token (`metadata_requires_auth`).
+    pub metadata_requires_auth: bool,
+    /// FHIR routes: the serialised SMART configuration document, if the route has one.
+    pub smart_configuration: Option<bytes::Bytes>,
 }
 
 impl ActiveRoute {
@@ -66,6 +70,8 @@ pub struct ActiveConfig {
     /// Longest prefix first, so the first match is the most specific.
     routes: Vec<Arc<ActiveRoute>>,
     pub tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// When the certificates of this configuration expire (exported on `/metrics`).
+    pub cert_expiry: Vec<crate::tls::expiry::CertExpiry>,
     pub hsts: Option<HeaderValue>,
     /// Present when issuers are configured.
     pub auth: Option<Arc<Authenticator>>,
@@ -219,6 +225,8 @@ impl ActiveConfig {
                     rate_limits: protection.route_policies(&r.rate_limits),
                     listeners: r.listeners.iter().map(|l| Arc::from(l.as_str())).collect(),
                     client_cert_required: r.client_cert == config::RouteClientCert::Required,
+                    metadata_requires_auth: r.metadata_requires_auth,
+                    smart_configuration: r.smart.as_ref().map(|s| bytes::Bytes::from(s.document().to_string())),
                 })
             })
             .collect();
@@ -238,6 +246,7 @@ impl ActiveConfig {
             protection,
             protection_fingerprint: fingerprint,
             auth,
+            cert_expiry: crate::tls::expiry::of_config(&config),
             config,
             routes,
             tls,
@@ -426,6 +435,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "gateway.instance_id",
             old.gateway.instance_id != new.gateway.instance_id,
+        ),
+        (
+            "gateway.handover_socket",
+            old.gateway.handover_socket != new.gateway.handover_socket,
         ),
         (
             "gateway.worker_threads",

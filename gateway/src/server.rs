@@ -86,16 +86,23 @@ impl Server {
         let stream = match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string()).increment(1);
-                tracing::debug!(listener = %listener, %peer, error = %e, "TLS handshake failed");
+                let reason = crate::tls::handshake::failure_reason(&e);
+                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string(), "reason" => reason)
+                    .increment(1);
+                tracing::debug!(listener = %listener, %peer, reason, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string()).increment(1);
+                let reason = crate::tls::handshake::TIMEOUT;
+                metrics::counter!("phr_tls_handshake_failures_total", "listener" => listener.to_string(), "reason" => reason)
+                    .increment(1);
                 return;
             }
         };
         let (_, session) = stream.get_ref();
+        let negotiated = crate::tls::handshake::version_label(session.protocol_version());
+        metrics::counter!("phr_tls_handshakes_total", "listener" => listener.to_string(), "version" => negotiated)
+            .increment(1);
         let tls_version = match session.protocol_version() {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             _ => "TLSv1.2",

@@ -46,6 +46,9 @@ pub enum StartError {
         /// Why binding failed.
         source: std::io::Error,
     },
+    /// Taking the sockets over from the running gateway failed (`gateway.handover_socket`).
+    #[error(transparent)]
+    Handover(#[from] crate::handover::HandoverError),
 }
 
 /// A configuration that passed every start-up check, and what the checks established.

@@ -2,6 +2,11 @@
 //! one resource of every type below. It does NOT confine anything itself, so any leak
 //! through the gateway shows up in a test. `code=leak` on a search returns every
 //! patient's resources whatever the other parameters say (a misbehaving backend).
+//!
+//! [`start_behind_proxy`] starts one that behaves like many real servers behind a
+//! reverse proxy: it builds its URLs from `X-Forwarded-Proto`/`-Host` and ignores
+//! `X-Forwarded-Prefix`, keeps what a POST creates (readable by id afterwards), and
+//! records the request headers it received.
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -10,6 +15,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// What a backend from [`start_behind_proxy`] received and created.
+#[derive(Clone, Default)]
+pub struct Recorder {
+    /// The headers of every request, in arrival order.
+    pub requests: Arc<Mutex<Vec<http::HeaderMap>>>,
+    /// Resources created by POST, in order; ids `new-1`, `new-2`, ...
+    pub created: Arc<Mutex<Vec<Value>>>,
+}
 
 pub const TYPES: [(&str, &str); 6] = [
     ("Observation", "subject"),
@@ -58,13 +73,27 @@ fn owner(r: &Value) -> Option<String> {
 }
 
 pub async fn start() -> SocketAddr {
+    serve(None).await
+}
+
+/// A backend that builds URLs from `X-Forwarded-Proto`/`-Host` (without any prefix),
+/// stores what is created, and records what it received.
+pub async fn start_behind_proxy() -> (SocketAddr, Recorder) {
+    let rec = Recorder::default();
+    (serve(Some(rec.clone())).await, rec)
+}
+
+async fn serve(rec: Option<Recorder>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            let rec = rec.clone();
             tokio::spawn(async move {
-                let svc =
-                    service_fn(move |req| async move { Ok::<_, std::convert::Infallible>(handle(addr, req).await) });
+                let svc = service_fn(move |req| {
+                    let rec = rec.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(addr, rec, req).await) }
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), svc)
                     .await;
@@ -103,8 +132,26 @@ fn versioned(mut resp: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
     resp
 }
 
-async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let base = format!("http://{addr}/fhir");
+/// `proto://host` from the forwarding headers, as a server behind a proxy builds it.
+fn forwarded_origin(h: &http::HeaderMap) -> String {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    format!("{}://{}", get("x-forwarded-proto"), get("x-forwarded-host"))
+}
+
+async fn handle(addr: SocketAddr, rec: Option<Recorder>, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let under_fhir = req.uri().path().starts_with("/fhir");
+    let base = match &rec {
+        Some(rec) => {
+            rec.requests.lock().unwrap().push(req.headers().clone());
+            let origin = forwarded_origin(req.headers());
+            if under_fhir {
+                format!("{origin}/fhir")
+            } else {
+                origin
+            }
+        }
+        None => format!("http://{addr}/fhir"),
+    };
     // HEAD is GET without the body (hyper leaves the body out on the wire).
     let method = match req.method() {
         &http::Method::HEAD => http::Method::GET,
@@ -132,7 +179,10 @@ async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Respon
         })
         .collect();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let all = resources();
+    let mut all = resources();
+    if let Some(rec) = &rec {
+        all.extend(rec.created.lock().unwrap().iter().cloned());
+    }
     match (method.as_str(), segs.as_slice()) {
         ("GET", ["metadata"]) => reply(
             StatusCode::OK,
@@ -171,9 +221,15 @@ async fn handle(addr: SocketAddr, req: Request<hyper::body::Incoming>) -> Respon
         ("POST", [t]) => {
             let mut r: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
             r["id"] = json!("new-1");
+            if let Some(rec) = &rec {
+                let mut created = rec.created.lock().unwrap();
+                r["id"] = json!(format!("new-{}", created.len() + 1));
+                created.push(r.clone());
+            }
+            let id = r["id"].as_str().unwrap().to_string();
             let mut resp = reply(StatusCode::CREATED, r);
             resp.headers_mut()
-                .insert("location", format!("{base}/{t}/new-1/_history/1").parse().unwrap());
+                .insert("location", format!("{base}/{t}/{id}/_history/1").parse().unwrap());
             resp
         }
         ("PUT", [_, _]) => reply(StatusCode::OK, serde_json::from_slice(&body).unwrap_or(json!({}))),

@@ -72,7 +72,7 @@ pub struct KeysNotLoaded(pub Vec<MissingKeys>);
 pub struct MissingKeys {
     /// The issuer's `iss` as configured.
     pub issuer: String,
-    /// `file /etc/…/jwks.json` or `url https://…`, as configured.
+    /// `file /etc/…/jwks.json`, `url https://…` or `discovery https://…`, as configured.
     pub source: String,
     /// Why no key was loaded (read, fetch or parse error).
     pub error: String,
@@ -82,6 +82,9 @@ impl std::fmt::Display for MissingKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let fix = if self.source.starts_with("file ") {
             "make jwks_file a readable JWKS document (JSON with a \"keys\" array of the issuer's public keys)"
+        } else if self.source.starts_with("discovery ") {
+            "check that the discovery URL answers with the issuer's metadata (its \"issuer\" exactly as configured, \
+             its \"jwks_uri\" on the same host) and that the address is inside the residency allow-list"
         } else {
             "check that jwks_url answers with the issuer's JWKS and that its address is inside the residency allow-list"
         };
@@ -129,10 +132,11 @@ impl Authenticator {
             .issuers
             .iter()
             .map(|c| {
-                let source = match (&c.jwks_url, &c.jwks_file, &c.shared_secret) {
-                    (Some(u), _, _) => KeySource::Url(u.clone()),
-                    (_, Some(f), _) => KeySource::File(f.clone()),
-                    (_, _, s) => KeySource::Secret(s.clone().unwrap_or_default().into_bytes()),
+                let source = match (c.discovery_document_url(), &c.jwks_url, &c.jwks_file, &c.shared_secret) {
+                    (Some(d), _, _, _) => KeySource::Discovery(d),
+                    (None, Some(u), _, _) => KeySource::Url(u.clone()),
+                    (None, _, Some(f), _) => KeySource::File(f.clone()),
+                    (None, _, _, s) => KeySource::Secret(s.clone().unwrap_or_default().into_bytes()),
                 };
                 let entry = IssuerEntry {
                     cfg: c.clone(),
@@ -165,10 +169,11 @@ impl Authenticator {
         for (name, e) in &self.issuers {
             if let Err(err) = e.keys.refresh(&*self.fetcher, 3).await {
                 if e.keys.key_count() == 0 {
-                    let source = match (&e.cfg.jwks_file, &e.cfg.jwks_url) {
-                        (Some(f), _) => format!("file {}", f.display()),
-                        (None, Some(u)) => format!("url {u}"),
-                        (None, None) => "shared secret".to_string(),
+                    let source = match (e.cfg.discovery_document_url(), &e.cfg.jwks_file, &e.cfg.jwks_url) {
+                        (Some(d), _, _) => format!("discovery {d}"),
+                        (None, Some(f), _) => format!("file {}", f.display()),
+                        (None, None, Some(u)) => format!("url {u}"),
+                        (None, None, None) => "shared secret".to_string(),
                     };
                     missing.push(MissingKeys {
                         issuer: name.clone(),

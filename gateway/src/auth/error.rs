@@ -67,6 +67,28 @@ pub enum DpopError {
 }
 
 impl DpopError {
+    /// Which check failed, for the client: the challenge's `error_description` and the
+    /// body's message (RFC 9449 §7.1). Fixed text per check: never the token, the `jti`,
+    /// key material or a value the client sent.
+    pub fn description(&self) -> &'static str {
+        match self {
+            Self::Missing => "no DPoP header; a DPoP-bound token needs a proof with every request",
+            Self::Multiple => "more than one DPoP header",
+            Self::Malformed(_) => "malformed proof: not a compact JWS with the required members (jti, htm, htu, iat)",
+            Self::BadTyp => "proof typ is not dpop+jwt",
+            Self::AlgNotAllowed(_) => "proof alg not allowed (use one of the algs in this challenge)",
+            Self::BadJwk(_) => "proof jwk header missing, not a public key, or not fit for the alg",
+            Self::BadSignature => "proof signature invalid",
+            Self::HtmMismatch => "htm does not match the request method",
+            Self::HtuMismatch => "htu does not match the request URL",
+            Self::IatOutOfWindow { .. } => "iat outside the allowed window (check the client clock)",
+            Self::AthMismatch => "ath does not match the access token",
+            Self::JktMismatch => "proof key does not match the token's cnf.jkt",
+            Self::Replay => "proof replayed (jti seen before)",
+            Self::TokenNotBound => "the route requires DPoP but the token is not DPoP-bound (no cnf.jkt)",
+        }
+    }
+
     /// Stable reason code for access records.
     pub fn code(&self) -> &'static str {
         match self {
@@ -270,28 +292,47 @@ impl AuthError {
         }
     }
 
+    /// What was wrong, precisely and safely, for the client: the challenge's
+    /// `error_description` and the refusal body's message (on FHIR routes
+    /// `issue[0].diagnostics`). Built from fixed text only, like
+    /// [`Self::client_message`], which it extends where the client can act on the
+    /// detail (a malformed header, the DPoP check that failed).
+    pub fn description(&self) -> String {
+        match self {
+            Self::MalformedAuthorization(why) => format!("malformed Authorization header: {why}"),
+            Self::Dpop(e) => format!("invalid DPoP proof: {}", e.description()),
+            Self::DpopBoundAsBearer => {
+                "invalid DPoP proof: DPoP-bound token presented with the Bearer scheme; send Authorization: DPoP <token>"
+                    .to_string()
+            }
+            other => other.client_message().to_string(),
+        }
+    }
+
     /// `WWW-Authenticate` value with [`DEFAULT_REALM`]; see [`Self::www_authenticate_in`].
     pub fn www_authenticate(&self) -> Option<String> {
         self.www_authenticate_in(DEFAULT_REALM)
     }
 
     /// `WWW-Authenticate` challenge for this error in `realm`:
-    /// `Bearer` per RFC 6750/9470, `DPoP` with `error="invalid_dpop_proof"`
-    /// per RFC 9449. `None` for 400/503 where no challenge applies.
-    pub fn www_authenticate_in(&self, realm: &str) -> Option<String> {
-        let realm = quote(realm);
-        let desc = quote(self.client_message());
+    /// `Bearer` per RFC 6750/9470 (`invalid_request` for a malformed header, 400, RFC
+    /// 6750 §3.1; no error code when no token was sent, §3), `DPoP` with
+    /// `error="invalid_dpop_proof"` and the failed check per RFC 9449. `None` for a
+    /// 503, where no challenge applies.
+    pub fn www_authenticate_in(&self, realm_name: &str) -> Option<String> {
+        let realm = quote(realm_name);
+        let desc = quote(&self.description());
         Some(match self {
-            Self::MalformedAuthorization(_) | Self::KeysUnavailable => return None,
+            Self::KeysUnavailable => return None,
             Self::MissingToken => format!("Bearer realm={realm}"),
+            Self::MalformedAuthorization(_) => {
+                format!("Bearer realm={realm}, error=\"invalid_request\", error_description={desc}")
+            }
             Self::Dpop(_) | Self::DpopBoundAsBearer => format!(
                 "DPoP realm={realm}, error=\"invalid_dpop_proof\", error_description={desc}, algs=\"{}\"",
                 super::dpop::DPOP_ALGS.join(" ")
             ),
-            Self::InsufficientScope(missing) => format!(
-                "Bearer realm={realm}, error=\"insufficient_scope\", error_description={desc}, scope={}",
-                quote(&missing.join(" "))
-            ),
+            Self::InsufficientScope(missing) => insufficient_scope_challenge("Bearer", realm_name, &missing.join(" ")),
             Self::InsufficientUserAuthentication {
                 reason,
                 acr_values,
@@ -312,6 +353,19 @@ impl AuthError {
             _ => format!("Bearer realm={realm}, error=\"invalid_token\", error_description={desc}"),
         })
     }
+}
+
+/// The RFC 6750 §3.1 challenge of a 403 for want of scope: `scheme` (`Bearer`, or
+/// `DPoP` for a DPoP-bound token, RFC 9449 §7.1), `realm`, and in `scope` the scope(s)
+/// that would allow the request. Used for the route's `required_scopes` and for the FHIR
+/// adapter's scope refusals alike.
+pub fn insufficient_scope_challenge(scheme: &str, realm: &str, scope: &str) -> String {
+    format!(
+        "{scheme} realm={}, error=\"insufficient_scope\", error_description={}, scope={}",
+        quote(realm),
+        quote(AuthError::InsufficientScope(Vec::new()).client_message()),
+        quote(scope)
+    )
 }
 
 /// Quote a value for an auth-param: only visible ASCII and space survive,
@@ -352,6 +406,57 @@ mod tests {
             .unwrap()
             .starts_with("DPoP realm=\"phr-gateway\", error=\"invalid_dpop_proof\""));
         assert_eq!(AuthError::InsufficientScope(vec![]).status(), 403);
-        assert_eq!(AuthError::MalformedAuthorization("x").www_authenticate(), None);
+        assert_eq!(AuthError::KeysUnavailable.www_authenticate(), None);
+    }
+
+    /// RFC 6750 §3.1: a malformed request is a 400 `invalid_request`; a scope refusal
+    /// names the scope that would allow it.
+    #[test]
+    fn invalid_request_and_insufficient_scope_challenges_are_exact() {
+        let e = AuthError::MalformedAuthorization("more than one Authorization header");
+        assert_eq!(e.status(), 400);
+        assert_eq!(
+            e.www_authenticate().unwrap(),
+            "Bearer realm=\"phr-gateway\", error=\"invalid_request\", error_description=\"malformed Authorization header: more than one Authorization header\""
+        );
+        let e = AuthError::InsufficientScope(vec!["user/Observation.rs".into(), "openid".into()]);
+        assert_eq!(
+            e.www_authenticate_in("clinic").unwrap(),
+            "Bearer realm=\"clinic\", error=\"insufficient_scope\", error_description=\"insufficient scope\", scope=\"user/Observation.rs openid\""
+        );
+    }
+
+    /// RFC 9449 §7.1: each DPoP refusal says which check failed, in the challenge and in
+    /// the message, and none of them carries the proof's values.
+    #[test]
+    fn dpop_refusals_name_the_failed_check() {
+        let cases = [
+            (DpopError::Replay, "proof replayed (jti seen before)"),
+            (DpopError::HtuMismatch, "htu does not match the request URL"),
+            (DpopError::HtmMismatch, "htm does not match the request method"),
+            (DpopError::AthMismatch, "ath does not match the access token"),
+            (
+                DpopError::IatOutOfWindow { iat: 1, now: 1_000_000 },
+                "iat outside the allowed window (check the client clock)",
+            ),
+            (DpopError::JktMismatch, "proof key does not match the token's cnf.jkt"),
+            (DpopError::BadSignature, "proof signature invalid"),
+            (DpopError::Malformed("secret-jti-value".into()), "malformed proof"),
+            (DpopError::AlgNotAllowed("HS256-secret".into()), "proof alg not allowed"),
+            (DpopError::BadJwk("d member present: abc".into()), "proof jwk header"),
+        ];
+        for (e, what) in cases {
+            let err = AuthError::Dpop(e.clone());
+            let header = err.www_authenticate().unwrap();
+            let prefix = format!(
+                "DPoP realm=\"phr-gateway\", error=\"invalid_dpop_proof\", error_description=\"invalid DPoP proof: {what}"
+            );
+            assert!(header.starts_with(&prefix), "{e:?}: {header}");
+            assert!(header.ends_with("algs=\"ES256 EdDSA RS256 PS256\""), "{header}");
+            assert!(err.description().contains(what), "{e:?}");
+            for secret in ["secret", "1000000", "abc"] {
+                assert!(!header.contains(secret), "{e:?} leaks {secret}: {header}");
+            }
+        }
     }
 }

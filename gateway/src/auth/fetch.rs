@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A JWKS larger than this is refused: key sets are a few KiB.
+/// A JWKS (or discovery document) larger than this is refused: both are a few KiB.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Used for `https` JWKS URLs when the issuer names no `ca_file`.
@@ -27,13 +27,13 @@ pub enum FetcherError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// One pooled client per issuer with a `jwks_url`.
+/// One pooled client per issuer with a `jwks_url` or discovery.
 pub struct GatewayJwksFetcher {
     clients: HashMap<String, crate::proxy::GatewayClient>,
 }
 
 impl GatewayJwksFetcher {
-    /// One client per issuer with a `jwks_url`, dialling through `resolver` and checking
+    /// One client per issuer with a `jwks_url` or discovery URL, dialling through `resolver` and checking
     /// every new connection's address against `policy` (DATA-JP-1). `https` URLs are
     /// verified against the issuer's `ca_file`, or the system bundle without one.
     pub fn new(
@@ -43,7 +43,10 @@ impl GatewayJwksFetcher {
     ) -> Result<Self, FetcherError> {
         let mut clients = HashMap::new();
         for issuer in issuers {
-            let Some(url) = &issuer.jwks_url else { continue };
+            // With discovery, the `jwks_uri` must be on the discovery URL's host
+            // (crate::auth::discovery), so one client checked as that target serves both.
+            let Some(url) = issuer.fetch_url() else { continue };
+            let url = &url;
             let tls = if url.starts_with("https://") {
                 let ca = issuer.ca_file.as_deref().unwrap_or(Path::new(SYSTEM_CA_BUNDLE));
                 Some(crate::tls::upstream::client_config_for_ca(ca)?)

@@ -10,7 +10,12 @@
 //! - a key is only used for algorithms of its own type (RSA for RS*/PS*,
 //!   P-256 for ES256, P-384 for ES384, Ed25519 for EdDSA), RSA keys need
 //!   at least 2048 bits, and keys marked for encryption or carrying private
-//!   members are skipped.
+//!   members are skipped;
+//! - with discovery ([`KeySource::Discovery`], [`super::discovery`]) every fetch first
+//!   re-reads the provider metadata for the current `jwks_uri`; if that fails, the last
+//!   good `jwks_uri` is still used, and without one the fetch fails like a JWKS fetch;
+//! - every attempt is counted in `phr_jwks_fetches_total{issuer, kind, result}`
+//!   (LOG-MAINT-1), with handles registered per issuer when the keys are built.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +29,7 @@ use base64::Engine;
 use bytes::Bytes;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
+use metrics::Counter;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -48,6 +54,8 @@ pub enum KeySource {
     File(PathBuf),
     /// HMAC shared secret (HS* issuers only; never mixed with public keys).
     Secret(Vec<u8>),
+    /// Provider metadata URL (OIDC Discovery / RFC 8414) naming the `jwks_uri`.
+    Discovery(String),
 }
 
 /// Key type, and so which algorithms a key may verify.
@@ -247,6 +255,62 @@ pub enum JwksError {
     /// No fetch was attempted.
     #[error("no attempt")]
     NoAttempt,
+    /// The provider metadata could not be fetched or was refused, and no earlier
+    /// `jwks_uri` is known.
+    #[error("discovery document of issuer {issuer}: {reason} (fetched from {url})")]
+    Discovery {
+        /// The configured issuer.
+        issuer: String,
+        /// The discovery URL.
+        url: String,
+        /// Why (fetch error or [`super::discovery::DiscoveryError`]).
+        reason: String,
+    },
+}
+
+/// What caused a fetch: the `kind` label of `phr_jwks_fetches_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchKind {
+    /// Start-up load and the background refresh.
+    Scheduled,
+    /// The immediate re-fetch after a token named an unknown `kid`.
+    UnknownKid,
+    /// A provider metadata (discovery) document fetch, whatever caused it.
+    Discovery,
+}
+
+/// Name of the per-issuer fetch counter.
+pub const FETCHES_METRIC: &str = "phr_jwks_fetches_total";
+
+/// `phr_jwks_fetches_total{issuer, kind, result}` handles of one issuer, registered once
+/// so a fetch increments a counter it holds instead of hashing labels.
+pub struct FetchMetrics {
+    /// Indexed by `[kind][0 = success, 1 = failure]`.
+    counters: [[Counter; 2]; 3],
+}
+
+impl FetchMetrics {
+    /// Registers the six counters of `issuer`.
+    pub fn register(issuer: &str) -> Self {
+        let c = |kind: &'static str, result: &'static str| metrics::counter!(FETCHES_METRIC, "issuer" => issuer.to_string(), "kind" => kind, "result" => result);
+        Self {
+            counters: [
+                [c("scheduled", "success"), c("scheduled", "failure")],
+                [c("unknown_kid", "success"), c("unknown_kid", "failure")],
+                [c("discovery", "success"), c("discovery", "failure")],
+            ],
+        }
+    }
+
+    /// Counts one attempt of `kind`.
+    pub fn record(&self, kind: FetchKind, ok: bool) {
+        let k = match kind {
+            FetchKind::Scheduled => 0,
+            FetchKind::UnknownKid => 1,
+            FetchKind::Discovery => 2,
+        };
+        self.counters[k][usize::from(!ok)].increment(1);
+    }
 }
 
 /// Counters the gateway can export as metrics.
@@ -268,6 +332,9 @@ pub struct IssuerKeys {
     /// Held during any fetch (single flight); holds the last on-demand re-fetch time.
     fetch_lock: tokio::sync::Mutex<Option<Instant>>,
     counters: Arc<JwksCounters>,
+    metrics: FetchMetrics,
+    /// With [`KeySource::Discovery`]: the last `jwks_uri` a valid document named.
+    jwks_uri: RwLock<Option<String>>,
 }
 
 /// Upper bound for one fetch, whatever the fetcher does.
@@ -291,6 +358,8 @@ impl IssuerKeys {
             keys: RwLock::new(initial),
             fetch_lock: tokio::sync::Mutex::new(None),
             counters,
+            metrics: FetchMetrics::register(issuer),
+            jwks_uri: RwLock::new(None),
         }
     }
 
@@ -371,7 +440,7 @@ impl IssuerKeys {
         }
         *last = Some(Instant::now());
         self.counters.unknown_kid_refetches.fetch_add(1, Ordering::Relaxed);
-        let _ = self.fetch_locked(fetcher, 1).await;
+        let _ = self.fetch_locked(fetcher, 1, FetchKind::UnknownKid).await;
         drop(last);
         self.lookup(kid, alg)?.ok_or_else(unknown)
     }
@@ -380,10 +449,20 @@ impl IssuerKeys {
     /// only on success. Returns the number of usable keys.
     pub async fn refresh(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, JwksError> {
         let _guard = self.fetch_lock.lock().await;
-        self.fetch_locked(fetcher, attempts).await
+        self.fetch_locked(fetcher, attempts, FetchKind::Scheduled).await
     }
 
-    async fn fetch_locked(&self, fetcher: &dyn JwksFetcher, attempts: u32) -> Result<usize, JwksError> {
+    /// The `jwks_uri` in use with discovery (`None` before the first valid document).
+    pub fn discovered_jwks_uri(&self) -> Option<String> {
+        self.jwks_uri.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn fetch_locked(
+        &self,
+        fetcher: &dyn JwksFetcher,
+        attempts: u32,
+        kind: FetchKind,
+    ) -> Result<usize, JwksError> {
         let mut backoff = Duration::from_millis(250);
         let mut last_err = JwksError::NoAttempt;
         for attempt in 0..attempts.max(1) {
@@ -392,7 +471,11 @@ impl IssuerKeys {
                 backoff *= 2;
             }
             self.counters.fetches.fetch_add(1, Ordering::Relaxed);
-            match self.fetch_once(fetcher).await {
+            let result = self.fetch_once(fetcher).await;
+            if !matches!(self.source, KeySource::Secret(_)) {
+                self.metrics.record(kind, result.is_ok());
+            }
+            match result {
                 Ok(n) => return Ok(n),
                 Err(e) => {
                     self.counters.fetch_failures.fetch_add(1, Ordering::Relaxed);
@@ -412,10 +495,11 @@ impl IssuerKeys {
                 path: p.clone(),
                 source,
             })?),
-            KeySource::Url(u) => tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch(&self.issuer, u))
-                .await
-                .map_err(|_| JwksError::TimedOut)?
-                .map_err(JwksError::Fetch)?,
+            KeySource::Url(u) => self.get(fetcher, u).await?,
+            KeySource::Discovery(d) => {
+                let uri = self.discover(fetcher, d).await?;
+                self.get(fetcher, &uri).await?
+            }
         };
         let (keys, skipped) = parse_jwks(&body)?;
         for s in &skipped {
@@ -428,5 +512,45 @@ impl IssuerKeys {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(keys));
         tracing::debug!(issuer = %self.issuer, keys = n, "JWKS loaded");
         Ok(n)
+    }
+
+    /// GET `url` through the fetcher, bounded by [`FETCH_TIMEOUT`].
+    async fn get(&self, fetcher: &dyn JwksFetcher, url: &str) -> Result<Bytes, JwksError> {
+        tokio::time::timeout(FETCH_TIMEOUT, fetcher.fetch(&self.issuer, url))
+            .await
+            .map_err(|_| JwksError::TimedOut)?
+            .map_err(JwksError::Fetch)
+    }
+
+    /// Re-reads the metadata at `url` and returns the `jwks_uri` to use: the one it
+    /// names if it is valid, else the last good one (logged); without either, an error.
+    async fn discover(&self, fetcher: &dyn JwksFetcher, url: &str) -> Result<String, JwksError> {
+        let result = match self.get(fetcher, url).await {
+            Ok(body) => super::discovery::jwks_uri_from_metadata(&body, &self.issuer, url).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.metrics.record(FetchKind::Discovery, result.is_ok());
+        match result {
+            Ok(uri) => {
+                let mut current = self.jwks_uri.write().unwrap_or_else(|e| e.into_inner());
+                if current.as_deref() != Some(uri.as_str()) {
+                    tracing::info!(issuer = %self.issuer, jwks_uri = %uri, "discovery: JWKS URL");
+                }
+                *current = Some(uri.clone());
+                Ok(uri)
+            }
+            Err(reason) => match self.discovered_jwks_uri() {
+                Some(last) => {
+                    tracing::warn!(issuer = %self.issuer, url, error = %reason,
+                        "discovery document refused or unreachable; keeping the last good jwks_uri");
+                    Ok(last)
+                }
+                None => Err(JwksError::Discovery {
+                    issuer: self.issuer.clone(),
+                    url: url.to_string(),
+                    reason,
+                }),
+            },
+        }
     }
 }

@@ -26,7 +26,7 @@
 //! 3. Per request: strip every client-sent header in [`HeaderNames::all`],
 //!    call [`Authenticator::authenticate_route`]; on `Err(e)` answer
 //!    `e.status()` with `WWW-Authenticate: authenticator.challenge(&e)` and
-//!    `e.client_message()`, and record `e.code()`; on success add
+//!    `e.description()`, and record `e.code()`; on success add
 //!    [`identity_headers`] and record the identity (never the token — only
 //!    [`Identity::token_hash`]).
 //!
@@ -38,6 +38,7 @@ pub mod assertion;
 pub mod authenticator;
 pub mod bearer;
 pub mod cert_binding;
+pub mod discovery;
 pub mod dpop;
 pub use crate::config::duration;
 pub mod error;
@@ -54,7 +55,7 @@ mod header_screening_fuzz;
 
 pub use self::assertion::AssertionSigner;
 pub use self::authenticator::{AuthRequest, AuthStats, Authenticator, KeysNotLoaded, MissingKeys};
-pub use self::error::{AuthError, DpopError};
+pub use self::error::{insufficient_scope_challenge, AuthError, DpopError};
 pub use self::identity::{identity_headers, Binding, HeaderNames, Identity};
 pub use self::jwks::{BoxFuture, JwksFetcher};
 pub use self::revocation::{MemoryRevocations, NoRevocations, RevocationList};

@@ -3,7 +3,7 @@
 //!
 //! Every struct refuses unknown keys (`deny_unknown_fields`), so a typo such
 //! as `two_factors = true` fails loudly instead of silently weakening a route.
-//! Durations are integer seconds or strings with a unit, see [`super::duration`].
+//! Durations are strings with a unit (`"60s"`), see [`super::duration`].
 //!
 //! [`AuthConfig::validate`] returns *all* problems at once as [`ConfigIssue`]s, each
 //! naming the key and the fix, so an operator can correct a file in one pass.
@@ -72,6 +72,15 @@ pub struct IssuerConfig {
     /// JWKS read from a local file instead of a URL (offline IdPs, tests).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// Find the JWKS URL with OpenID Connect Discovery: fetch
+    /// `<issuer>/.well-known/openid-configuration`, require its `issuer` to equal
+    /// `issuer` exactly and take its `jwks_uri` (see [`crate::auth::discovery`]).
+    #[serde(default)]
+    pub discovery: bool,
+    /// Explicit discovery document URL (e.g. an RFC 8414
+    /// `/.well-known/oauth-authorization-server` one); implies `discovery`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
     /// Accepted `aud` values: a token must name at least one.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -237,6 +246,19 @@ fn is_loopback_host(host: &str) -> bool {
     h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `url` may be fetched for keys or metadata: `https` with a host, or `http`
+/// only to a loopback host (a local test IdP never leaves the machine).
+pub fn is_fetchable_url(url: &str) -> bool {
+    match url.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => true,
+        Ok(u) => u.scheme_str() == Some("http") && u.host().is_some_and(is_loopback_host),
+        Err(_) => false,
+    }
+}
+
+/// Path of the OpenID Connect discovery document under an issuer (OIDC Discovery §4).
+pub const OIDC_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+
 impl IssuerConfig {
     /// The allowed algorithms, parsed. Unknown names are skipped here and
     /// reported by [`AuthConfig::validate`].
@@ -245,6 +267,28 @@ impl IssuerConfig {
             .iter()
             .filter_map(|a| a.parse::<Algorithm>().ok())
             .collect()
+    }
+
+    /// Whether the JWKS URL is found by discovery (`discovery` or `discovery_url`).
+    pub fn uses_discovery(&self) -> bool {
+        self.discovery || self.discovery_url.is_some()
+    }
+
+    /// The discovery document URL: `discovery_url` if set, else, with `discovery = true`,
+    /// the issuer without its trailing `/` followed by [`OIDC_DISCOVERY_PATH`]
+    /// (OIDC Discovery §4.1). `None` without discovery.
+    pub fn discovery_document_url(&self) -> Option<String> {
+        match (&self.discovery_url, self.discovery) {
+            (Some(u), _) => Some(u.clone()),
+            (None, true) => Some(format!("{}{OIDC_DISCOVERY_PATH}", self.issuer.trim_end_matches('/'))),
+            (None, false) => None,
+        }
+    }
+
+    /// The URL the gateway first connects to for this issuer's keys: the discovery
+    /// document, else `jwks_url` (a residency target, DATA-JP-1).
+    pub fn fetch_url(&self) -> Option<String> {
+        self.discovery_document_url().or_else(|| self.jwks_url.clone())
     }
 
     fn validate(&self, key: &str, errs: &mut Vec<ConfigIssue>) {
@@ -281,7 +325,7 @@ impl IssuerConfig {
                 ),
             }
         }
-        let has_keys = self.jwks_url.is_some() || self.jwks_file.is_some();
+        let has_keys = self.jwks_url.is_some() || self.jwks_file.is_some() || self.uses_discovery();
         if hmac && (public || has_keys) {
             err(
                 "algorithms",
@@ -320,20 +364,17 @@ impl IssuerConfig {
         }
         match (&self.jwks_url, &self.jwks_file) {
             (Some(_), Some(_)) => err("jwks_file", "set either jwks_url or jwks_file, not both".into()),
-            (None, None) if public => err(
+            (None, None) if public && !self.uses_discovery() => err(
                 "jwks_url",
-                "public-key algorithms need jwks_url (https) or jwks_file".into(),
+                "public-key algorithms need jwks_url (https), jwks_file or discovery = true".into(),
             ),
-            (Some(url), None) => match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => {}
-                Ok(u) if u.scheme_str() == Some("http") && u.host().is_some_and(is_loopback_host) => {}
-                _ => err(
-                    "jwks_url",
-                    format!("{url:?} must be an https URL (http only to localhost/127.0.0.1/[::1])"),
-                ),
-            },
+            (Some(url), None) if !is_fetchable_url(url) => err(
+                "jwks_url",
+                format!("{url:?} must be an https URL (http only to localhost/127.0.0.1/[::1])"),
+            ),
             _ => {}
         }
+        self.validate_discovery(&mut err);
         if self.max_token_bytes < 256 || self.max_token_bytes > 64 * 1024 {
             err("max_token_bytes", "must be between 256 and 65536".into());
         }
@@ -342,6 +383,48 @@ impl IssuerConfig {
                 "clock_skew",
                 "more than 5m weakens expiry; fix clock sync (NTP) instead".into(),
             );
+        }
+    }
+}
+
+impl IssuerConfig {
+    /// `discovery`/`discovery_url`: exclusive with a configured key source, and the
+    /// document URL follows the same rule as `jwks_url`.
+    fn validate_discovery(&self, err: &mut impl FnMut(&str, String)) {
+        if !self.uses_discovery() {
+            return;
+        }
+        let which = if self.discovery_url.is_some() {
+            "discovery_url"
+        } else {
+            "discovery"
+        };
+        for (other, set) in [
+            ("jwks_url", self.jwks_url.is_some()),
+            ("jwks_file", self.jwks_file.is_some()),
+            ("shared_secret", self.shared_secret.is_some()),
+        ] {
+            if set {
+                err(
+                    which,
+                    format!(
+                        "cannot be combined with {other}: discovery finds the JWKS URL itself; \
+                         remove {other}, or remove {which} to configure the keys by hand"
+                    ),
+                );
+            }
+        }
+        if let Some(url) = self.discovery_document_url() {
+            if !is_fetchable_url(&url) {
+                let why = match &self.discovery_url {
+                    Some(_) => format!("{url:?} must be an https URL (http only to localhost/127.0.0.1/[::1])"),
+                    None => format!(
+                        "the discovery URL derived from the issuer, {url:?}, must be https (http only to \
+                         localhost/127.0.0.1/[::1]); set discovery_url to the provider's metadata URL"
+                    ),
+                };
+                err(which, why);
+            }
         }
     }
 }
@@ -431,6 +514,8 @@ impl IssuerConfig {
             issuer: issuer.into(),
             jwks_url: Some(jwks_url.into()),
             jwks_file: None,
+            discovery: false,
+            discovery_url: None,
             audiences: audiences.iter().map(|s| s.to_string()).collect(),
             algorithms: default_algorithms(),
             shared_secret: None,

@@ -18,10 +18,10 @@ pub struct HealthCheckConfig {
     pub path: String,
     /// Time between probe rounds; also the `Retry-After` of a 503 for an upstream
     /// without a healthy endpoint, since the next probe may bring one back.
-    #[serde(default = "d5s", with = "humantime_serde")]
+    #[serde(default = "d5s", deserialize_with = "crate::config::duration::de_duration")]
     pub interval: Duration,
     /// Time for connection, TLS handshake and response head; at most `interval`.
-    #[serde(default = "d2s", with = "humantime_serde")]
+    #[serde(default = "d2s", deserialize_with = "crate::config::duration::de_duration")]
     pub timeout: Duration,
     /// Successful probes in a row that bring an ejected endpoint back.
     #[serde(default = "one")]

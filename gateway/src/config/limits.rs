@@ -123,7 +123,7 @@ pub struct PolicyConfig {
     /// Units admitted per `per` period, sustained.
     pub rate: u32,
     /// The period `rate` refers to (e.g. `"1s"`, `"1m"`).
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "crate::config::duration::de_duration")]
     pub per: Duration,
     /// Units that may be spent at once after a quiet period; defaults to `rate`.
     #[serde(default)]
@@ -233,16 +233,22 @@ pub struct AuthBackoffConfig {
     #[serde(default = "default_after_failures")]
     pub after_failures: u32,
     /// How far back failures are counted.
-    #[serde(default = "fifteen_minutes", with = "humantime_serde")]
+    #[serde(
+        default = "fifteen_minutes",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub window: Duration,
     /// Length of the first block.
-    #[serde(default = "fifteen_minutes", with = "humantime_serde")]
+    #[serde(
+        default = "fifteen_minutes",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub block_for: Duration,
     /// Double the block on each repeat lockout (up to `max_block`).
     #[serde(default = "yes")]
     pub exponential: bool,
     /// Upper bound of an exponential block.
-    #[serde(default = "one_day", with = "humantime_serde")]
+    #[serde(default = "one_day", deserialize_with = "crate::config::duration::de_duration")]
     pub max_block: Duration,
     /// Count failures per source IP.
     #[serde(default = "yes")]
@@ -286,7 +292,7 @@ pub enum BulkAction {
 #[serde(deny_unknown_fields)]
 pub struct BulkAccessConfig {
     /// Sliding window.
-    #[serde(with = "humantime_serde")]
+    #[serde(deserialize_with = "crate::config::duration::de_duration")]
     pub window: Duration,
     /// Distinct patients allowed in `window`; one more fires the alert.
     pub max_distinct_patients: u32,
@@ -328,7 +334,7 @@ pub struct RedisConfig {
     pub url: String,
     /// Budget for one decision's round trip; past it the policy's
     /// `on_redis_error` applies. Default 50 ms.
-    #[serde(default = "fifty_ms", with = "humantime_serde")]
+    #[serde(default = "fifty_ms", deserialize_with = "crate::config::duration::de_duration")]
     pub timeout: Duration,
     /// Prefix of every key this module writes.
     #[serde(default = "default_prefix")]
@@ -345,7 +351,7 @@ pub struct RedisConfig {
     pub breaker_after_errors: u32,
     /// How long the open breaker fails fast before one probe tries Redis again.
     /// Default 1 s.
-    #[serde(default = "one_second", with = "humantime_serde")]
+    #[serde(default = "one_second", deserialize_with = "crate::config::duration::de_duration")]
     pub breaker_retry_interval: Duration,
 }
 

@@ -151,6 +151,7 @@ impl Config {
             }
         }
         self.residency.allowed_networks_files.iter_mut().for_each(fix);
+        self.gateway.handover_socket.as_mut().map(fix);
         fix(&mut self.audit.kek_file);
         fix(&mut self.audit.signing_key_file);
         fix(&mut self.audit.spool_file);

@@ -23,6 +23,11 @@ pub mod limits;
 mod load;
 #[cfg(test)]
 mod load_fuzz;
+#[cfg(test)]
+mod reference_doc;
+#[cfg(test)]
+mod shipped_tests;
+pub mod smart;
 mod validate;
 
 pub use issue::ConfigIssue;
@@ -137,11 +142,17 @@ pub struct AuditSection {
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
     /// ...or this much time, whichever comes first.
-    #[serde(default = "default_checkpoint_interval", with = "humantime_serde")]
+    #[serde(
+        default = "default_checkpoint_interval",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub checkpoint_interval: Duration,
     /// `audit verify` fails when a record after the last checkpoint is older than two
     /// intervals plus this (queueing, commit time and clock differences between hosts).
-    #[serde(default = "default_checkpoint_grace", with = "humantime_serde")]
+    #[serde(
+        default = "default_checkpoint_grace",
+        deserialize_with = "crate::config::duration::de_duration"
+    )]
     pub checkpoint_grace: Duration,
     /// Also append every signed checkpoint (one JSON line, fsync'd) to this file, ideally
     /// on storage the database administrator cannot change; `audit verify` checks it.
@@ -227,12 +238,16 @@ pub struct GatewaySection {
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `Strict-Transport-Security` max-age sent on every response (EX-TLS-3). 0 disables it.
-    #[serde(default = "default_hsts", with = "humantime_serde")]
+    #[serde(default = "default_hsts", deserialize_with = "crate::config::duration::de_duration")]
     pub hsts_max_age: Duration,
     /// Worker threads of the runtime; 0 means one per core.
     /// The environment variable `PHR_GATEWAY_WORKER_THREADS` overrides it.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Unix socket through which a new gateway process takes the listening sockets over
+    /// from this one for an upgrade without downtime ([`crate::handover`]). Off when unset.
+    #[serde(default)]
+    pub handover_socket: Option<PathBuf>,
 }
 
 impl Default for GatewaySection {
@@ -242,6 +257,7 @@ impl Default for GatewaySection {
             trusted_proxies: Vec::new(),
             hsts_max_age: default_hsts(),
             worker_threads: 0,
+            handover_socket: None,
         }
     }
 }
@@ -270,16 +286,16 @@ impl Default for AdminSection {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Time a client has to send a complete request head (slowloris protection).
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(default = "d10s", deserialize_with = "crate::config::duration::de_duration")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving is closed after this.
-    #[serde(default = "d60s", with = "humantime_serde")]
+    #[serde(default = "d60s", deserialize_with = "crate::config::duration::de_duration")]
     pub idle_timeout: Duration,
     /// Time to complete the TLS handshake.
-    #[serde(default = "d10s", with = "humantime_serde")]
+    #[serde(default = "d10s", deserialize_with = "crate::config::duration::de_duration")]
     pub tls_handshake_timeout: Duration,
     /// A WebSocket tunnel with no bytes moving either way is closed after this.
-    #[serde(default = "d10min", with = "humantime_serde")]
+    #[serde(default = "d10min", deserialize_with = "crate::config::duration::de_duration")]
     pub websocket_idle_timeout: Duration,
     /// Largest request head (request line + headers), in bytes.
     #[serde(default = "default_max_header_bytes")]
@@ -294,7 +310,7 @@ pub struct Limits {
     #[serde(default = "default_h2_streams")]
     pub h2_max_concurrent_streams: u32,
     /// On SIGTERM, how long in-flight requests may take to finish.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub drain_timeout: Duration,
 }
 
@@ -423,17 +439,17 @@ pub struct Upstream {
     pub in_cluster: bool,
     /// Time allowed for the TCP connect to an endpoint, and again for the TLS handshake.
     /// Default 2 s.
-    #[serde(default = "d2s", with = "humantime_serde")]
+    #[serde(default = "d2s", deserialize_with = "crate::config::duration::de_duration")]
     pub connect_timeout: Duration,
     /// Time from sending the request to receiving the response head; 504 after it.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub response_timeout: Duration,
     /// Consecutive connection failures after which an endpoint is ejected.
     #[serde(default = "default_eject_after")]
     pub eject_after_failures: u32,
     /// How long an ejected endpoint is skipped before it is tried again (AV-BCP-1).
     /// Default 30 s.
-    #[serde(default = "d30s", with = "humantime_serde")]
+    #[serde(default = "d30s", deserialize_with = "crate::config::duration::de_duration")]
     pub eject_for: Duration,
     /// Keep-alive connections kept open per endpoint for reuse (see proxy::pool).
     #[serde(default = "default_pool_idle")]
@@ -481,6 +497,12 @@ pub struct Route {
     /// letters they need, e.g. `{ "$lastn" = "rs" }`.
     #[serde(default)]
     pub fhir_operations: std::collections::BTreeMap<String, String>,
+    /// FHIR routes: whether `GET <base>/metadata` (the CapabilityStatement, no patient
+    /// data) needs a token. Default `false`: served without one, as FHIR and SMART
+    /// clients expect to read it before they have a token; `true`: authenticated like
+    /// any read (any valid token, no scope needed).
+    #[serde(default)]
+    pub metadata_requires_auth: bool,
     /// Rate-limit policies (names from `[rate_limits.policies]`) applied to this route.
     #[serde(default)]
     pub rate_limits: Vec<String>,
@@ -498,6 +520,9 @@ pub struct Route {
     /// `acr_values`, `max_auth_age`, `require_cert_bound`, `require_dpop`, `required_scopes`.
     #[serde(default)]
     pub auth: auth::RoutePolicy,
+    /// FHIR routes only: the SMART App Launch discovery document served (without a
+    /// token) at `<base>/.well-known/smart-configuration`; absent: that path is 404.
+    pub smart: Option<smart::SmartConfig>,
 }
 
 /// Domestic-only storage and egress (DATA-JP-1..3).

@@ -204,6 +204,16 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
         check_route_listeners(config, r, &key, issues);
+        check_route_smart(r, &key, issues);
+        if let Some(base) = &r.public_base_url {
+            if let Err(problem) = check_public_base_url(base) {
+                issues.add(
+                    format!("{key}.public_base_url"),
+                    format!("{base:?} {problem}"),
+                    "write the URL clients use, as \"https://phr.example.jp\" (scheme, host and optional port only)",
+                );
+            }
+        }
         for (op, letters) in &r.fhir_operations {
             if !op.starts_with('$') || fhir_adapter::Perms::from_v2(letters).is_none() {
                 issues.add(
@@ -222,6 +232,49 @@ fn check_routes(config: &Config, issues: &mut Issues) {
             );
         }
     }
+}
+
+/// `public_base_url` is an origin: `https://host[:port]`, nothing before or after it.
+/// The route's prefix is appended to it, so a path would end up in front of the prefix
+/// in some URLs and not in others.
+fn check_public_base_url(base: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = base.parse().map_err(|_| "is not a URL")?;
+    if uri.scheme_str() != Some("https") {
+        return Err("must be an https URL: clients reach the gateway over TLS only");
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("has no host");
+    };
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err("must name a host without user information");
+    }
+    if uri.query().is_some() || base.contains('#') {
+        return Err("must not have a query or a fragment");
+    }
+    if !matches!(uri.path(), "" | "/") {
+        return Err("must not have a path: the route's path_prefix is appended to it");
+    }
+    Ok(())
+}
+
+/// AUTH-ID-1: SMART discovery only where FHIR is served, pointing at `https` endpoints.
+fn check_route_smart(r: &super::Route, key: &str, issues: &mut Issues) {
+    if !r.fhir && r.metadata_requires_auth {
+        issues.add(
+            format!("{key}.metadata_requires_auth"),
+            "the key only applies to FHIR routes (fhir = true)",
+            "remove it, or set fhir = true if the route serves FHIR",
+        );
+    }
+    let Some(smart) = &r.smart else { return };
+    if !r.fhir {
+        issues.add(
+            format!("{key}.smart"),
+            "a SMART configuration is published from a FHIR base, and this route is not a FHIR route",
+            "remove [routes.smart], or set fhir = true if the route serves FHIR",
+        );
+    }
+    issues.0.extend(smart.issues(&format!("{key}.smart")));
 }
 
 /// The listeners a route can be reached from (all of them when it names none).
@@ -389,6 +442,77 @@ fn check_protection(config: &Config, issues: &mut Issues) {
                 "no route has this name, so the filter would never run",
                 "use the name of a [[routes]] entry",
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped reference file, with `edit` applied, as parsed (`${...}` references
+    /// stay literal strings: parsing and these checks do not need their values).
+    fn shipped_with(edit: impl Fn(String) -> String) -> Config {
+        let text = edit(include_str!("../../../config/gateway.toml").to_string());
+        toml::from_str(&text).expect("the edited reference file parses")
+    }
+
+    fn keys(config: &Config) -> Vec<String> {
+        validate(config).into_iter().map(|i| i.key).collect()
+    }
+
+    /// AUTH-ID-1: SMART discovery is published from a FHIR base only, and the shipped
+    /// SMART table is valid.
+    #[test]
+    fn smart_and_metadata_keys_belong_to_fhir_routes() {
+        let shipped = shipped_with(|t| t);
+        assert!(shipped.routes[0].smart.is_some());
+        assert!(!keys(&shipped).iter().any(|k| k.contains("smart")));
+        let plain = shipped_with(|t| {
+            t.replacen("fhir = true\n", "fhir = false\n", 1).replacen(
+                "metadata_requires_auth = false",
+                "metadata_requires_auth = true",
+                1,
+            )
+        });
+        let keys = keys(&plain);
+        assert!(keys.contains(&"routes[0].smart".to_string()), "{keys:?}");
+        assert!(
+            keys.contains(&"routes[0].metadata_requires_auth".to_string()),
+            "{keys:?}"
+        );
+        let plain_pkce = shipped_with(|t| {
+            t.replacen(
+                "code_challenge_methods_supported = [\"S256\"]",
+                "code_challenge_methods_supported = [\"S256\", \"plain\"]",
+                1,
+            )
+        });
+        assert!(
+            super::tests::keys(&plain_pkce).contains(&"routes[0].smart.code_challenge_methods_supported".to_string())
+        );
+    }
+
+    #[test]
+    fn public_base_url_is_an_https_origin() {
+        for ok in [
+            "https://phr.example.jp",
+            "https://phr.example.jp/",
+            "https://phr.example.jp:8443",
+        ] {
+            assert_eq!(check_public_base_url(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("http://phr.example.jp", "https"),
+            ("phr.example.jp", "https"),
+            ("https://phr.example.jp/phr", "path"),
+            ("https://phr.example.jp?x=1", "query"),
+            ("https://phr.example.jp#top", "fragment"),
+            ("https://user@phr.example.jp", "user information"),
+            ("not a url", "URL"),
+        ] {
+            let problem = check_public_base_url(bad).expect_err(bad);
+            assert!(problem.contains(why), "{bad}: {problem}");
         }
     }
 }

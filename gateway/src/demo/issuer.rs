@@ -49,6 +49,25 @@ pub const ISSUER: &str = "https://dev-issuer.phr-gateway.invalid";
 /// `aud` of the demo tokens, and the audience the demo configuration accepts.
 pub const AUDIENCE: &str = "phr-gateway-demo";
 
+/// File name of the development issuer's JWKS in the data directory.
+pub const JWKS_FILE_NAME: &str = "dev-issuer-jwks.json";
+
+/// The `[[auth.issuers]]` table a gateway configuration needs to accept the development
+/// issuer's tokens, with `jwks_file` shown as `jwks` (a path, or a placeholder).
+pub fn issuer_config_snippet(jwks: &str) -> String {
+    format!("[[auth.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{jwks}\"\naudiences = [\"{AUDIENCE}\"]\n")
+}
+
+/// `dev-token --help` text after the options: what the tokens carry and the issuer
+/// table that accepts them (`DATA_DIR` is the `--data-dir` given to `dev-token`).
+pub fn dev_token_help() -> String {
+    format!(
+        "Tokens: iss = {ISSUER}, aud = {AUDIENCE}, ES256 with kid \"dev-1\", valid 12 h.\n\
+         The JWKS is written to DATA_DIR/{JWKS_FILE_NAME}. A gateway accepts these tokens with:\n\n{}",
+        issuer_config_snippet(&format!("DATA_DIR/{JWKS_FILE_NAME}"))
+    )
+}
+
 /// The demo's signing key and the JWKS file that publishes it to the gateway.
 pub struct DevIssuer {
     /// `dev-issuer-jwks.json` in the data directory: the `jwks_file` of the demo issuer.
@@ -60,7 +79,7 @@ impl DevIssuer {
     /// Loads the key from `dir`, or creates it (mode 0600) with its JWKS.
     pub fn ensure(dir: &Path) -> Result<Self, IssuerError> {
         let key_file = dir.join("dev-issuer-key.pem");
-        let jwks_file = dir.join("dev-issuer-jwks.json");
+        let jwks_file = dir.join(JWKS_FILE_NAME);
         if !key_file.exists() {
             let pair = rcgen::KeyPair::generate()?;
             super::certs::write(&key_file, &pair.serialize_pem(), 0o600)?;

@@ -62,14 +62,28 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     let ca = pki.ca_cert.display().to_string();
     let shown = config_path.display().to_string();
     let tokens_shown = tokens.display().to_string();
+    let jwks_shown = dev.jwks_file.display().to_string();
+    let data_shown = data_dir.display().to_string();
     crate::app::run(&config_path, move |listeners, admin| {
         let gw: SocketAddr = listeners[0].1;
         let base = format!("https://localhost:{}", gw.port());
         println!(
-            "\nphr-gateway demo is running (config: {config})\n\n  Gateway (TLS 1.3):   {base}/fhir/\n  Sample backend:      http://{backend} (loopback only)\n  Admin:               http://{admin}/healthz  /readyz  /metrics\n\nTry (tokens from the demo's development issuer, valid 12 h):\n  source {tokens}\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p1\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Observation      # only p1's\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p2       # 404: told nothing about p2\n  curl --cacert {ca} -H \"Authorization: Bearer $DOCTOR_TOKEN\" {base}/fhir/Patient/p2        # a practitioner may\n  curl --cacert {ca} {base}/fhir/Patient/p1                                              # 401 without a token\n  curl --cacert {ca} --tls-max 1.2 {base}/fhir/metadata   # refused: TLS 1.3 only\n  curl http://{admin}/metrics | grep phr_\n\nStop with Ctrl-C (in-flight requests are drained).\n",
+            "\nphr-gateway demo is running (config: {config})\n\n  Gateway (TLS 1.3):   {base}/fhir/\n  Sample backend:      http://{backend} (loopback only)\n  Admin:               http://{admin}/healthz  /readyz  /metrics\n\nTry (tokens from the demo's development issuer, valid 12 h):\n  source {tokens}\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p1\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Observation      # only p1's\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p2       # 404: told nothing about p2\n  curl --cacert {ca} -H \"Authorization: Bearer $DOCTOR_TOKEN\" {base}/fhir/Patient/p2        # a practitioner may\n  curl --cacert {ca} {base}/fhir/Patient/p1                                              # 401 without a token\n  curl --cacert {ca} --tls-max 1.2 {base}/fhir/metadata   # refused: TLS 1.3 only\n  curl http://{admin}/metrics | grep phr_\n",
             config = shown,
             tokens = tokens_shown,
         );
+        println!(
+            "Rate limit per subject (burst {DEMO_BURST}, then {DEMO_RATE}/s; AV-DOS-1): 20 quick requests with one token \
+             show 429 with Retry-After, RateLimit and RateLimit-Policy headers:\n  {}\n",
+            burst_command(&ca, &base)
+        );
+        println!(
+            "More tokens: phr-gateway dev-token --data-dir {data} --subject <sub> [--patient <id>]\n\
+             A gateway accepts them with (issuer, audience and JWKS path):\n\n{}",
+            issuer::issuer_config_snippet(&jwks_shown),
+            data = data_shown,
+        );
+        println!("Stop with Ctrl-C (in-flight requests are drained).\n");
     })
     .await?;
     Ok(())
@@ -86,6 +100,21 @@ async fn print_compliance_report(config_path: &Path, data_dir: &Path) {
         ),
         Err(e) => println!("Compliance report not generated: {e}"),
     }
+}
+
+/// Sustained rate of the demo's per-subject limit, per second.
+pub const DEMO_RATE: u32 = 2;
+/// Burst of the demo's per-subject limit: a quick loop of 20 requests runs out.
+pub const DEMO_BURST: u32 = 5;
+
+/// The shell loop the demo prints to show the per-subject rate limit: 20 quick reads
+/// with `$PATIENT_TOKEN` (from `tokens.env`), printing each status line and the
+/// rate-limit headers.
+pub fn burst_command(ca: &str, base: &str) -> String {
+    format!(
+        "for i in $(seq 20); do curl -s -o /dev/null -D - --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" \
+         {base}/fhir/Patient/p1 | grep -iE '^(HTTP/|retry-after|ratelimit)'; done"
+    )
 }
 
 fn demo_config(pki: &certs::DemoPki, port: u16, admin_port: u16, backend: SocketAddr, jwks: &Path) -> String {
@@ -113,24 +142,29 @@ allow_plaintext = true
 in_cluster = true
 jurisdiction = "JP"
 
-[[auth.issuers]]
-issuer = "{issuer}"
-jwks_file = "{jwks}"
-audiences = ["{audience}"]
+{issuer_table}
+# A small per-subject budget, so a quick loop of requests shows 429 with Retry-After
+# and RateLimit headers (AV-DOS-1); production values are in config/gateway.toml.
+[rate_limits.policies.per_subject]
+key = "subject"
+rate = {rate}
+per = "1s"
+burst = {burst}
 
 [[routes]]
 name = "fhir"
 path_prefix = "/fhir/"
 upstream = "sample-fhir"
 fhir = true
+rate_limits = ["per_subject"]
 
 [routes.auth]
 mode = "required"
 "#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
-        jwks = jwks.display(),
-        issuer = issuer::ISSUER,
-        audience = issuer::AUDIENCE,
+        issuer_table = issuer::issuer_config_snippet(&jwks.display().to_string()),
+        rate = DEMO_RATE,
+        burst = DEMO_BURST,
     )
 }

@@ -3,9 +3,16 @@
 //! The decisions themselves are the `fhir-adapter` crate's; this file moves bytes
 //! between it and the proxy.
 //!
+//! Two paths under a FHIR base are public, as SMART App Launch expects: the gateway
+//! answers `GET <base>/.well-known/smart-configuration` itself from `[routes.smart]`
+//! ([`smart_configuration`], after the limits of phase 3, before authentication), and
+//! `GET <base>/metadata` skips authentication unless the route sets
+//! `metadata_requires_auth` ([`is_public_metadata`]); both carry no patient data.
+//!
 //! Requirement IDs: ACL-ROLE-1 and ACL-PHR-1 (a patient's token reaches only that
 //! patient's data), EX-SEG-1 (unknown operations denied), LOG-ACC-1 (the patients and
-//! resources touched are known for the access record).
+//! resources touched are known for the access record), AUTH-ID-1 (only the discovery
+//! document and the CapabilityStatement are served without a token).
 
 use crate::context::{FhirFacts, GatewayBody, RequestContext};
 use crate::error::GatewayError;
@@ -17,6 +24,67 @@ use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+
+/// `Cache-Control` of the SMART configuration: clients may keep it a few minutes, so a
+/// changed authorization server is seen soon after a reload.
+const SMART_CACHE_CONTROL: &str = "public, max-age=300";
+
+/// The SMART discovery path, relative to the FHIR base.
+const SMART_PATH: &str = ".well-known/smart-configuration";
+
+/// The path below the route's FHIR base (`/fhir/metadata` → `metadata`), exactly as
+/// sent: no segment is dropped or merged, so `/fhir//metadata` is not `metadata`.
+fn relative<'p>(route: &ActiveRoute, path: &'p str) -> Option<&'p str> {
+    let rest = path.strip_prefix(route.prefix.as_str())?;
+    match route.prefix.ends_with('/') {
+        true => Some(rest),
+        false => rest.strip_prefix('/'),
+    }
+}
+
+/// Whether this request is the FHIR base's `GET metadata` and the route serves it without
+/// a token (`metadata_requires_auth = false`, the default). Any other method on `metadata`
+/// is authenticated as usual (and then refused by the adapter).
+pub fn is_public_metadata(route: &ActiveRoute, method: &Method, path: &str) -> bool {
+    route.fhir && !route.metadata_requires_auth && method == Method::GET && relative(route, path) == Some("metadata")
+}
+
+/// `<base>/.well-known/smart-configuration` on a FHIR route: `Some` answer (the document,
+/// or a refusal: 405 for a method other than GET, 404 where the route publishes none);
+/// `None` for every other path. Never forwarded: the backend's own document, if any,
+/// would name an authorization server the gateway does not trust.
+pub fn smart_configuration(
+    route: &ActiveRoute,
+    ctx: &mut RequestContext,
+    method: &Method,
+    path: &str,
+) -> Option<Result<Response<GatewayBody>, GatewayError>> {
+    if !route.fhir || relative(route, path) != Some(SMART_PATH) {
+        return None;
+    }
+    ctx.fhir = Some(FhirFacts {
+        interaction: fhir_adapter::Interaction::SmartConfiguration.as_str(),
+        resource_type: None,
+        resource_id: None,
+        operation: None,
+        patients: Default::default(),
+    });
+    if method != Method::GET {
+        return Some(Err(fhir_adapter::FhirError::MethodNotAllowed {
+            method: method.to_string(),
+            path: SMART_PATH.to_string(),
+        }
+        .into()));
+    }
+    let Some(doc) = &route.smart_configuration else {
+        return Some(Err(GatewayError::SmartNotConfigured));
+    };
+    let mut resp = Response::new(Either::Right(Full::new(doc.clone())));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(SMART_CACHE_CONTROL));
+    Some(Ok(resp))
+}
 
 /// Largest upstream FHIR response the gateway will buffer to check.
 const MAX_CHECKED_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -144,14 +212,19 @@ pub async fn check_response(
     exchange: Exchange,
     resp: Response<Incoming>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let (backend_base, public_base) = bases(ctx, route);
+    let (backend_base, public_base, unprefixed) = bases(ctx, route);
+    let bases = fhir_adapter::Bases {
+        backend: &backend_base,
+        public: &public_base,
+        unprefixed: unprefixed.as_deref(),
+    };
     let (mut parts, body) = resp.into_parts();
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let rewritten = parts
             .headers
             .get(&name)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| fhir_adapter::rewrite_base_url(v, &backend_base, &public_base))
+            .and_then(|v| bases.rewrite(v))
             .and_then(|v| HeaderValue::from_str(&v).ok());
         if let Some(v) = rewritten {
             parts.headers.insert(name, v);
@@ -170,10 +243,6 @@ pub async fn check_response(
     let access = AccessContext {
         scopes: &exchange.scopes,
         patient: exchange.patient.as_deref(),
-    };
-    let bases = fhir_adapter::Bases {
-        backend: &backend_base,
-        public: &public_base,
     };
     let check = match fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases)) {
         Err(e @ fhir_adapter::FhirError::ResponseOtherPatient { .. }) if conceal => {
@@ -265,8 +334,13 @@ async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Bytes, Gat
         })
 }
 
-/// The backend's FHIR base URL and the gateway's, for rewriting links.
-fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String) {
+/// The backend's FHIR base URL, the gateway's, and (on a route that strips its prefix)
+/// the origin the backend was told (`https://` + the client's Host), for rewriting
+/// links. The last is what a
+/// backend that builds URLs from `X-Forwarded-Host`/`-Proto` but ignores
+/// `X-Forwarded-Prefix` writes; [`fhir_adapter::Bases::rewrite`] moves such URLs under
+/// the prefix, and leaves URLs already under it alone.
+fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String, Option<String>) {
     let prefix = route.prefix.trim_end_matches('/');
     let upstream = ctx.upstream_base.clone().unwrap_or_default();
     let backend = if route.strip_prefix {
@@ -279,11 +353,14 @@ fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String) {
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
+    // What the backend was told (X-Forwarded-Proto/-Host): its URLs start with this.
+    let forwarded_origin = format!("https://{host}");
     let public = match &route.public_base_url {
         Some(base) => format!("{}{prefix}", base.trim_end_matches('/')),
-        None => format!("https://{host}{prefix}"),
+        None => format!("{forwarded_origin}{prefix}"),
     };
-    (backend, public)
+    let unprefixed = (route.strip_prefix && !prefix.is_empty()).then_some(forwarded_origin);
+    (backend, public, unprefixed)
 }
 
 /// The access record's FHIR facts after the decision (and the response check).

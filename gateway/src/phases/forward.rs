@@ -40,5 +40,22 @@ pub async fn forward(
         .map_err(|e| GatewayError::from_upstream(e, route.max_body_bytes))?;
     ctx.upstream_base = Some(forwarded.upstream_base);
     ctx.upstream_addr = forwarded.upstream_addr;
-    Ok(forwarded.response)
+    let mut response = forwarded.response;
+    if route.strip_prefix {
+        restore_prefix(ctx, route, &mut response);
+    }
+    Ok(response)
+}
+
+/// A route that strips its prefix: `Location` and `Content-Location` the backend built
+/// without it (from `X-Forwarded-Host`, or as a path) get it back, so a client that
+/// follows them reaches the gateway's route and not a 404 (see `proxy::public_url`).
+fn restore_prefix(ctx: &RequestContext, route: &ActiveRoute, response: &mut Response<Incoming>) {
+    let client_host = ctx.original_host.as_ref().and_then(|h| h.to_str().ok());
+    let base_host = route
+        .public_base_url
+        .as_deref()
+        .and_then(proxy::public_url::authority_of);
+    let hosts: Vec<&str> = client_host.into_iter().chain(base_host).collect();
+    proxy::public_url::restore_prefix(response.headers_mut(), &route.prefix, &hosts);
 }

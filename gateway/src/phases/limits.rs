@@ -28,6 +28,7 @@ pub async fn before_auth(p: &Protection, route: &ActiveRoute, ctx: &mut RequestC
         };
         let decision = policy.limiter.check(&key, policy.config.cost(None)).await;
         if !decision.allowed {
+            crate::metrics::rate_limit_refused(&decision.policy);
             return Err(GatewayError::RateLimited(Box::new(decision)));
         }
         ctx.rate_limits.push(decision);
@@ -74,6 +75,7 @@ pub async fn after_auth(
         let Some(key) = key else { continue };
         let decision = policy.limiter.check(&key, policy.config.cost(interaction)).await;
         if !decision.allowed {
+            crate::metrics::rate_limit_refused(&decision.policy);
             return Err(GatewayError::RateLimited(Box::new(decision)));
         }
         admitted.push(decision);

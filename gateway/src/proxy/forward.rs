@@ -85,7 +85,8 @@ impl Outgoing {
 
 /// What the request path decided about forwarding one request.
 pub struct ForwardPlan<'a> {
-    /// The route's prefix, when the route strips it from the forwarded path.
+    /// The route's prefix, when the route strips it from the forwarded path (and
+    /// announces it as `X-Forwarded-Prefix`).
     pub strip_prefix: Option<&'a str>,
     /// The request id, sent upstream as `x-request-id`.
     pub request_id: &'a HeaderValue,
@@ -144,13 +145,18 @@ pub async fn forward(pool: &UpstreamPool, plan: ForwardPlan<'_>, out: Outgoing) 
     // Hop-by-hop, forwarding and gateway-only (`x-phr-*`: client certificate,
     // identity) headers: every client-sent copy goes before the gateway writes its own.
     let prior_chain = headers::trusted_forwarded_for(&parts.headers, plan.peer_trusted);
+    let prior_forwarded = headers::trusted_forwarded(&parts.headers, plan.peer_trusted);
     headers::clean_request(&mut parts.headers, client_upgrade.is_some());
     headers::set_forwarded(
         &mut parts.headers,
         plan.peer,
         prior_chain.as_deref(),
+        prior_forwarded.as_deref(),
         plan.original_host,
     );
+    if let Some(prefix) = plan.strip_prefix {
+        headers::set_forwarded_prefix(&mut parts.headers, prefix);
+    }
     headers::set_client_identity(&mut parts.headers, plan.client_cert);
     for (name, value) in plan.identity_headers {
         parts.headers.insert(name, value);

@@ -23,6 +23,9 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The path prefix a route removed before forwarding (`/api/fhir`), so a backend can
+/// build URLs that work from outside (Spring, ASP.NET Core, HAPI and others read it).
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The verified mTLS client certificate, as the gateway tells the backend (EX-MTLS-1).
@@ -30,10 +33,11 @@ pub static X_CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-phr-cli
 pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-phr-client-cert-subject");
 
 /// The headers [`set_forwarded`] writes, so never passes on from a client.
-static FORWARDING: [&HeaderName; 5] = [
+static FORWARDING: [&HeaderName; 6] = [
     &X_FORWARDED_FOR,
     &X_FORWARDED_PROTO,
     &X_FORWARDED_HOST,
+    &X_FORWARDED_PREFIX,
     &header::FORWARDED,
     &X_REAL_IP,
 ];
@@ -77,7 +81,8 @@ fn kind(name: &HeaderName) -> Kind {
         "trailer" => Kind::HopByHop(6),
         "transfer-encoding" => Kind::HopByHop(7),
         "upgrade" => Kind::Upgrade,
-        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "forwarded" | "x-real-ip" => Kind::Forwarding,
+        "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" | "x-forwarded-prefix" | "forwarded"
+        | "x-real-ip" => Kind::Forwarding,
         n if n.starts_with(GATEWAY_PREFIX) => Kind::Gateway,
         _ => Kind::EndToEnd,
     }
@@ -210,10 +215,39 @@ pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::
     }
 }
 
+/// The `Forwarded` elements (RFC 7239) a trusted proxy in front of the gateway wrote,
+/// to be extended by [`set_forwarded`] as `X-Forwarded-For` is; `None` from anyone
+/// else, whose copy is dropped like every other forwarding header.
+pub fn trusted_forwarded(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
+    if !peer_trusted {
+        return None;
+    }
+    let elements: Vec<&str> = headers
+        .get_all(header::FORWARDED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    (!elements.is_empty()).then(|| elements.join(", "))
+}
+
 /// Writes the forwarding headers for a request from `peer`, after [`clean_request`]
 /// dropped the client's. `prior` is a trusted proxy's `X-Forwarded-For` chain
-/// ([`trusted_forwarded_for`]), which is extended rather than replaced.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, prior: Option<&str>, original_host: Option<&HeaderValue>) {
+/// ([`trusted_forwarded_for`]) and `prior_forwarded` its `Forwarded` elements
+/// ([`trusted_forwarded`]); both are extended rather than replaced.
+///
+/// `Forwarded` (RFC 7239) carries `for` (an IPv6 node bracketed and quoted, §6),
+/// `proto=https` and the `host` the client addressed (quoted when it has a port, since
+/// `:` is not a token character). No `by`: the gateway's own address tells a backend
+/// nothing it needs.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    prior: Option<&str>,
+    prior_forwarded: Option<&str>,
+    original_host: Option<&HeaderValue>,
+) {
     let mut xff = String::with_capacity(64);
     if let Some(p) = prior {
         xff.push_str(p);
@@ -225,6 +259,10 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, prior: Option<&str>,
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     let mut forwarded = String::with_capacity(96);
+    if let Some(p) = prior_forwarded {
+        forwarded.push_str(p);
+        forwarded.push_str(", ");
+    }
     forwarded.push_str("for=");
     match peer {
         IpAddr::V4(_) => push_ip(&mut forwarded, peer),
@@ -235,14 +273,37 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, prior: Option<&str>,
     if let Some(host) = original_host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
         if let Ok(h) = host.to_str() {
+            // A Host is a name, an IPv4 address or a bracketed IPv6 one, with an optional
+            // port; anything else is not passed on rather than escaped.
             if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
                 forwarded.push_str(";host=");
-                forwarded.push_str(h);
+                if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
+                    forwarded.push_str(h);
+                } else {
+                    forwarded.push('"');
+                    forwarded.push_str(h);
+                    forwarded.push('"');
+                }
             }
         }
     }
     if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// Tells the backend which path prefix the route removed (`X-Forwarded-Prefix`), so
+/// that it can build `Location`, `Content-Location` and Bundle links that work from
+/// outside. `prefix` is the route's `path_prefix`; its trailing `/` is left out
+/// (`/api/fhir/` → `/api/fhir`), as backends append their own paths to it. A prefix of
+/// `/` strips nothing, so nothing is sent.
+pub fn set_forwarded_prefix(headers: &mut HeaderMap, prefix: &str) {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(prefix) {
+        headers.insert(&X_FORWARDED_PREFIX, v);
     }
 }
 
@@ -308,7 +369,7 @@ mod tests {
     #[test]
     fn ipv6_peer_is_bracketed_and_quoted_in_forwarded() {
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), None, None);
+        set_forwarded(&mut h, "2001:db8::1".parse().unwrap(), None, None, None);
         assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
         assert_eq!(h[header::FORWARDED], "for=\"[2001:db8::1]\";proto=https");
     }
@@ -329,7 +390,7 @@ mod tests {
         h.insert("x-keep", HeaderValue::from_static("1"));
         h.insert("x-phr", HeaderValue::from_static("not the prefix"));
         clean_request(&mut h, false);
-        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), None, None);
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), None, None, None);
         assert!(h.get(&X_REAL_IP).is_none() && h.get(&X_FORWARDED_HOST).is_none());
         assert!(h.keys().all(|k| !k.as_str().starts_with(GATEWAY_PREFIX)), "{h:?}");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
@@ -414,6 +475,7 @@ mod tests {
             &mut h,
             "10.0.0.9".parse().unwrap(),
             prior.as_deref(),
+            None,
             Some(&HeaderValue::from_static("gw.example.jp")),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.9");
@@ -422,8 +484,60 @@ mod tests {
         h2.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
         let prior = trusted_forwarded_for(&h2, true);
         clean_request(&mut h2, false);
-        set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), prior.as_deref(), None);
+        set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), prior.as_deref(), None, None);
         assert_eq!(h2[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h2.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6_and_a_host_with_a_port() {
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("gw.example.jp:8443");
+        set_forwarded(&mut h, "::1".parse().unwrap(), None, None, Some(&host));
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=\"[::1]\";proto=https;host=\"gw.example.jp:8443\""
+        );
+        assert_eq!(h[&X_FORWARDED_HOST], "gw.example.jp:8443");
+        let mut h = HeaderMap::new();
+        let host = HeaderValue::from_static("[2001:db8::5]");
+        set_forwarded(&mut h, "192.0.2.7".parse().unwrap(), None, None, Some(&host));
+        assert_eq!(h[header::FORWARDED], "for=192.0.2.7;proto=https;host=\"[2001:db8::5]\"");
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_is_extended_and_an_untrusted_one_replaced() {
+        let mut h = HeaderMap::new();
+        h.append(header::FORWARDED, HeaderValue::from_static("for=192.0.2.1;proto=https"));
+        h.append(header::FORWARDED, HeaderValue::from_static("for=\"[2001:db8::9]\""));
+        let prior = trusted_forwarded(&h, true);
+        assert_eq!(
+            prior.as_deref(),
+            Some("for=192.0.2.1;proto=https, for=\"[2001:db8::9]\"")
+        );
+        assert_eq!(trusted_forwarded(&h, false), None);
+        clean_request(&mut h, false);
+        assert!(h.get(header::FORWARDED).is_none());
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), None, prior.as_deref(), None);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.1;proto=https, for=\"[2001:db8::9]\", for=10.0.0.9;proto=https"
+        );
+        assert_eq!(h.get_all(header::FORWARDED).iter().count(), 1);
+    }
+
+    #[test]
+    fn the_stripped_prefix_is_announced_without_its_trailing_slash() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_PREFIX, HeaderValue::from_static("/forged"));
+        clean_request(&mut h, false);
+        assert!(h.get(&X_FORWARDED_PREFIX).is_none(), "a client's prefix is dropped");
+        set_forwarded_prefix(&mut h, "/api/fhir/");
+        assert_eq!(h[&X_FORWARDED_PREFIX], "/api/fhir");
+        set_forwarded_prefix(&mut h, "/x");
+        assert_eq!(h[&X_FORWARDED_PREFIX], "/x");
+        let mut h = HeaderMap::new();
+        set_forwarded_prefix(&mut h, "/");
+        assert!(h.get(&X_FORWARDED_PREFIX).is_none());
     }
 }

@@ -164,3 +164,9 @@ pub fn export_gauges<'a>(pools: impl Iterator<Item = &'a Arc<UpstreamPool>>) {
         }
     }
 }
+
+/// How many of `pool`'s endpoints are in service now (the route's
+/// `phr_route_healthy_endpoints` gauge; 0 means it answers 503).
+pub fn healthy_endpoints(pool: &UpstreamPool) -> usize {
+    pool.endpoints.iter().filter(|e| !e.is_ejected()).count()
+}

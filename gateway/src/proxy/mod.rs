@@ -9,6 +9,7 @@ mod forward;
 pub mod headers;
 pub mod health;
 mod pool;
+pub mod public_url;
 pub mod websocket;
 
 pub use connector::{ConnectError, PeerAddr};

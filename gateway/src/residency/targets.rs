@@ -58,8 +58,10 @@ pub fn from_config(config: &Config) -> Vec<Target> {
         .map(|(name, u)| upstream_target(name, u))
         .collect();
     for issuer in &config.auth.issuers {
-        if let Some(url) = &issuer.jwks_url {
-            targets.push(jwks_target(issuer, url));
+        // With discovery the gateway connects to the discovery URL's host, and the
+        // `jwks_uri` must be on that same host (crate::auth::discovery).
+        if let Some(url) = issuer.fetch_url() {
+            targets.push(jwks_target(issuer, &url));
         }
     }
     if let Some(url) = config.store.url.as_deref().filter(|u| u.starts_with("postgres")) {

@@ -12,6 +12,8 @@
 
 pub mod cert_check;
 mod client_identity;
+pub mod expiry;
+pub mod handshake;
 pub mod server;
 mod sni;
 pub mod upstream;

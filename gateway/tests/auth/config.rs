@@ -23,7 +23,7 @@ fn full_config_parses_with_defaults_and_durations() {
             "issuer": "https://idp.example.jp",
             "jwks_url": "https://idp.example.jp/jwks",
             "audiences": ["https://api.example.jp"],
-            "clock_skew": 30,
+            "clock_skew": "30s",
             "max_token_age": "12h"
         }],
         "factors": { "trust_mfa_claim": false, "map": { "mynumber_card": "possession" } }
@@ -40,6 +40,13 @@ fn full_config_parses_with_defaults_and_durations() {
     assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
     assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
     assert!(parse_duration("5 minutes").is_err());
+    // One grammar everywhere: [auth] no longer takes bare seconds.
+    let e = parse(json!({"issuers": [{"issuer": "https://idp.example.jp", "clock_skew": 30}]})).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("write durations with a unit, e.g. \"30s\" (a bare 30 is no longer accepted)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -91,4 +98,52 @@ fn loopback_http_and_hmac_only_issuers_are_fine() {
         errs.iter().any(|e| e.starts_with("auth.issuers[1].jwks_url")),
         "{errs:#?}"
     );
+}
+
+#[test]
+fn discovery_is_exclusive_with_hand_configured_keys_and_needs_https() {
+    let ok = parse(json!({"issuers": [
+        {"issuer": "https://idp.example.jp/realms/phr/", "discovery": true, "audiences": ["x"]},
+        {"issuer": "b", "discovery_url": "https://idp.example.jp/.well-known/oauth-authorization-server/b", "audiences": ["x"]},
+        {"issuer": "http://127.0.0.1:8080", "discovery": true, "audiences": ["x"]}
+    ]}))
+    .unwrap();
+    assert!(ok.validate().is_empty(), "{:#?}", ok.validate());
+    // OIDC Discovery §4.1: the issuer's trailing slash is removed before the well-known path.
+    assert_eq!(
+        ok.issuers[0].discovery_document_url().as_deref(),
+        Some("https://idp.example.jp/realms/phr/.well-known/openid-configuration")
+    );
+    assert_eq!(
+        ok.issuers[1].fetch_url().as_deref(),
+        Some("https://idp.example.jp/.well-known/oauth-authorization-server/b")
+    );
+
+    let errs = errors(json!({"issuers": [
+        {"issuer": "https://a.example", "discovery": true, "jwks_url": "https://a.example/jwks", "audiences": ["x"]},
+        {"issuer": "https://b.example", "discovery_url": "https://b.example/m", "jwks_file": "/k.json", "audiences": ["x"]},
+        {"issuer": "http://c.example", "discovery": true, "audiences": ["x"]},
+        {"issuer": "https://d.example", "discovery_url": "http://d.example/m", "audiences": ["x"]}
+    ]}));
+    let has = |k: &str, m: &str| errs.iter().any(|e| e.starts_with(k) && e.contains(m));
+    assert!(
+        has("auth.issuers[0].discovery", "cannot be combined with jwks_url") && has("", "remove jwks_url"),
+        "{errs:#?}"
+    );
+    assert!(
+        has("auth.issuers[1].discovery_url", "cannot be combined with jwks_file"),
+        "{errs:#?}"
+    );
+    assert!(
+        has(
+            "auth.issuers[2].discovery",
+            "\"http://c.example/.well-known/openid-configuration\", must be https"
+        ),
+        "{errs:#?}"
+    );
+    assert!(
+        has("auth.issuers[3].discovery_url", "must be an https URL"),
+        "{errs:#?}"
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
 }

@@ -255,3 +255,93 @@ async fn malformed_proofs_and_downgraded_schemes_are_refused_with_their_reason()
     let h = headers("Bearer", &plain, None);
     assert_eq!(dpop_err(run(&e, &h, &Method::GET, URL).await), DpopError::TokenNotBound);
 }
+
+/// RFC 9449 §7.1: each refused proof's challenge names the check that failed, through
+/// the real verifier, and never carries the proof's `jti`, the token or key material.
+#[tokio::test]
+async fn each_refused_proof_says_which_check_failed() {
+    let e = env().await;
+    let t = dpop_token(&jkt(&client_jwk("dpop_ec", Algorithm::ES256)));
+    let challenge = |err: &AuthError| e.auth.challenge(err).unwrap();
+    let expect = |header: String, what: &str, jti: &str| {
+        assert_eq!(
+            header,
+            format!(
+                "DPoP realm=\"phr-gateway\", error=\"invalid_dpop_proof\", error_description=\"invalid DPoP proof: {what}\", algs=\"ES256 EdDSA RS256 PS256\""
+            )
+        );
+        assert!(!header.contains(jti) && !header.contains(&t[..20]), "{header}");
+    };
+    let cases: Vec<(Proof, Method, &str)> = vec![
+        (
+            Proof {
+                htu: "https://api.example.jp/fhir/Patient/999",
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "htu does not match the request URL",
+        ),
+        (Proof::new(&t), Method::DELETE, "htm does not match the request method"),
+        (
+            Proof {
+                ath: ath("some-other-token"),
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "ath does not match the access token",
+        ),
+        (
+            Proof {
+                iat: now() - 600,
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "iat outside the allowed window (check the client clock)",
+        ),
+        (
+            Proof {
+                key: "attacker_ec",
+                jwk: client_jwk("attacker_ec", Algorithm::ES256),
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "proof key does not match the token's cnf.jkt",
+        ),
+        (
+            Proof {
+                key: "attacker_ec",
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "proof signature invalid",
+        ),
+        (
+            Proof {
+                typ: "jwt",
+                ..Proof::new(&t)
+            },
+            Method::GET,
+            "proof typ is not dpop+jwt",
+        ),
+    ];
+    for (proof, method, what) in cases {
+        let h = headers("DPoP", &t, Some(&proof.sign()));
+        let err = run(&e, &h, &method, URL).await.unwrap_err();
+        expect(challenge(&err), what, &proof.jti);
+    }
+    // Replay: the same proof twice.
+    let p = Proof::new(&t);
+    let h = headers("DPoP", &t, Some(&p.sign()));
+    run(&e, &h, &Method::GET, URL).await.unwrap();
+    let err = run(&e, &h, &Method::GET, URL).await.unwrap_err();
+    expect(challenge(&err), "proof replayed (jti seen before)", &p.jti);
+    // No proof at all.
+    let err = run(&e, &headers("DPoP", &t, None), &Method::GET, URL)
+        .await
+        .unwrap_err();
+    expect(
+        challenge(&err),
+        "no DPoP header; a DPoP-bound token needs a proof with every request",
+        "(no proof, so no jti)",
+    );
+}

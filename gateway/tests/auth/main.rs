@@ -5,6 +5,7 @@
 mod assertion;
 mod common;
 mod config;
+mod discovery;
 mod dpop;
 mod jwks_rotation;
 mod policy;

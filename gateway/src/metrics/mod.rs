@@ -2,7 +2,14 @@
 //!
 //! Per-route handles are registered when a route is built, so the request path increments
 //! a counter it already holds instead of hashing label sets on every request.
+//!
+//! [`catalogue`] lists every metric with its help text; [`openmetrics`] serves the
+//! OpenMetrics text format to scrapers that ask for it.
 
+pub mod catalogue;
+pub mod openmetrics;
+
+use catalogue::Kind;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -23,8 +30,51 @@ pub fn install() -> &'static PrometheusHandle {
         // Only fails if another recorder was installed first (a test harness); metrics
         // then go to that recorder and /metrics shows ours, empty. Not a safety issue.
         let _ = metrics::set_global_recorder(recorder);
+        describe_all();
         handle
     })
+}
+
+/// Registers the `# HELP` text and unit of every catalogue entry, so every family in a
+/// scrape carries both `# HELP` and `# TYPE`.
+fn describe_all() {
+    for m in catalogue::METRICS {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
+            Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
+        }
+    }
+}
+
+/// Prometheus text lines for one gauge family rendered outside the recorder: `# HELP`
+/// (from the catalogue), `# TYPE`, then one sample per label set. Label values are
+/// escaped as the text format requires (`\`, `"`, newline).
+pub fn render_gauge_family(out: &mut String, name: &str, samples: &[(Vec<(&str, String)>, f64)]) {
+    use std::fmt::Write;
+    if samples.is_empty() {
+        return;
+    }
+    if let Some(spec) = catalogue::lookup(name) {
+        let _ = writeln!(out, "# HELP {name} {}", spec.help.replace('\\', "\\\\"));
+    }
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (labels, value) in samples {
+        out.push_str(name);
+        if !labels.is_empty() {
+            out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(out, "{k}=\"{v}\"");
+            }
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+    out.push('\n');
 }
 
 /// How often recorded histogram samples are folded into their buckets.
@@ -87,6 +137,13 @@ impl RouteMetrics {
     }
 }
 
+/// Counts a request refused with 429 by the rate-limit policy `policy`. Only refusals
+/// are counted here (admitted requests are `phr_requests_total`), so the request path
+/// pays for the label lookup only when it refuses.
+pub fn rate_limit_refused(policy: &str) {
+    metrics::counter!("phr_rate_limit_refused_total", "policy" => policy.to_string()).increment(1);
+}
+
 /// Copies the access-record writer's counters into the registry; called at
 /// each scrape, so the writer itself never touches the metrics recorder.
 /// `phr_audit_failed_records_total` above zero means requests were refused
@@ -102,5 +159,30 @@ pub fn audit_writer(s: &crate::audit::writer::WriterStats) {
         ("phr_audit_checkpoints_total", s.checkpoints),
     ] {
         metrics::counter!(name).absolute(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_family_rendered_outside_the_recorder_has_help_type_and_escaped_labels() {
+        let mut out = String::new();
+        render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[]);
+        assert_eq!(out, "", "no samples, no family");
+        let labels = vec![
+            ("section", "listeners.public".to_string()),
+            ("subject", "CN=a \"b\"\\c\nd".to_string()),
+        ];
+        render_gauge_family(&mut out, catalogue::CERT_EXPIRY, &[(labels, 1_936_742_400.0)]);
+        let help = catalogue::lookup(catalogue::CERT_EXPIRY).unwrap().help;
+        assert_eq!(
+            out,
+            format!(
+                "# HELP {n} {help}\n# TYPE {n} gauge\n{n}{{section=\"listeners.public\",subject=\"CN=a \\\"b\\\"\\\\c\\nd\"}} 1936742400\n\n",
+                n = catalogue::CERT_EXPIRY
+            )
+        );
     }
 }
