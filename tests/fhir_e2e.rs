@@ -6,7 +6,6 @@ use crate::common::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use jsonwebtoken::Algorithm;
 use phr_test_support::config::issuer;
 use phr_test_support::tokens;
 use serde_json::{json, Value};
@@ -25,12 +24,7 @@ async fn start() -> Fhir {
 }
 
 fn token(scope: &str, patient: Option<&str>) -> String {
-    let mut c = tokens::claims();
-    c["scope"] = json!(scope);
-    if let Some(p) = patient {
-        c["patient"] = json!(p);
-    }
-    tokens::sign("ec1", Algorithm::ES256, "ec1", &c)
+    tokens::scoped(scope, patient)
 }
 
 impl Fhir {
@@ -41,23 +35,7 @@ impl Fhir {
         path: &str,
         body: Option<Value>,
     ) -> (u16, http::HeaderMap, Value) {
-        let mut c = Conn::open(self.gw.addr, client_config(&self.pki.ca_pem, &ClientOpts::default()))
-            .await
-            .unwrap();
-        let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/fhir+json");
-                Bytes::from(b.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let (status, headers, bytes) = c.request(req.body(Full::new(body)).unwrap()).await.unwrap();
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, headers, v)
+        fhir_request(self.gw.addr, &self.pki.ca_pem, "localhost", token, method, path, body).await
     }
 }
 

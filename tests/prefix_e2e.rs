@@ -5,9 +5,6 @@
 //! a client following `Location` or a Bundle's `fullUrl` gets the resource, not a 404.
 
 use crate::common::*;
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use jsonwebtoken::Algorithm;
 use phr_test_support::config::issuer;
 use phr_test_support::tokens;
@@ -29,22 +26,7 @@ impl Client<'_> {
         path: &str,
         body: Option<Value>,
     ) -> (u16, http::HeaderMap, Value) {
-        let mut c = Conn::open(self.gw.addr, client_config(&self.pki.ca_pem, &ClientOpts::default()))
-            .await
-            .unwrap();
-        let mut req = Request::builder().method(method).uri(path).header("host", &self.host);
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(b) => {
-                req = req.header("content-type", "application/fhir+json");
-                Bytes::from(b.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let (status, headers, bytes) = c.request(req.body(Full::new(body)).unwrap()).await.unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        fhir_request(self.gw.addr, &self.pki.ca_pem, &self.host, token, method, path, body).await
     }
 
     /// GET an absolute URL the gateway handed out, as a client would: it must be https

@@ -7,7 +7,6 @@ use crate::common::*;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use jsonwebtoken::Algorithm;
 use phr_test_support::config::{issuer, FHIR_ROUTE};
 use phr_test_support::tokens;
 use serde_json::{json, Value};
@@ -50,12 +49,7 @@ async fn start(route_extra: &str) -> Smart {
 }
 
 fn token(scope: &str, patient: Option<&str>) -> String {
-    let mut c = tokens::claims();
-    c["scope"] = json!(scope);
-    if let Some(p) = patient {
-        c["patient"] = json!(p);
-    }
-    tokens::sign("ec1", Algorithm::ES256, "ec1", &c)
+    tokens::scoped(scope, patient)
 }
 
 impl Smart {

@@ -81,6 +81,16 @@ pub fn claims() -> Value {
     })
 }
 
+/// A valid ES256 token (key `ec1`) with `scope` and, for a patient token, `patient`.
+pub fn scoped(scope: &str, patient: Option<&str>) -> String {
+    let mut c = claims();
+    c["scope"] = json!(scope);
+    if let Some(p) = patient {
+        c["patient"] = json!(p);
+    }
+    sign("ec1", Algorithm::ES256, "ec1", &c)
+}
+
 pub fn sign(name: &str, alg: Algorithm, kid: &str, claims: &Value) -> String {
     let mut h = Header::new(alg);
     h.kid = Some(kid.into());

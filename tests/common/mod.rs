@@ -538,3 +538,37 @@ impl Conn {
 pub fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
 }
+
+/// One FHIR request on a new TLS connection to `addr` (trusting `ca_pem`), with `Host:
+/// host`, an optional bearer token and an optional JSON body: (status, headers, the body
+/// as JSON, or `Null` when it is not JSON).
+pub async fn fhir_request(
+    addr: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    let mut c = Conn::open(addr, client_config(ca_pem, &ClientOpts::default()))
+        .await
+        .unwrap();
+    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/fhir+json");
+            Bytes::from(b.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let (status, headers, bytes) = c.request(req.body(Full::new(body)).unwrap()).await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
