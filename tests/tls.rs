@@ -14,6 +14,61 @@ async fn gateway_with(pki: &Pki, listener_extra: &str) -> Gateway {
     )
 }
 
+/// EX-TLS-4: the listener chooses the suite, AES-128-GCM first, whatever order the client
+/// lists; a client that offers only AES-256-GCM or only ChaCha20 still gets it.
+#[tokio::test]
+async fn the_listener_chooses_aes_128_gcm_whatever_the_clients_order() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    use rustls::CipherSuite as S;
+    let pki = Pki::new();
+    let gw = gateway_with(&pki, "").await;
+    let roots = {
+        let mut r = rustls::RootCertStore::empty();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+            r.add(c.unwrap()).unwrap();
+        }
+        r
+    };
+    let cases = [
+        (
+            vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_AES_128_GCM_SHA256,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+            ],
+            S::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_AES_128_GCM_SHA256,
+            ],
+            S::TLS13_AES_128_GCM_SHA256,
+        ),
+        (vec![cs::TLS13_AES_256_GCM_SHA384], S::TLS13_AES_256_GCM_SHA384),
+        (
+            vec![cs::TLS13_CHACHA20_POLY1305_SHA256],
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ];
+    for (offered, expected) in cases {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: offered,
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tls_connect(gw.addr, std::sync::Arc::new(cfg)).await.unwrap();
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(suite, expected);
+    }
+}
+
 #[tokio::test]
 async fn http1_and_http2_by_alpn() {
     let pki = Pki::new();
