@@ -16,5 +16,6 @@ mod monitoring;
 mod operations;
 mod proxy;
 mod residency;
+mod scale_out_e2e;
 mod smart_e2e;
 mod tls;

@@ -1,0 +1,611 @@
+//! End-to-end: several gateway instances on loopback sharing one PostgreSQL store and one
+//! Redis, as an operator scales out behind a load balancer (issue 21; ACL-ACCT-1,
+//! LOG-ACC-1, LOG-PROT-1, AV-DOS-1).
+//!
+//! Three real `phr-gateway` processes share the store (access records, revocations, the
+//! block list), the audit key-encryption key and the checkpoint signing key, each with
+//! its own `instance_id` (its own chain) and spool. A client spreads its requests over
+//! them. The tests show that the shared rate limit holds for the instances together,
+//! that a revocation or a block made through one instance is enforced by every other
+//! within 2 s, that every chain verifies and `audit export` returns each acknowledged
+//! request exactly once, also after one instance is killed with SIGKILL mid-run or loses
+//! its PostgreSQL connection for a while.
+//!
+//! They need `PHR_TEST_POSTGRES_URL` (and `PHR_TEST_REDIS_URL` for the rate limit) and
+//! skip without them (fail instead with `PHR_TEST_REQUIRE_SERVICES=1`, as CI runs them).
+//! Each uses a fresh PostgreSQL schema and a fresh Redis key prefix, so they run in
+//! parallel with every other test. Loops are bounded by a count and a deadline; the
+//! counts are printed past the harness's capture so CI output shows them.
+
+use crate::audit_e2e::{
+    assert_intact, by_request_id, cfg_str, cli_ok, config, export, get_once, pg_host_port, pg_store, restart, start_in,
+    status_on_all, stop, token, unique, url_via,
+};
+use crate::common::tcp_proxy::TcpProxy;
+use crate::common::*;
+use crate::limits_e2e::{gcra_ceiling, policy, redis_table, unique_prefix};
+use phr_test_support::pg::PgSchema;
+use phr_test_support::report;
+use phr_test_support::services::{postgres_url, redis_url};
+use phr_test_support::tokens;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Instances per test: "two or three gateway processes".
+const INSTANCES: usize = 3;
+
+// ---- the cluster -------------------------------------------------------------------
+
+/// Three gateways sharing one PostgreSQL schema (instance 0 optionally through a
+/// [`TcpProxy`] that a test can cut), one audit KEK and one checkpoint signing key.
+struct Cluster {
+    pki: Pki,
+    gws: Vec<Option<Gateway>>,
+    configs: Vec<PathBuf>,
+    /// In front of PostgreSQL for instance 0, when asked for.
+    proxy: Option<TcpProxy>,
+    schema: PgSchema,
+}
+
+/// What a cluster is started with besides the shared store.
+#[derive(Default)]
+struct Options {
+    /// Instance 0 reaches PostgreSQL through a cuttable proxy.
+    proxy_first: bool,
+    /// Extra tables for every instance ([rate_limits], [redis]).
+    extra: String,
+    /// Route keys added to the FHIR route (`rate_limits = [...]`).
+    fhir_route_extra: String,
+}
+
+fn instance_name(i: usize) -> String {
+    format!("gw-{i}")
+}
+
+impl Cluster {
+    /// `None` (skipped) without PostgreSQL.
+    async fn start(opts: Options) -> Option<Self> {
+        let admin = postgres_url()?;
+        let schema = PgSchema::create(&admin, "scale_out_").await;
+        let proxy = if opts.proxy_first {
+            let target: SocketAddr = pg_host_port(&admin).parse().expect("PHR_TEST_POSTGRES_URL host:port");
+            assert!(target.ip().is_loopback(), "only a loopback PostgreSQL is used in tests");
+            Some(TcpProxy::start(target).await)
+        } else {
+            None
+        };
+        let pki = Pki::new();
+        let fhir = fhir_backend::start().await;
+        let plain = start_backend().await;
+        let mut gws = Vec::new();
+        let mut configs = Vec::new();
+        for i in 0..INSTANCES {
+            let url = match (&proxy, i) {
+                (Some(p), 0) => url_via(&schema, p.addr),
+                _ => schema.url.clone(),
+            };
+            let dir = pki.path(&instance_name(i));
+            // One KEK and one signing key for all (each instance reads the others'
+            // records, and `audit verify` trusts the configured key); one spool each.
+            let shared = format!(
+                "{}[audit]\nkek_file = \"{}\"\nsigning_key_file = \"{}\"\nspool_file = \"{}\"\n\n{}",
+                pg_store(&url),
+                pki.path("shared-kek.key").display(),
+                pki.path("shared-signing.pem").display(),
+                dir.join("audit-spool.bin").display(),
+                opts.extra,
+            );
+            let mut text = config(&pki, &instance_name(i), fhir, plain, &shared);
+            if !opts.fhir_route_extra.is_empty() {
+                let with = text.replacen("fhir = true\n", &format!("fhir = true\n{}\n", opts.fhir_route_extra), 1);
+                assert_ne!(with, text, "no FHIR route to extend in:\n{text}");
+                text = with;
+            }
+            // Started one after the other: the first creates the shared key files.
+            let gw = start_in(&dir, &text);
+            configs.push(gw.config.clone());
+            gws.push(Some(gw));
+        }
+        Some(Self {
+            pki,
+            gws,
+            configs,
+            proxy,
+            schema,
+        })
+    }
+
+    fn gw(&self, i: usize) -> &Gateway {
+        self.gws[i].as_ref().expect("instance running")
+    }
+
+    fn addrs(&self) -> Vec<SocketAddr> {
+        (0..INSTANCES).map(|i| self.gw(i).addr).collect()
+    }
+
+    /// SIGTERM to every running instance, each waited for: shutdown checkpoints signed.
+    fn stop_all(&mut self) {
+        for gw in self.gws.iter_mut().filter_map(Option::take) {
+            stop(gw);
+        }
+    }
+
+    /// The spool of instance `i`: its length in bytes (0 when absent).
+    fn spool_len(&self, i: usize) -> u64 {
+        std::fs::metadata(self.pki.path(&instance_name(i)).join("audit-spool.bin"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    async fn records(&self) -> i64 {
+        let st = crate::audit_e2e::connect(&self.schema.url).await;
+        let n = sqlx::query_scalar("SELECT COUNT(*) FROM audit_records")
+            .fetch_one(st.pool())
+            .await
+            .unwrap();
+        st.close().await;
+        n
+    }
+}
+
+// ---- load ------------------------------------------------------------------------------
+
+/// What one load worker saw: every answered request as (status, request id, instance),
+/// and how many requests got no answer (connection refused or cut).
+#[derive(Default)]
+struct Seen {
+    answered: Vec<(u16, String, usize)>,
+    unanswered: u32,
+    /// 429 answers without a `Retry-After`.
+    limited_without_retry_after: u32,
+}
+
+/// Sends GET `path_of(i)` back to back, request `i` to instance `i % addrs.len()` shifted
+/// by `worker` (round-robin), one connection per instance, until `deadline` or `max`
+/// requests. A failed connection is reopened on the next request for that instance.
+async fn drive(
+    worker: usize,
+    addrs: Vec<SocketAddr>,
+    tls: Arc<rustls::ClientConfig>,
+    path_of: impl Fn(usize) -> String,
+    auth: Option<String>,
+    deadline: Instant,
+    max: usize,
+) -> Seen {
+    let mut seen = Seen::default();
+    let mut conns: Vec<Option<Conn>> = addrs.iter().map(|_| None).collect();
+    for i in 0..max {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let inst = (worker + i) % addrs.len();
+        if conns[inst].is_none() {
+            conns[inst] = Conn::open(addrs[inst], tls.clone()).await.ok();
+        }
+        let Some(c) = conns[inst].as_mut() else {
+            seen.unanswered += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let mut req = http::Request::get(path_of(i)).header("host", "localhost");
+        if let Some(t) = &auth {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        match c
+            .request(req.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+            .await
+        {
+            Ok((status, headers, _)) => {
+                if status == 429 && headers.get("retry-after").is_none() {
+                    seen.limited_without_retry_after += 1;
+                }
+                let id = headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                seen.answered.push((status, id, inst));
+            }
+            Err(_) => {
+                seen.unanswered += 1;
+                conns[inst] = None;
+            }
+        }
+    }
+    seen
+}
+
+/// Runs `workers` [`drive`]rs on plain-route paths unique to this run, concurrently.
+fn plain_load(
+    c: &Cluster,
+    tag: &str,
+    workers: usize,
+    deadline: Instant,
+    max: usize,
+) -> Vec<tokio::task::JoinHandle<Seen>> {
+    (0..workers)
+        .map(|w| {
+            let tag = tag.to_string();
+            tokio::spawn(drive(
+                w,
+                c.addrs(),
+                client(&c.pki),
+                move |i| format!("/plain/{tag}/w{w}/{i}"),
+                None,
+                deadline,
+                max,
+            ))
+        })
+        .collect()
+}
+
+async fn join(handles: Vec<tokio::task::JoinHandle<Seen>>) -> Seen {
+    let mut all = Seen::default();
+    for h in handles {
+        let s = h.await.unwrap();
+        all.answered.extend(s.answered);
+        all.unanswered += s.unanswered;
+        all.limited_without_retry_after += s.limited_without_retry_after;
+    }
+    all
+}
+
+/// Requests answered per instance, for the printed counts.
+fn per_instance(seen: &Seen) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for (_, _, i) in &seen.answered {
+        *m.entry(instance_name(*i)).or_default() += 1;
+    }
+    m
+}
+
+/// Exports the shared store and checks that every acknowledged request (answered with a
+/// status below 500, so its record was committed or spooled before the answer) is in it
+/// exactly once, under the instance that answered it; every chain verifies. Returns the
+/// number of exported records.
+async fn assert_exported_once(c: &Cluster, acked: &[(u16, String, usize)], what: &str) -> usize {
+    let (lines, out) = export(&c.configs[0]).await;
+    // Panics on a request id recorded twice.
+    let recs = by_request_id(&lines);
+    let mut missing = Vec::new();
+    for (status, id, inst) in acked.iter().filter(|(s, _, _)| *s < 500) {
+        match recs.get(id) {
+            None => missing.push(id.clone()),
+            Some(r) => {
+                assert_eq!(r["instance"], instance_name(*inst), "{what}: request {id} ({status})");
+                assert_eq!(r["record"]["status"], *status, "{what}: request {id}");
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{what}: {} of {} acknowledged requests have no record: {missing:?}\n{}",
+        missing.len(),
+        acked.len(),
+        out.stderr
+    );
+    let verified = assert_intact(&c.configs[1], what).await;
+    for i in 0..INSTANCES {
+        assert!(
+            verified.stdout.contains(&format!("chain {}", instance_name(i))),
+            "{what}: chain {} not verified:\n{}",
+            instance_name(i),
+            verified.stdout
+        );
+    }
+    lines.len()
+}
+
+// ---- 1. the shared rate limit holds across instances ---------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_rate_limit_holds_across_three_instances() {
+    const RATE: u32 = 20;
+    const BURST: u32 = 10;
+    let Some(redis) = redis_url() else { return };
+    let extra = format!(
+        "{}{}",
+        policy(
+            "per_subject",
+            "subject",
+            RATE,
+            "1s",
+            BURST,
+            "shared = true\non_redis_error = \"closed\""
+        ),
+        redis_table(&redis, &unique_prefix("scale-out")),
+    );
+    let Some(mut c) = Cluster::start(Options {
+        extra,
+        fhir_route_extra: "rate_limits = [\"per_subject\"]".into(),
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // One subject, its requests spread over the three instances: one budget.
+    let tok = token(&unique("subject-"), Some("pa"), &unique("jti-"));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..INSTANCES * 2)
+        .map(|w| {
+            tokio::spawn(drive(
+                w,
+                c.addrs(),
+                client(&c.pki),
+                |_| "/fhir/Patient/pa".to_string(),
+                Some(tok.clone()),
+                start + Duration::from_secs(2),
+                400,
+            ))
+        })
+        .collect();
+    let seen = join(handles).await;
+    let elapsed = start.elapsed();
+    let admitted = seen.answered.iter().filter(|(s, _, _)| *s == 200).count() as u64;
+    let limited = seen.answered.iter().filter(|(s, _, _)| *s == 429).count() as u64;
+    let other: Vec<u16> = seen
+        .answered
+        .iter()
+        .map(|(s, _, _)| *s)
+        .filter(|s| *s != 200 && *s != 429)
+        .collect();
+    assert!(other.is_empty(), "only 200 or 429 expected: {other:?}");
+    assert_eq!(seen.unanswered, 0, "requests without an answer");
+    assert!(admitted > 0, "nothing admitted");
+    assert!(limited > 0, "the load never reached the limit ({admitted} admitted)");
+    assert_eq!(seen.limited_without_retry_after, 0, "429s without Retry-After");
+    // The window is measured by the client around the whole run, so it covers every
+    // decision Redis made (Redis's own clock times the GCRA): burst + rate x elapsed,
+    // +1 for the boundary request, is the strict ceiling; +1% as in limits_e2e for
+    // rounding of the emission interval to Redis's microseconds. Three independent
+    // local limiters would admit about three times as much.
+    let ceiling = (gcra_ceiling(RATE, BURST, elapsed) as f64 * 1.01).floor() as u64;
+    assert!(
+        admitted <= ceiling,
+        "{INSTANCES} instances admitted {admitted} in {elapsed:?}; the shared policy allows {ceiling}"
+    );
+    let admitted_by: BTreeMap<String, usize> = {
+        let mut m = BTreeMap::new();
+        for (_, _, i) in seen.answered.iter().filter(|(s, _, _)| *s == 200) {
+            *m.entry(instance_name(*i)).or_default() += 1;
+        }
+        m
+    };
+    report(&format!(
+        "scale-out rate limit: {INSTANCES} instances, {} requests in {elapsed:.2?}, {admitted} admitted \
+         (ceiling {ceiling} = burst {BURST} + {RATE}/s), {limited} refused with 429 + Retry-After; \
+         admitted per instance {admitted_by:?}",
+        seen.answered.len()
+    ));
+    c.stop_all();
+}
+
+// ---- 2. revocation and block through one instance, enforced by the others ------------
+
+/// Polls GET /fhir/Patient/pa with `tok` on every instance (fresh connection each, 50 ms
+/// apart) until each answers `want`; the time from `since` at which each first did.
+async fn enforced_after(c: &Cluster, tok: &str, want: u16, since: Instant) -> Vec<Duration> {
+    let mut done: Vec<Option<Duration>> = vec![None; INSTANCES];
+    let mut last = vec![0u16; INSTANCES];
+    for _ in 0..100 {
+        for (i, slot) in done.iter_mut().enumerate() {
+            if slot.is_none() {
+                last[i] = get_once(c.gw(i), &c.pki, "/fhir/Patient/pa", Some(tok)).await.0;
+                if last[i] == want {
+                    *slot = Some(since.elapsed());
+                }
+            }
+        }
+        if done.iter().all(Option::is_some) {
+            return done.into_iter().flatten().collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "not every instance answers {want} after {:?}: {last:?}",
+        since.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_block_through_one_instance_reach_the_others_within_2s() {
+    let Some(c) = Cluster::start(Options::default()).await else {
+        return;
+    };
+    let gws: Vec<&Gateway> = (0..INSTANCES).map(|i| c.gw(i)).collect();
+    let limit = Duration::from_secs(2);
+
+    // A token revoked by jti through instance 0.
+    let jti = unique("jti-");
+    let revoked = token(&unique("subject-"), Some("pa"), &jti);
+    assert_eq!(status_on_all(&gws, &c.pki, &revoked).await, [200; INSTANCES]);
+    let out = cli_ok(&[
+        "tokens",
+        "revoke",
+        "-c",
+        cfg_str(&c.configs[0]),
+        "--issuer",
+        tokens::ISS,
+        "--jti",
+        &jti,
+    ])
+    .await;
+    assert!(out.stdout.contains("revoked token"), "{}", out.text());
+    // The command has returned: the revocation is committed in the shared store.
+    let committed = Instant::now();
+    let revoke_times = enforced_after(&c, &revoked, 401, committed).await;
+    for (i, t) in revoke_times.iter().enumerate() {
+        assert!(*t <= limit, "{} enforced the revocation after {t:?}", instance_name(i));
+    }
+
+    // A subject blocked through instance 2.
+    let subject = unique("subject-");
+    let blocked = token(&subject, Some("pa"), &unique("jti-"));
+    assert_eq!(status_on_all(&gws, &c.pki, &blocked).await, [200; INSTANCES]);
+    cli_ok(&[
+        "subjects",
+        "block",
+        "-c",
+        cfg_str(&c.configs[2]),
+        &subject,
+        "--note",
+        "scale-out e2e",
+    ])
+    .await;
+    let committed = Instant::now();
+    let block_times = enforced_after(&c, &blocked, 403, committed).await;
+    for (i, t) in block_times.iter().enumerate() {
+        assert!(*t <= limit, "{} enforced the block after {t:?}", instance_name(i));
+    }
+
+    // The refusals are on record, each under the instance that refused.
+    let (lines, _) = export(&c.configs[1]).await;
+    for reason in ["revoked", "subject_blocked"] {
+        let by: std::collections::BTreeSet<&str> = lines
+            .iter()
+            .filter(|l| l["record"]["reason"] == reason)
+            .map(|l| l["instance"].as_str().unwrap())
+            .collect();
+        assert_eq!(by.len(), INSTANCES, "{reason} refusals recorded by {by:?}");
+    }
+    report(&format!(
+        "scale-out revocation: {INSTANCES} instances; jti revoked via gw-0 enforced after {revoke_times:.2?}, \
+         subject blocked via gw-2 enforced after {block_times:.2?} (limit 2 s)"
+    ));
+}
+
+// ---- 3. every chain verifies, every acknowledged request exported exactly once -------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_request_is_exported_exactly_once_across_instances() {
+    let Some(mut c) = Cluster::start(Options::default()).await else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = join(plain_load(&c, &unique("r"), INSTANCES * 2, deadline, 100)).await;
+    assert_eq!(seen.unanswered, 0, "requests without an answer");
+    assert!(
+        seen.answered.iter().all(|(s, _, _)| *s == 200),
+        "every plain request is served"
+    );
+    assert!(seen.answered.len() >= 60, "too little load: {}", seen.answered.len());
+    c.stop_all();
+    let exported = assert_exported_once(&c, &seen.answered, "three instances").await;
+    assert_eq!(
+        exported,
+        seen.answered.len(),
+        "records that no request of this test made"
+    );
+    report(&format!(
+        "scale-out export: {INSTANCES} instances, {} requests acknowledged {:?}, {exported} records exported, \
+         0 duplicates, 0 missing, {INSTANCES} chains intact",
+        seen.answered.len(),
+        per_instance(&seen)
+    ));
+}
+
+// ---- 4. SIGKILL one instance mid-run ----------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_instance_under_load_loses_no_acknowledged_record() {
+    let Some(mut c) = Cluster::start(Options::default()).await else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let load = plain_load(&c, &unique("k"), INSTANCES * 2, deadline, 20_000);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut victim = c.gws[1].take().unwrap();
+    victim.child.kill().unwrap(); // SIGKILL
+    victim.child.wait().unwrap();
+    drop(victim);
+    let seen = join(load).await;
+    let from_victim = seen.answered.iter().filter(|(_, _, i)| *i == 1).count();
+    assert!(
+        from_victim >= 10,
+        "too little load on the killed instance: {from_victim}"
+    );
+    assert!(seen.unanswered > 0, "the kill happened after the load ended");
+    assert!(seen.answered.iter().all(|(s, _, _)| *s == 200), "every answer a 200");
+
+    // Restarted with the same configuration: its chain continues, its spool replays.
+    c.gws[1] = Some(restart(&c.configs[1]));
+    c.stop_all();
+    let exported = assert_exported_once(&c, &seen.answered, "after SIGKILL and restart").await;
+    // Requests the killed instance received but never answered may be on record too.
+    assert!(exported >= seen.answered.len());
+    report(&format!(
+        "scale-out SIGKILL: {INSTANCES} instances, gw-1 killed mid-run; {} requests acknowledged {:?} \
+         ({} unanswered), {exported} records exported, 0 acknowledged missing, 0 duplicates, chains intact",
+        seen.answered.len(),
+        per_instance(&seen),
+        seen.unanswered
+    ));
+}
+
+// ---- 5. one instance's PostgreSQL connection drops ------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_loses_postgres_spools_and_replays_without_duplicates() {
+    let Some(mut c) = Cluster::start(Options {
+        proxy_first: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let tag = unique("o");
+    // Load on all three instances for the whole test.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let load = plain_load(&c, &tag, INSTANCES, deadline, 20_000);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Instance 0 loses its database; its requests are answered from the spool (each may
+    // wait for the writer's database timeout, so only a few sequential ones).
+    c.proxy.as_ref().unwrap().stop().await;
+    let mut during = Vec::new();
+    for i in 0..3 {
+        let (s, id, _) = get_once(c.gw(0), &c.pki, &format!("/plain/{tag}/outage{i}"), None).await;
+        assert_eq!(s, 200, "request {i} during the outage");
+        during.push((s, id, 0));
+    }
+    let spooled = c.spool_len(0);
+    assert!(spooled > 0, "instance 0 spooled nothing during the outage");
+
+    c.proxy.as_ref().unwrap().restart().await;
+    let replay = Instant::now();
+    while c.spool_len(0) > 0 && replay.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        c.spool_len(0),
+        0,
+        "spool not replayed within 15 s:\n{}",
+        c.gw(0).log_text()
+    );
+    let replayed_in = replay.elapsed();
+
+    let mut seen = join(load).await;
+    assert!(seen.answered.iter().all(|(s, _, _)| *s == 200), "every answer a 200");
+    assert_eq!(seen.unanswered, 0, "requests without an answer");
+    seen.answered.extend(during);
+    c.stop_all();
+    let exported = assert_exported_once(&c, &seen.answered, "after the outage").await;
+    assert_eq!(
+        exported,
+        seen.answered.len(),
+        "records that no request made, or replayed twice"
+    );
+    assert_eq!(c.records().await, exported as i64);
+    report(&format!(
+        "scale-out PostgreSQL outage: {INSTANCES} instances, gw-0 cut off; {} requests acknowledged {:?}, \
+         {spooled} spool bytes replayed in {replayed_in:.2?}, {exported} records exported, 0 duplicates, \
+         chains intact",
+        seen.answered.len(),
+        per_instance(&seen)
+    ));
+}
