@@ -45,6 +45,8 @@ struct Cluster {
     pki: Pki,
     gws: Vec<Option<Gateway>>,
     configs: Vec<PathBuf>,
+    /// Each instance's configuration text (a new blue/green slot is derived from it).
+    texts: Vec<String>,
     /// In front of PostgreSQL for instance 0, when asked for.
     proxy: Option<TcpProxy>,
     schema: PgSchema,
@@ -59,6 +61,8 @@ struct Options {
     extra: String,
     /// Route keys added to the FHIR route (`rate_limits = [...]`).
     fhir_route_extra: String,
+    /// Each instance offers its sockets to a successor (`gateway.handover_socket`).
+    handover: bool,
 }
 
 fn instance_name(i: usize) -> String {
@@ -82,6 +86,7 @@ impl Cluster {
         let plain = start_backend().await;
         let mut gws = Vec::new();
         let mut configs = Vec::new();
+        let mut texts = Vec::new();
         for i in 0..INSTANCES {
             let url = match (&proxy, i) {
                 (Some(p), 0) => url_via(&schema, p.addr),
@@ -104,15 +109,27 @@ impl Cluster {
                 assert_ne!(with, text, "no FHIR route to extend in:\n{text}");
                 text = with;
             }
+            if opts.handover {
+                let id = format!("instance_id = \"{}\"", instance_name(i));
+                let with = text.replacen(
+                    &id,
+                    &format!("{id}\nhandover_socket = \"{}\"", dir.join("handover.sock").display()),
+                    1,
+                );
+                assert_ne!(with, text, "no instance_id in:\n{text}");
+                text = with;
+            }
             // Started one after the other: the first creates the shared key files.
             let gw = start_in(&dir, &text);
             configs.push(gw.config.clone());
+            texts.push(text);
             gws.push(Some(gw));
         }
         Some(Self {
             pki,
             gws,
             configs,
+            texts,
             proxy,
             schema,
         })
@@ -275,7 +292,13 @@ async fn assert_exported_once(c: &Cluster, acked: &[(u16, String, usize)], what:
         match recs.get(id) {
             None => missing.push(id.clone()),
             Some(r) => {
-                assert_eq!(r["instance"], instance_name(*inst), "{what}: request {id} ({status})");
+                // The instance, or its successor slot after an upgrade (`gw-1-green`).
+                let name = instance_name(*inst);
+                let by = r["instance"].as_str().unwrap_or_default();
+                assert!(
+                    by == name || by.starts_with(&format!("{name}-")),
+                    "{what}: request {id} ({status}) answered by {name}, recorded by {by:?}"
+                );
                 assert_eq!(r["record"]["status"], *status, "{what}: request {id}");
             }
         }
@@ -607,5 +630,133 @@ async fn an_instance_that_loses_postgres_spools_and_replays_without_duplicates()
          chains intact",
         seen.answered.len(),
         per_instance(&seen)
+    ));
+}
+
+// ---- 6. rolling upgrade of every instance under load ----------------------------------
+
+impl Cluster {
+    /// Upgrades instance `i` in place: a new process (its own chain `gw-i-green` and
+    /// spool) takes the listening sockets over; the old one drains and exits by itself.
+    async fn upgrade(&mut self, i: usize) {
+        let dir = self.pki.path(&instance_name(i));
+        let old_id = format!("instance_id = \"{}\"", instance_name(i));
+        let text = self.texts[i]
+            .replacen(&old_id, &format!("instance_id = \"{}-green\"", instance_name(i)), 1)
+            .replacen("audit-spool.bin", "green-spool.bin", 1);
+        assert!(text.contains("-green\"") && text.contains("green-spool.bin"));
+        let path = dir.join("green.toml");
+        std::fs::write(&path, &text).unwrap();
+        let mut old = self.gws[i].take().expect("instance running");
+        let new = Gateway::start_with_args(&["run", "--config", path.to_str().unwrap()], path.clone());
+        assert_eq!(new.addr, old.addr, "the new process serves another address");
+        new.wait_log("took the listening sockets over").await;
+        let (status, logs) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::task::spawn_blocking(move || (old.child.wait().unwrap(), old.log_text())),
+        )
+        .await
+        .expect("the old process did not exit after the hand-over")
+        .unwrap();
+        assert!(status.success(), "old process exited with {status}:\n{logs}");
+        self.gws[i] = Some(new);
+        self.configs[i] = path;
+        self.texts[i] = text;
+    }
+}
+
+/// A client opening a new TLS connection per request (as clients behind a load balancer
+/// arrive), round-robin over `addrs`, until `stop`: every outcome, a failure as status 0.
+async fn fresh_connections(
+    worker: usize,
+    addrs: Vec<SocketAddr>,
+    tls: Arc<rustls::ClientConfig>,
+    tag: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Seen, Vec<String>) {
+    let mut seen = Seen::default();
+    let mut errors = Vec::new();
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 20_000 {
+        let inst = (worker + i) % addrs.len();
+        let path = format!("/plain/{tag}/w{worker}/{i}");
+        i += 1;
+        let outcome = match Conn::open(addrs[inst], tls.clone()).await {
+            Ok(mut c) => c.get(&path).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok((status, headers, _)) => {
+                let id = headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                seen.answered.push((status, id, inst));
+            }
+            Err(e) => {
+                seen.unanswered += 1;
+                errors.push(format!("{}: {e}", instance_name(inst)));
+            }
+        }
+    }
+    (seen, errors)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_upgrade_of_every_instance_drops_no_request_and_no_record() {
+    let Some(mut c) = Cluster::start(Options {
+        handover: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tag = unique("u");
+    let load: Vec<_> = (0..INSTANCES)
+        .map(|w| {
+            tokio::spawn(fresh_connections(
+                w,
+                c.addrs(),
+                client(&c.pki),
+                tag.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    // One instance after the other, as an operator (or upgrade.sh on each host) does.
+    for i in 0..INSTANCES {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.upgrade(i).await;
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = Seen::default();
+    let mut errors = Vec::new();
+    for h in load {
+        let (s, e) = h.await.unwrap();
+        seen.answered.extend(s.answered);
+        seen.unanswered += s.unanswered;
+        errors.extend(e);
+    }
+    assert_eq!(seen.unanswered, 0, "requests failed during the upgrades: {errors:?}");
+    assert!(seen.answered.iter().all(|(s, _, _)| *s == 200), "every answer a 200");
+    assert!(seen.answered.len() >= 30, "too little load: {}", seen.answered.len());
+    c.stop_all();
+    let exported = assert_exported_once(&c, &seen.answered, "after the rolling upgrade").await;
+    assert_eq!(exported, seen.answered.len(), "records that no request made");
+    let verified = assert_intact(&c.configs[0], "after the rolling upgrade").await;
+    for i in 0..INSTANCES {
+        let green = format!("chain {}-green", instance_name(i));
+        assert!(verified.stdout.contains(&green), "no {green}:\n{}", verified.stdout);
+    }
+    report(&format!(
+        "scale-out rolling upgrade: {INSTANCES} instances each handed over to a new process under load; \
+         {} requests {:?}, 0 failed, {exported} records exported, 0 duplicates, {} chains intact",
+        seen.answered.len(),
+        per_instance(&seen),
+        2 * INSTANCES
     ));
 }
