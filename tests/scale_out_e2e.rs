@@ -9,7 +9,9 @@
 //! that a revocation or a block made through one instance is enforced by every other
 //! within 2 s, that every chain verifies and `audit export` returns each acknowledged
 //! request exactly once, also after one instance is killed with SIGKILL mid-run or loses
-//! its PostgreSQL connection for a while.
+//! its PostgreSQL connection for a while, after every instance is upgraded in turn by a
+//! hand-over under load (no request fails), and after the store is restored from a
+//! `pg_dump` backup (the runbooks of docs/operations.md).
 //!
 //! They need `PHR_TEST_POSTGRES_URL` (and `PHR_TEST_REDIS_URL` for the rate limit) and
 //! skip without them (fail instead with `PHR_TEST_REQUIRE_SERVICES=1`, as CI runs them).
