@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 // ---- services ----------------------------------------------------------------------
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())
 }
 
@@ -40,12 +40,12 @@ async fn pg_schema(admin: &str) -> PgSchema {
 }
 
 /// The schema's URL with the server's `host:port` replaced by `addr` (a proxy).
-fn url_via(schema: &PgSchema, addr: SocketAddr) -> String {
+pub(crate) fn url_via(schema: &PgSchema, addr: SocketAddr) -> String {
     schema.url.replacen(&pg_host_port(&schema.admin), &addr.to_string(), 1)
 }
 
 /// `host:port` of a `postgres://[user@]host:port/db` URL.
-fn pg_host_port(url: &str) -> String {
+pub(crate) fn pg_host_port(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap().to_string()
@@ -55,7 +55,7 @@ fn pg_host_port(url: &str) -> String {
 
 /// A gateway config with a FHIR route (`/fhir/`, tokens required) and a plain route
 /// (`/plain/`, no auth), plus `extra` ([store], [audit] tables).
-fn config(pki: &Pki, instance: &str, fhir: SocketAddr, plain: SocketAddr, extra: &str) -> String {
+pub(crate) fn config(pki: &Pki, instance: &str, fhir: SocketAddr, plain: SocketAddr, extra: &str) -> String {
     let rest = format!(
         "{}\n{}\n{}\n{extra}\n",
         issuer(pki.dir.path()),
@@ -65,26 +65,26 @@ fn config(pki: &Pki, instance: &str, fhir: SocketAddr, plain: SocketAddr, extra:
     base_config(pki, "", &rest).replacen("instance_id = \"test\"", &format!("instance_id = \"{instance}\""), 1)
 }
 
-fn pg_store(url: &str) -> String {
+pub(crate) fn pg_store(url: &str) -> String {
     format!("[store]\nurl = \"{url}\"\njurisdiction = \"JP\"\nin_cluster = true\n")
 }
 
 /// Writes `config` as `dir/gateway.toml` and starts the gateway; its store, keys and
 /// spool default to `dir`.
-fn start_in(dir: &Path, config: &str) -> Gateway {
+pub(crate) fn start_in(dir: &Path, config: &str) -> Gateway {
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config).unwrap();
     Gateway::start_with_args(&["run", "--config", path.to_str().unwrap()], path.clone())
 }
 
-fn restart(config: &Path) -> Gateway {
+pub(crate) fn restart(config: &Path) -> Gateway {
     Gateway::start_with_args(&["run", "--config", config.to_str().unwrap()], config.to_path_buf())
 }
 
 /// SIGTERM, then waits (bounded) for a clean exit: the writer flushes and signs a
 /// shutdown checkpoint.
-fn stop(mut gw: Gateway) {
+pub(crate) fn stop(mut gw: Gateway) {
     gw.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
@@ -100,7 +100,7 @@ fn stop(mut gw: Gateway) {
 // ---- tokens and requests -----------------------------------------------------------
 
 /// An ES256 token for `sub` (patient-confined when `patient` is given) with `jti`.
-fn token(sub: &str, patient: Option<&str>, jti: &str) -> String {
+pub(crate) fn token(sub: &str, patient: Option<&str>, jti: &str) -> String {
     let mut c = tokens::claims();
     c["sub"] = json!(sub);
     c["jti"] = json!(jti);
@@ -114,7 +114,7 @@ fn token(sub: &str, patient: Option<&str>, jti: &str) -> String {
     tokens::sign("ec1", Algorithm::ES256, "ec1", &c)
 }
 
-async fn open(gw: &Gateway, pki: &Pki, tls12: bool) -> Conn {
+pub(crate) async fn open(gw: &Gateway, pki: &Pki, tls12: bool) -> Conn {
     let opts = ClientOpts {
         tls12_only: tls12,
         ..Default::default()
@@ -125,7 +125,7 @@ async fn open(gw: &Gateway, pki: &Pki, tls12: bool) -> Conn {
 }
 
 /// GET `path` (optionally with a bearer token): status, request id, body.
-async fn get(c: &mut Conn, path: &str, token: Option<&str>) -> (u16, String, Bytes) {
+pub(crate) async fn get(c: &mut Conn, path: &str, token: Option<&str>) -> (u16, String, Bytes) {
     let mut req = Request::get(path).header("host", "localhost");
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -144,7 +144,7 @@ async fn get(c: &mut Conn, path: &str, token: Option<&str>) -> (u16, String, Byt
 }
 
 /// GET with a fresh connection per call (pollers: a refusal may close the connection).
-async fn get_once(gw: &Gateway, pki: &Pki, path: &str, token: Option<&str>) -> (u16, String, Bytes) {
+pub(crate) async fn get_once(gw: &Gateway, pki: &Pki, path: &str, token: Option<&str>) -> (u16, String, Bytes) {
     let mut c = open(gw, pki, false).await;
     get(&mut c, path, token).await
 }
@@ -163,20 +163,20 @@ async fn plain_requests(gw: &Gateway, pki: &Pki, n: usize) -> Vec<String> {
 
 // ---- operator commands ---------------------------------------------------------------
 
-struct CliOut {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+pub(crate) struct CliOut {
+    pub(crate) ok: bool,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl CliOut {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr)
     }
 }
 
 /// Runs `phr-gateway ARGS` (off the async workers) and waits for it.
-async fn cli(args: &[&str]) -> CliOut {
+pub(crate) async fn cli(args: &[&str]) -> CliOut {
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(BIN)
@@ -194,13 +194,13 @@ async fn cli(args: &[&str]) -> CliOut {
     }
 }
 
-async fn cli_ok(args: &[&str]) -> CliOut {
+pub(crate) async fn cli_ok(args: &[&str]) -> CliOut {
     let out = cli(args).await;
     assert!(out.ok, "phr-gateway {} failed:\n{}", args.join(" "), out.text());
     out
 }
 
-fn cfg_str(p: &Path) -> &str {
+pub(crate) fn cfg_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
@@ -212,7 +212,7 @@ fn is_log_line(v: &Value) -> bool {
 /// `audit export` as JSON lines; every stdout line must be one JSON object. Log lines
 /// the command mixes into stdout are skipped here (see the ignored test
 /// `export_stdout_holds_only_the_export_on_postgres`).
-async fn export(config: &Path) -> (Vec<Value>, CliOut) {
+pub(crate) async fn export(config: &Path) -> (Vec<Value>, CliOut) {
     export_with(config, &[]).await
 }
 
@@ -237,7 +237,7 @@ async fn export_with(config: &Path, extra: &[&str]) -> (Vec<Value>, CliOut) {
 }
 
 /// The exported records keyed by request id; panics on duplicates.
-fn by_request_id(lines: &[Value]) -> std::collections::HashMap<String, Value> {
+pub(crate) fn by_request_id(lines: &[Value]) -> std::collections::HashMap<String, Value> {
     let mut m = std::collections::HashMap::new();
     for l in lines {
         let id = l["record"]["request_id"]
@@ -256,7 +256,7 @@ async fn verify(config: &Path) -> CliOut {
     cli(&["audit", "verify", "-c", cfg_str(config)]).await
 }
 
-async fn assert_intact(config: &Path, what: &str) -> CliOut {
+pub(crate) async fn assert_intact(config: &Path, what: &str) -> CliOut {
     let out = verify(config).await;
     assert!(out.ok, "{what}: verify failed:\n{}", out.text());
     assert!(out.stdout.contains("RESULT: intact"), "{what}:\n{}", out.text());
@@ -267,7 +267,7 @@ fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("phr-gateway.db").display())
 }
 
-async fn connect(url: &str) -> Store {
+pub(crate) async fn connect(url: &str) -> Store {
     Store::connect(url)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"))
@@ -1336,7 +1336,7 @@ async fn postgres_outage_spools_records_and_replays_them_in_order() {
 
 /// Polls `GET /fhir/Patient/pa` with `tok` on every gateway every 100 ms until each
 /// answers `want`; returns the time since `since` when the last one did.
-async fn until_all(gws: &[&Gateway], pki: &Pki, tok: &str, want: u16, since: Instant) -> Duration {
+pub(crate) async fn until_all(gws: &[&Gateway], pki: &Pki, tok: &str, want: u16, since: Instant) -> Duration {
     let mut done = vec![None; gws.len()];
     let mut last = vec![0u16; gws.len()];
     for _ in 0..40 {
@@ -1356,7 +1356,7 @@ async fn until_all(gws: &[&Gateway], pki: &Pki, tok: &str, want: u16, since: Ins
     panic!("not every gateway answers {want} after {:?}: {last:?}", since.elapsed());
 }
 
-async fn status_on_all(gws: &[&Gateway], pki: &Pki, tok: &str) -> Vec<u16> {
+pub(crate) async fn status_on_all(gws: &[&Gateway], pki: &Pki, tok: &str) -> Vec<u16> {
     let mut v = Vec::new();
     for gw in gws {
         v.push(get_once(gw, pki, "/fhir/Patient/pa", Some(tok)).await.0);

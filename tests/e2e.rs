@@ -18,5 +18,6 @@ mod operations;
 mod prefix_e2e;
 mod proxy;
 mod residency;
+mod scale_out_e2e;
 mod smart_e2e;
 mod tls;

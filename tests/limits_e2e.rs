@@ -29,7 +29,7 @@ fn config(pki: &Pki, connection_limits: &str, auth_backoff: &str, rest: &str) ->
 }
 
 /// A `[rate_limits.policies.NAME]` table.
-fn policy(name: &str, key: &str, rate: u32, per: &str, burst: u32, extra: &str) -> String {
+pub(crate) fn policy(name: &str, key: &str, rate: u32, per: &str, burst: u32, extra: &str) -> String {
     format!(
         "[rate_limits.policies.{name}]\nkey = \"{key}\"\nrate = {rate}\nper = \"{per}\"\nburst = {burst}\n{extra}\n"
     )
@@ -91,7 +91,7 @@ async fn redis_behind_proxy() -> Option<(String, tcp_proxy::TcpProxy)> {
 }
 
 /// A Redis key prefix no other run (or test) uses.
-fn unique_prefix(test: &str) -> String {
+pub(crate) fn unique_prefix(test: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -186,7 +186,7 @@ async fn load(conns: Vec<Conn>, path: &'static str, run: Duration, max_per_conn:
 
 /// GCRA admits at most `burst` at once plus `rate` per second afterwards: the strict
 /// ceiling for a window of `elapsed` (+1 for the boundary).
-fn gcra_ceiling(rate: u32, burst: u32, elapsed: Duration) -> u64 {
+pub(crate) fn gcra_ceiling(rate: u32, burst: u32, elapsed: Duration) -> u64 {
     u64::from(burst) + (f64::from(rate) * elapsed.as_secs_f64()).floor() as u64 + 1
 }
 
@@ -422,7 +422,7 @@ async fn sustained_rate_is_held_over_a_bounded_run() {
     );
 }
 
-fn redis_table(url: &str, prefix: &str) -> String {
+pub(crate) fn redis_table(url: &str, prefix: &str) -> String {
     format!(
         "[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\ntimeout = \"1s\"\njurisdiction = \"JP\"\nin_cluster = true\n"
     )

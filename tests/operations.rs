@@ -225,6 +225,31 @@ async fn sigterm_drains_an_in_flight_request() {
     assert!(exit.success(), "gateway exited with {exit}");
 }
 
+/// A connection accepted before the drain began but whose first request had not arrived
+/// yet (as during a hand-over, when the old process accepts until the new one serves)
+/// still has that request answered: closing it as idle would drop a request the client
+/// was already writing.
+#[tokio::test]
+async fn sigterm_still_answers_the_first_request_of_a_connection_accepted_before_it() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let mut gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("b", "/", &[backend], "")));
+    let mut c = Conn::open(gw.addr, client(&pki)).await.unwrap();
+    gw.signal("TERM");
+    gw.wait_log("shutting down: no new connections").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, _) = c
+        .get("/")
+        .await
+        .expect("the first request of a connection accepted before the drain was dropped");
+    assert_eq!(status, 200);
+    drop(c);
+    let exit = tokio::task::spawn_blocking(move || gw.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "gateway exited with {exit}");
+}
+
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status() {
     let pki = Pki::new();

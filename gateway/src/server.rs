@@ -137,8 +137,17 @@ impl Server {
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         let mut draining = *shutdown.borrow();
+        // A connection accepted just before the drain (during a hand-over the old process
+        // accepts until the new one serves) may not have sent its first request yet. An
+        // idle HTTP/1 connection is closed at once by a graceful shutdown, which would drop
+        // a request the client is already writing; so it gets until the header read
+        // timeout (when it would be closed anyway) to send one, which is then answered.
+        let mut close_unless_first_request_by: Option<Instant> = None;
         if draining {
-            conn.as_mut().graceful_shutdown();
+            close_unless_first_request_by = first_request_deadline(&activity, &limits);
+            if close_unless_first_request_by.is_none() {
+                conn.as_mut().graceful_shutdown();
+            }
         }
         loop {
             let idle_deadline = activity.idle_deadline(limits.idle_timeout);
@@ -151,7 +160,16 @@ impl Server {
                 }
                 _ = shutdown.changed(), if !draining => {
                     draining = true;
-                    conn.as_mut().graceful_shutdown();
+                    close_unless_first_request_by = first_request_deadline(&activity, &limits);
+                    if close_unless_first_request_by.is_none() {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = tokio::time::sleep(FIRST_REQUEST_POLL), if close_unless_first_request_by.is_some() => {
+                    if activity.has_begun() || close_unless_first_request_by.is_some_and(|t| Instant::now() >= t) {
+                        close_unless_first_request_by = None;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
                 _ = tokio::time::sleep_until(idle_deadline.into()), if !draining => {
                     if activity.is_idle(limits.idle_timeout) {
@@ -186,8 +204,20 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 /// Requests in flight and when the last one ended, to close idle connections: a
 /// connection is idle when nothing is in flight and nothing ended for `idle_timeout`.
+/// How often a draining connection that has not sent its first request is checked.
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
+
+/// When a connection starts draining: `None` to shut it down gracefully now (it has
+/// begun a request), else the time until which it may still send its first one (see
+/// `serve_connection`).
+fn first_request_deadline(activity: &Activity, limits: &Limits) -> Option<Instant> {
+    (!activity.has_begun()).then(|| Instant::now() + limits.header_read_timeout)
+}
+
 struct Activity {
     start: Instant,
+    /// Requests begun on this connection, ever.
+    begun: AtomicUsize,
     in_flight: AtomicUsize,
     last_ms: AtomicU64,
 }
@@ -207,14 +237,21 @@ impl Activity {
     fn new() -> Self {
         Self {
             start: Instant::now(),
+            begun: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
         }
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
+        self.begun.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Whether the connection has begun at least one request.
+    fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Relaxed) > 0
     }
 
     fn idle_deadline(&self, idle: Duration) -> Instant {
