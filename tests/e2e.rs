@@ -14,6 +14,7 @@ mod health_e2e;
 mod limits_e2e;
 mod monitoring;
 mod operations;
+mod probe_e2e;
 mod proxy;
 mod residency;
 mod smart_e2e;

@@ -82,13 +82,15 @@ fn hsts(seen: &[(String, Response)], started: Instant) -> Check {
             .find_map(|v| v.trim_matches('"').parse::<u64>().ok());
         match max_age {
             Some(s) if s >= MIN_HSTS_SECONDS => {}
-            _ => return Check::fail(
-                NAME,
-                format!(
+            _ => {
+                return Check::fail(
+                    NAME,
+                    format!(
                     "{label}: Strict-Transport-Security {value:?} has max-age below {MIN_HSTS_SECONDS} s (one year)"
                 ),
-                started,
-            ),
+                    started,
+                )
+            }
         }
     }
     let example = seen

@@ -112,7 +112,18 @@ where
         let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("cannot build GET {path}: {e}"))?;
-        let resp = sender.send_request(req).await.map_err(|e| with_causes(&e))?;
+        let resp = match sender.send_request(req).await {
+            Ok(r) => r,
+            // The request only says the connection went away; the connection task
+            // has the reason (e.g. the TLS alert of a refused client certificate).
+            Err(e) => {
+                let reason = match tokio::time::timeout(Duration::from_secs(1), driver).await {
+                    Ok(Ok(Err(conn))) => with_causes(&conn),
+                    _ => with_causes(&e),
+                };
+                return Err(reason);
+            }
+        };
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = Limited::new(resp.into_body(), MAX_BODY)
