@@ -42,12 +42,11 @@ pub async fn run(opts: &Options) -> Result<Report, ProbeInputError> {
 
     let tls_checks = tls::checks(&endpoint, roots).await;
     let patient_checks = patients::checks(&client, token, opts.other_patient.as_deref(), &mut seen).await;
-    let leak_triggers_then_scan_later = Instant::now();
-    let mut leak_seen = Vec::new();
-    let token_checks = tokens::checks(&client, &tokens::Model::new(token), &mut leak_seen).await;
-    seen.append(&mut leak_seen);
-    let hsts_check = hsts(&seen, leak_triggers_then_scan_later);
-    let leak_check = leaks::check(&client, token, &mut seen).await;
+    let leaks_started = Instant::now();
+    leaks::trigger(&client, token, &mut seen).await;
+    let token_checks = tokens::checks(&client, &tokens::Model::new(token), &mut seen).await;
+    let hsts_check = hsts(&seen, Instant::now());
+    let leak_check = leaks::check(&client, &seen, leaks_started);
 
     let mut checks = tls_checks;
     checks.push(hsts_check);
@@ -99,4 +98,35 @@ fn hsts(seen: &[(String, Response)], started: Instant) -> Check {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).to_string())
         .unwrap_or_default();
     Check::pass(NAME, format!("{} response(s) carry {example:?}", seen.len()), started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::Outcome;
+
+    fn resp(hsts: Option<&str>) -> (String, Response) {
+        let mut headers = ::http::HeaderMap::new();
+        if let Some(v) = hsts {
+            headers.insert("strict-transport-security", v.parse().unwrap());
+        }
+        (
+            "r".into(),
+            Response {
+                status: 401,
+                headers,
+                body: Default::default(),
+            },
+        )
+    }
+
+    #[test]
+    fn hsts_needs_a_year_on_every_response() {
+        let t = Instant::now();
+        let year = Some("max-age=31536000; includeSubDomains");
+        assert_eq!(hsts(&[resp(year), resp(year)], t).outcome, Outcome::Pass);
+        assert_eq!(hsts(&[resp(year), resp(None)], t).outcome, Outcome::Fail);
+        assert_eq!(hsts(&[resp(Some("max-age=3600"))], t).outcome, Outcome::Fail);
+        assert_eq!(hsts(&[], t).outcome, Outcome::Fail);
+    }
 }

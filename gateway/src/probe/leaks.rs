@@ -1,5 +1,5 @@
-//! Error responses must carry no internals (EX-SEC error handling, OWASP information
-//! exposure): no stack traces, no internal addresses (private, loopback or link-local
+//! Error responses must carry no internals (information exposure; supports AV-PATCH-1,
+//! since a visible version tells an attacker which vulnerabilities to try): no stack traces, no internal addresses (private, loopback or link-local
 //! IPs, `localhost:PORT` of a backend), no product versions in bodies or in the
 //! `Server` / `X-Powered-By` headers.
 
@@ -39,10 +39,8 @@ const PRODUCTS: [&str; 12] = [
 
 /// Sends requests that make the deployment answer with errors (an unrouted path; an
 /// unknown FHIR type under the base, with the token when given, so no failed
-/// authentication is counted against the probe's address), adds them to `seen`, then
-/// scans every error response seen during the run.
-pub async fn check(client: &Client, token: Option<&str>, seen: &mut Vec<(String, Response)>) -> Check {
-    let started = Instant::now();
+/// authentication is counted against the probe's address) and adds them to `seen`.
+pub async fn trigger(client: &Client, token: Option<&str>, seen: &mut Vec<(String, Response)>) {
     let marker = format!("phr-probe-{}", uuid::Uuid::new_v4().simple());
     if let Ok(resp) = client.get_path(&format!("/{marker}"), None).await {
         seen.push(("unrouted path".into(), resp));
@@ -52,6 +50,10 @@ pub async fn check(client: &Client, token: Option<&str>, seen: &mut Vec<(String,
             seen.push(("unknown resource under the base".into(), resp));
         }
     }
+}
+
+/// Scans every error response seen during the run (`errors.no_internals`).
+pub fn check(client: &Client, seen: &[(String, Response)], started: Instant) -> Check {
     let allowed = client.target().authority();
     let mut problems = Vec::new();
     let mut scanned = 0;

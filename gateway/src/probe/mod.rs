@@ -6,10 +6,11 @@
 //! - [`tls`]: protocol versions (EX-TLS-1), suites and key-exchange groups (EX-TLS-4),
 //!   the certificate's chain, name and expiry (EX-TLS-4);
 //! - HSTS on responses (EX-TLS-3);
-//! - [`tokens`]: forged tokens are refused (AUTH, ACL);
-//! - [`patients`]: a patient's token cannot read or search another patient (ACL);
+//! - [`tokens`]: forged tokens are refused (AUTH-ID-1);
+//! - [`patients`]: a patient's token cannot read or search another patient (ACL-ROLE-1,
+//!   ACL-PHR-1);
 //! - [`leaks`]: error responses carry no internals (stack traces, backend addresses,
-//!   versions);
+//!   versions; supports AV-PATCH-1);
 //! - [`upstreams`]: resolution and residency of every upstream address (DATA-JP-1), TCP
 //!   reachability, TLS and the gateway's client certificate (EX-MTLS-1), FHIR `metadata`.
 //!

@@ -1,5 +1,5 @@
-//! One patient's token must not reach another patient's data (ACL-1, the FHIR patient
-//! compartment): `GET Patient/<other>` and `GET Observation?patient=<other>` must be
+//! One patient's token must not reach another patient's data (ACL-ROLE-1, ACL-PHR-1: the
+//! FHIR patient compartment): `GET Patient/<other>` and `GET Observation?patient=<other>` must be
 //! refused (403/404) or answer without any of the other patient's resources.
 
 use super::target::Client;

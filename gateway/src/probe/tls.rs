@@ -53,8 +53,10 @@ pub async fn checks(ep: &Endpoint, roots: RootCertStore) -> Vec<Check> {
     let mut out = vec![versions(ep).await, suites(ep).await, groups(ep).await];
     let started = Instant::now();
     let capture = CaptureVerifier::new(roots);
-    let config = client_config(base_provider(), rustls::ALL_VERSIONS, capture.clone(), None);
-    let result = http::tls(ep.addr, ep.name.clone(), config, ep.timeout).await;
+    let result = match client_config(base_provider(), rustls::ALL_VERSIONS, capture.clone()) {
+        Ok(config) => http::tls(ep.addr, ep.name.clone(), config, ep.timeout).await,
+        Err(e) => Err(HandshakeError::Tls(e)),
+    };
     out.extend(certificate_checks(
         "tls.certificate",
         &ep.name,
@@ -73,34 +75,21 @@ fn base_provider() -> CryptoProvider {
     }
 }
 
-/// A client config with `provider`, `versions` and `verifier`, optionally presenting a
-/// client certificate.
+/// A client config with `provider`, `versions` and `verifier`, without a client
+/// certificate; `Err` when the provider has no suite for the versions.
 pub fn client_config(
     provider: CryptoProvider,
     versions: &[&'static SupportedProtocolVersion],
     verifier: Arc<dyn ServerCertVerifier>,
-    client_auth: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
-) -> Arc<ClientConfig> {
-    // Every (provider, version) combination built here is consistent by construction,
-    // but a mismatch must not panic: fall back to the provider's defaults.
-    let builder = ClientConfig::builder_with_provider(Arc::new(provider))
+) -> Result<Arc<ClientConfig>, String> {
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(versions)
-        .unwrap_or_else(|_| {
-            ClientConfig::builder_with_provider(Arc::new(aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("the default provider supports its default versions")
-        })
+        .map_err(|e| format!("cannot build a TLS client: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    let mut config = match client_auth {
-        Some((chain, key)) => match builder.clone().with_client_auth_cert(chain, key) {
-            Ok(c) => c,
-            Err(_) => builder.with_no_client_auth(),
-        },
-        None => builder.with_no_client_auth(),
-    };
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+    Ok(Arc::new(config))
 }
 
 async fn handshake(ep: &Endpoint, config: Arc<ClientConfig>) -> Result<Negotiated, HandshakeError> {
@@ -129,7 +118,8 @@ async fn try_with(
         kx_groups: groups,
         ..aws_lc_rs::default_provider()
     };
-    handshake(ep, client_config(provider, versions, Arc::new(AcceptAny), None)).await
+    let config = client_config(provider, versions, Arc::new(AcceptAny)).map_err(HandshakeError::Tls)?;
+    handshake(ep, config).await
 }
 
 /// TLS 1.3 must be accepted and TLS 1.2 refused (EX-TLS-1).

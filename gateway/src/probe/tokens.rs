@@ -1,4 +1,4 @@
-//! Forged tokens must be refused with 401 (AUTH-1, ACL-1): unsigned (`alg: none`), signed
+//! Forged tokens must be refused with 401 (AUTH-ID-1): unsigned (`alg: none`), signed
 //! with a fresh random key (under the real `kid` when one is known), expired, for
 //! another audience and from another issuer.
 //!

@@ -208,13 +208,14 @@ async fn tls_checks(prefix: &str, upstream: &Upstream, url: &EndpointUrl, addr: 
         kx_groups: aws_lc_rs::ALL_KX_GROUPS.to_vec(),
         ..aws_lc_rs::default_provider()
     };
-    let capture_config = client_config(
+    let result = match client_config(
         provider,
         crate::tls::versions(upstream.tls_min_version),
         capture.clone(),
-        None,
-    );
-    let result = http::tls(addr, name.clone(), capture_config, upstream.connect_timeout).await;
+    ) {
+        Ok(config) => http::tls(addr, name.clone(), config, upstream.connect_timeout).await,
+        Err(e) => Err(http::HandshakeError::Tls(e)),
+    };
     match &result {
         Ok(stream) => {
             let (_, conn) = stream.get_ref();
