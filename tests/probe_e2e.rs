@@ -408,3 +408,60 @@ async fn probe_upstreams_names_the_expired_the_refusing_and_the_foreign_upstream
     assert!(detail(&report, &format!("{f}.fhir_metadata")).contains("FHIR 4.0.1"));
     assert_junit_matches(&junit, &report);
 }
+
+/// A backend whose every answer is a 500 with a Rust panic message and a database
+/// address in the body.
+async fn leaky_backend() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    let body = "thread 'db' panicked at src/store.rs:88:13: connection to 10.1.2.3:5432 refused";
+                    let mut resp = hyper::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    *resp.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn probe_fails_error_bodies_that_leak_internals() {
+    let pki = Pki::new();
+    let backend = leaky_backend().await;
+    let gw = Gateway::start(
+        &pki,
+        &base_config(&pki, "", &plain_route("leaky", "/api/", &[backend], "")),
+    );
+    let (code, stdout, stderr) = run_probe(vec![
+        "probe".into(),
+        format!("https://localhost:{}/api", gw.addr.port()),
+        "--ca".into(),
+        pki.path("ca.pem").display().to_string(),
+        "--json".into(),
+    ])
+    .await;
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout} {stderr}"));
+    assert_eq!(code, 1, "{report:#}");
+    let leaks = detail(&report, "errors.no_internals");
+    assert!(
+        leaks.contains("panicked at") && leaks.contains("10.1.2.3:5432") && leaks.contains(".rs:LINE"),
+        "{leaks}"
+    );
+    assert!(failed(&report).contains("errors.no_internals"));
+    // Without --token the cross-patient checks are skipped, not passed.
+    for name in ["patients.read", "patients.search"] {
+        assert!(
+            checks(&report).iter().any(|(n, o, _)| n == name && o == "skip"),
+            "{report:#}"
+        );
+    }
+    assert!(detail(&report, "tokens.unsigned").contains("answered 500 instead of 401"));
+}
