@@ -3,7 +3,8 @@
 //! that serves any patient) it fails exactly the matching checks; the JUnit file is
 //! well-formed with one test case per check. `probe upstreams` (item 4) fails an upstream
 //! with an expired certificate, one that refuses the gateway's client certificate and one
-//! that resolves outside the allow-list, each with a precise message.
+//! that resolves outside the allow-list, each with a precise message. Error bodies that
+//! leak a panic and a backend address fail `errors.no_internals`.
 
 use crate::common::*;
 use bytes::Bytes;

@@ -75,13 +75,28 @@ impl ProbeTarget {
         }
     }
 
-    /// The first address the host resolves to.
+    /// The first address the host resolves to that accepts a TCP connection (`localhost`
+    /// may resolve to `::1` first while the deployment listens on 127.0.0.1 only).
     pub async fn address(&self) -> Result<SocketAddr, ProbeInputError> {
-        tokio::net::lookup_host((self.host.as_str(), self.port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| ProbeInputError(format!("cannot resolve {}: {e}", self.host)))?
-            .next()
-            .ok_or_else(|| ProbeInputError(format!("{} resolved to no address", self.host)))
+            .collect();
+        let mut errors = Vec::new();
+        for addr in &addrs {
+            match http::tcp(*addr, TIMEOUT).await {
+                Ok(_) => return Ok(*addr),
+                Err(e) => errors.push(e),
+            }
+        }
+        if addrs.is_empty() {
+            return Err(ProbeInputError(format!("{} resolved to no address", self.host)));
+        }
+        Err(ProbeInputError(format!(
+            "{} is not reachable: {}",
+            self.authority(),
+            errors.join("; ")
+        )))
     }
 }
 
