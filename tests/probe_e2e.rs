@@ -233,6 +233,20 @@ async fn probe_fails_exactly_the_weakened_checks() {
     assert!(detail(&report, "patients.read").contains("patient pb's data"));
     assert_junit_matches(&junit, &report);
 
+    // A listener that allows TLS 1.2 on purpose passes tls.versions with --allow-tls12.
+    let (_, stdout, _) = run_probe(vec![
+        "probe".into(),
+        format!("https://localhost:{}/fhir/", gw.addr.port()),
+        "--ca".into(),
+        pki.path("ca.pem").display().to_string(),
+        "--allow-tls12".into(),
+        "--json".into(),
+    ])
+    .await;
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(!failed(&report).contains("tls.versions"), "{report:#}");
+    assert!(detail(&report, "tls.versions").contains("TLS 1.2 allowed"));
+
     // Unusable input is exit status 2, not a failed check.
     let (code, _, stderr) = run_probe(vec!["probe".into(), "http://localhost/fhir".into()]).await;
     assert_eq!(code, 2, "{stderr}");

@@ -114,6 +114,10 @@ struct ProbeArgs {
     /// Another patient's id, which the token must not read or search.
     #[arg(long)]
     other_patient: Option<String>,
+    /// Pass `tls.versions` when TLS 1.2 is accepted too (a listener with
+    /// `tls_min_version = "1.2"` on purpose); TLS 1.3 is still required.
+    #[arg(long)]
+    allow_tls12: bool,
     #[command(flatten)]
     output: ProbeOutput,
 }
@@ -401,6 +405,7 @@ fn probe(args: ProbeArgs) -> ExitCode {
                 ca: args.ca,
                 token: args.token,
                 other_patient: args.other_patient,
+                allow_tls12: args.allow_tls12,
             };
             (
                 futures_util::future::Either::Right(async move { probe::deployment::run(&opts).await }),

@@ -23,6 +23,8 @@ pub struct Options {
     pub token: Option<String>,
     /// Another patient's id, which `token` must not reach.
     pub other_patient: Option<String>,
+    /// Accept a deployment that also speaks TLS 1.2 (its listener allows it on purpose).
+    pub allow_tls12: bool,
 }
 
 /// Runs every check; `Err` only for unusable input (exit status 2).
@@ -40,7 +42,7 @@ pub async fn run(opts: &Options) -> Result<Report, ProbeInputError> {
     let token = opts.token.as_deref();
     let mut seen: Vec<(String, Response)> = Vec::new();
 
-    let tls_checks = tls::checks(&endpoint, roots).await;
+    let tls_checks = tls::checks(&endpoint, roots, opts.allow_tls12).await;
     let patient_checks = patients::checks(&client, token, opts.other_patient.as_deref(), &mut seen).await;
     let leaks_started = Instant::now();
     leaks::trigger(&client, token, &mut seen).await;

@@ -48,9 +48,11 @@ pub struct Endpoint {
 }
 
 /// The deployment's TLS checks: `tls.versions`, `tls.suites`, `tls.groups`,
-/// `tls.certificate.chain`, `tls.certificate.name`, `tls.certificate.expiry`.
-pub async fn checks(ep: &Endpoint, roots: RootCertStore) -> Vec<Check> {
-    let mut out = vec![versions(ep).await, suites(ep).await, groups(ep).await];
+/// `tls.certificate.chain`, `tls.certificate.name`, `tls.certificate.expiry`. With
+/// `allow_tls12`, a deployment that also accepts TLS 1.2 (a listener configured with
+/// `tls_min_version = "1.2"` for older clients, EX-TLS-1) passes `tls.versions`.
+pub async fn checks(ep: &Endpoint, roots: RootCertStore, allow_tls12: bool) -> Vec<Check> {
+    let mut out = vec![versions(ep, allow_tls12).await, suites(ep).await, groups(ep).await];
     let started = Instant::now();
     let capture = CaptureVerifier::new(roots);
     let result = match client_config(base_provider(), rustls::ALL_VERSIONS, capture.clone()) {
@@ -122,8 +124,8 @@ async fn try_with(
     handshake(ep, config).await
 }
 
-/// TLS 1.3 must be accepted and TLS 1.2 refused (EX-TLS-1).
-async fn versions(ep: &Endpoint) -> Check {
+/// TLS 1.3 must be accepted and TLS 1.2 refused unless `allow_tls12` (EX-TLS-1).
+async fn versions(ep: &Endpoint, allow_tls12: bool) -> Check {
     let started = Instant::now();
     let all_suites = aws_lc_rs::ALL_CIPHER_SUITES.to_vec();
     let all_groups = aws_lc_rs::ALL_KX_GROUPS.to_vec();
@@ -132,6 +134,11 @@ async fn versions(ep: &Endpoint) -> Check {
     match (v13, v12) {
         (Err(HandshakeError::Tcp(e)), _) => Check::fail("tls.versions", e, started),
         (Ok(_), Err(_)) => Check::pass("tls.versions", "TLS 1.3 accepted; TLS 1.2 refused", started),
+        (Ok(_), Ok(_)) if allow_tls12 => Check::pass(
+            "tls.versions",
+            "TLS 1.3 and TLS 1.2 accepted (TLS 1.2 allowed by --allow-tls12)",
+            started,
+        ),
         (_, Ok(_)) => Check::fail(
             "tls.versions",
             "TLS 1.2 accepted; only TLS 1.3 should be (set tls_min_version = \"1.3\" on the listener, EX-TLS-1)",
