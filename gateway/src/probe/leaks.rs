@@ -54,7 +54,8 @@ pub async fn trigger(client: &Client, token: Option<&str>, seen: &mut Vec<(Strin
 
 /// Scans every error response seen during the run (`errors.no_internals`).
 pub fn check(client: &Client, seen: &[(String, Response)], started: Instant) -> Check {
-    let allowed = client.target().authority();
+    // The deployment's own public address may appear (links, `resource_metadata`).
+    let allowed = [client.target().authority(), client.addr().to_string()];
     let mut problems = Vec::new();
     let mut scanned = 0;
     for (label, resp) in seen.iter().filter(|(_, r)| r.status >= 400) {
@@ -74,9 +75,9 @@ pub fn check(client: &Client, seen: &[(String, Response)], started: Instant) -> 
     }
 }
 
-/// What in one response reveals internals; `allowed` is the deployment's own
-/// `host:port`, which may appear.
-pub fn scan(resp: &Response, allowed: &str) -> Vec<String> {
+/// What in one response reveals internals; `allowed` are the deployment's own
+/// `host:port` forms, which may appear.
+pub fn scan(resp: &Response, allowed: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     for name in ["server", "x-powered-by", "x-aspnet-version"] {
         if let Some(v) = resp.headers.get(name) {
@@ -91,7 +92,7 @@ pub fn scan(resp: &Response, allowed: &str) -> Vec<String> {
     found
 }
 
-fn scan_body(body: &str, allowed: &str) -> Vec<String> {
+fn scan_body(body: &str, allowed: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     for m in TRACE_MARKERS {
         if body.contains(m) {
@@ -121,13 +122,13 @@ fn rust_source_location(body: &str) -> bool {
 }
 
 /// Private, loopback and link-local IPv4 addresses and `localhost:PORT`, except the
-/// deployment's own authority.
-fn internal_addresses(body: &str, allowed: &str) -> Vec<String> {
+/// deployment's own.
+fn internal_addresses(body: &str, allowed: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     let is_part = |c: char| c.is_ascii_digit() || c == '.' || c == ':';
     for word in body.split(|c: char| !(is_part(c) || c.is_ascii_alphabetic())) {
         let candidate = word.trim_matches('.');
-        if candidate.eq_ignore_ascii_case(allowed) || candidate.is_empty() {
+        if candidate.is_empty() || allowed.iter().any(|a| candidate.eq_ignore_ascii_case(a)) {
             continue;
         }
         let (host, port) = match candidate.rsplit_once(':') {
@@ -153,7 +154,7 @@ mod tests {
     fn finds_traces_addresses_and_versions() {
         let found = scan_body(
             "thread 'main' panicked at src/proxy/forward.rs:42:7 upstream 10.0.3.7:8080 localhost:9000 hyper/1.4",
-            "localhost:8443",
+            &["localhost:8443".to_string(), "127.0.0.1:8443".to_string()],
         );
         let text = found.join("\n");
         for want in ["panicked at", ".rs:LINE", "10.0.3.7:8080", "localhost:9000", "hyper/1"] {
@@ -164,11 +165,9 @@ mod tests {
     #[test]
     fn clean_bodies_and_the_own_address_pass() {
         let body = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"login","diagnostics":"see https://localhost:8443/fhir/metadata; FHIR 4.0.1"}]}"#;
-        assert!(
-            scan_body(body, "localhost:8443").is_empty(),
-            "{:?}",
-            scan_body(body, "localhost:8443")
-        );
-        assert!(scan_body("public 203.0.113.5 is fine", "x:1").is_empty());
+        let own = ["localhost:8443".to_string(), "127.0.0.1:8443".to_string()];
+        assert!(scan_body(body, &own).is_empty(), "{:?}", scan_body(body, &own));
+        assert!(scan_body("see 127.0.0.1:8443/fhir", &own).is_empty());
+        assert!(scan_body("public 203.0.113.5 is fine", &own).is_empty());
     }
 }
