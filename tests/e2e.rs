@@ -16,6 +16,7 @@ mod limits_e2e;
 mod monitoring;
 mod operations;
 mod prefix_e2e;
+mod probe_e2e;
 mod proxy;
 mod residency;
 mod scale_out_e2e;

@@ -29,6 +29,7 @@ pub mod ops;
 pub(crate) mod phases;
 pub(crate) mod pipeline;
 pub(crate) mod preflight;
+pub mod probe;
 pub(crate) mod proxy;
 pub(crate) mod readiness;
 pub mod residency;

@@ -111,6 +111,10 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+    /// Check a running deployment from outside (`probe https://HOST[:PORT]/BASE`), or every
+    /// configured upstream from the gateway's host (`probe upstreams --config F`).
+    /// Exits 0 when every check passes, 1 when one fails, 2 on unusable input.
+    Probe(ProbeArgs),
     /// Ask a running gateway's admin listener whether it is healthy: exits 0 on a 200,
     /// non-zero otherwise (the container image's HEALTHCHECK; it has no curl).
     Health {
@@ -120,6 +124,55 @@ enum Command {
         /// Give up after this long, e.g. "3s".
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+    },
+}
+
+/// `probe URL ...` or `probe upstreams ...`: the syntax, with the URL and the
+/// subcommand mutually exclusive.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct ProbeArgs {
+    #[command(subcommand)]
+    command: Option<ProbeCommand>,
+    /// The deployment's public URL, `https://HOST[:PORT]/BASE` (e.g. https://phr.example.jp/fhir).
+    #[arg(required = true)]
+    url: Option<String>,
+    /// CA bundle (PEM) the deployment's certificate must chain to; default: the system's.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// One patient's access token, for the cross-patient checks (and to model forgeries on).
+    #[arg(long)]
+    token: Option<String>,
+    /// Another patient's id, which the token must not read or search.
+    #[arg(long)]
+    other_patient: Option<String>,
+    /// Pass `tls.versions` when TLS 1.2 is accepted too (a listener with
+    /// `tls_min_version = "1.2"` on purpose); TLS 1.3 is still required.
+    #[arg(long)]
+    allow_tls12: bool,
+    #[command(flatten)]
+    output: ProbeOutput,
+}
+
+#[derive(clap::Args)]
+struct ProbeOutput {
+    /// Also write the results as JUnit XML (one test case per check) to this file.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Print the results as JSON (evidence for the compliance report; docs/probe.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// For every configured upstream, from this host: resolution and residency of each
+    /// address, TCP, TLS, certificate, client certificate, FHIR `metadata`.
+    Upstreams {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        output: ProbeOutput,
     },
 }
 
@@ -374,6 +427,7 @@ fn main() -> ExitCode {
             port,
             admin_port,
         } => block_on(async move { phr_gateway::demo::run(&data_dir, port, admin_port).await }),
+        Command::Probe(args) => probe(args),
         Command::Health { url, timeout } => block_on_threads(1, async move {
             let answer = phr_gateway::healthcheck::check(&url, timeout).await?;
             println!("{answer}");
@@ -456,6 +510,61 @@ fn compliance_report(
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
+}
+
+/// Runs `probe` or `probe upstreams`, prints one line per check (or JSON), writes the
+/// JUnit file; exit status 0 all passed, 1 a check failed, 2 unusable input.
+fn probe(args: ProbeArgs) -> ExitCode {
+    use phr_gateway::probe;
+    let (run, output) = match args.command {
+        Some(ProbeCommand::Upstreams { config, output }) => (
+            futures_util::future::Either::Left(async move { probe::upstreams::run(&config).await }),
+            output,
+        ),
+        None => {
+            let opts = probe::deployment::Options {
+                url: args.url.unwrap_or_default(),
+                ca: args.ca,
+                token: args.token,
+                other_patient: args.other_patient,
+                allow_tls12: args.allow_tls12,
+            };
+            (
+                futures_util::future::Either::Right(async move { probe::deployment::run(&opts).await }),
+                args.output,
+            )
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&e),
+    };
+    let report = match runtime.block_on(run) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("phr-gateway probe: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if output.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => return fail(&e),
+        }
+    } else {
+        println!("{}", report.render_text());
+    }
+    if let Some(file) = output.junit {
+        if let Err(e) = std::fs::write(&file, probe::junit::render(&report)) {
+            eprintln!("phr-gateway probe: cannot write {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Runs an operator command and prints its result.
