@@ -21,6 +21,7 @@ pub async fn run(
     on_ready: impl FnOnce(&[(String, SocketAddr)], SocketAddr),
 ) -> Result<(), StartError> {
     let metrics = crate::metrics::install();
+    let signals = Signals::install();
     // Every check that needs neither the network nor a new file, the same ones
     // `check-config` runs: nothing (a key file, the SQLite store) is created for a
     // configuration that could not start, or could only refuse.
@@ -111,7 +112,7 @@ pub async fn run(
     let handed_over = offer_sockets(handover.as_deref(), offering)?;
 
     let taken_over = tokio::select! {
-        _ = wait_for_signals(&shared) => false,
+        _ = Signals::wait(signals, &shared) => false,
         _ = handed_over => true,
     };
     if taken_over {
@@ -183,16 +184,23 @@ fn offer_sockets(
     if let (Some(path), Some(offering)) = (path, offering) {
         let listener = crate::handover::bind(path)?;
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || match crate::handover::offer(listener, &path, offering) {
-            Ok(()) => {
-                let _ = done_tx.send(());
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "hand-over socket failed; upgrades must restart");
-                // Keep `done_tx` alive: no hand-over, serve until a signal.
-                std::mem::forget(done_tx);
+        // A plain thread, not a runtime blocking task: it waits in accept() for as long
+        // as the process serves, and the runtime must not wait for it when it shuts down.
+        let offered = std::thread::Builder::new().name("handover".into()).spawn(move || {
+            match crate::handover::offer(listener, &path, offering) {
+                Ok(()) => {
+                    let _ = done_tx.send(());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "hand-over socket failed; upgrades must restart");
+                    // Keep `done_tx` alive: no hand-over, serve until a signal.
+                    std::mem::forget(done_tx);
+                }
             }
         });
+        if let Err(e) = offered {
+            tracing::error!(error = %e, "cannot start the hand-over thread; upgrades must restart");
+        }
     } else {
         std::mem::forget(done_tx);
     }
@@ -201,23 +209,42 @@ fn offer_sockets(
     })
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT returns (to drain).
-async fn wait_for_signals(shared: &GatewayState) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; running until killed");
-        std::future::pending::<()>().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = hup.recv() => { let _ = shared.reload().await; }
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+/// The process's signals, taken over from their default actions.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installed before the gateway says it is ready: a SIGTERM that arrives right after
+    /// "listener ready" must drain, not kill the process with the signal's default action.
+    fn install() -> Option<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(hup), Ok(term), Ok(int)) => Some(Signals { hup, term, int }),
+            _ => {
+                tracing::error!("cannot install signal handlers; running until killed");
+                None
+            }
+        }
+    }
+
+    /// SIGHUP reloads; SIGTERM or SIGINT returns (to drain).
+    async fn wait(signals: Option<Signals>, shared: &GatewayState) {
+        let Some(mut s) = signals else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = s.hup.recv() => { let _ = shared.reload().await; }
+                _ = s.term.recv() => return,
+                _ = s.int.recv() => return,
+            }
         }
     }
 }

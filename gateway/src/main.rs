@@ -609,11 +609,10 @@ fn block_on_threads<E: std::fmt::Display>(
         Err(e) => return fail(&e),
     };
     let result = runtime.block_on(fut);
-    // Dropping a runtime waits for every blocking task, and one may never return: the
-    // thread offering the listening sockets on `gateway.handover_socket` is parked in
-    // accept(), so a gateway with a hand-over socket hung after "drained; exiting" on
-    // SIGTERM until killed (no final checkpoint). Whatever must finish (the drain, the
-    // access-record writer's flush and last checkpoint) has been awaited by `fut`.
+    // Dropping a runtime waits for every blocking task; one stuck in a system call would
+    // keep a drained gateway from exiting (a hand-over offer once did). Whatever must
+    // finish (the drain, the access-record writer's flush and last checkpoint) has been
+    // awaited by `fut`, so a bounded wait loses nothing.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
