@@ -250,18 +250,8 @@ fn the_reference_config_is_security_clean_and_findings_exit_1() {
 
 #[tokio::test]
 async fn the_demo_prints_the_path_of_its_compliance_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let args = [
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-    ];
-    let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
+    let demo = Demo::start();
+    let (gw, data) = (&demo.gw, &demo.data);
     let page = data.canonicalize().unwrap().join("compliance-report.html");
     gw.wait_log(&format!(
         "Compliance report (サービス仕様適合開示書) for this configuration: {}",

@@ -7,26 +7,10 @@ use std::process::Command;
 
 #[tokio::test]
 async fn demo_burst_with_one_token_shows_429_with_rate_limit_headers() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let args = [
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-    ];
-    let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
-    let ca = std::fs::read_to_string(data.join("ca.pem")).unwrap();
-    let tokens = std::fs::read_to_string(data.join("tokens.env")).unwrap();
-    let token = tokens
-        .lines()
-        .find_map(|l| l.strip_prefix("PATIENT_TOKEN="))
-        .unwrap()
-        .to_string();
-    let mut c = Conn::open(gw.addr, client_config(&ca, &ClientOpts::default()))
+    let demo = Demo::start();
+    let (gw, data) = (&demo.gw, &demo.data);
+    let token = demo.token("PATIENT_TOKEN");
+    let mut c = Conn::open(gw.addr, client_config(&demo.ca_pem, &ClientOpts::default()))
         .await
         .unwrap();
     let mut statuses = Vec::new();

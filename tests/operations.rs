@@ -277,25 +277,10 @@ async fn metrics_count_requests_by_route_and_status() {
 
 #[tokio::test]
 async fn demo_serves_synthetic_patients() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let args = [
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-    ];
-    let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
-    let ca = std::fs::read_to_string(data.join("ca.pem")).unwrap();
-    let tokens = std::fs::read_to_string(data.join("tokens.env")).unwrap();
-    let token = |name: &str| {
-        let line = tokens.lines().find(|l| l.starts_with(name)).unwrap();
-        line.split_once('=').unwrap().1.to_string()
-    };
-    let mut c = Conn::open(gw.addr, client_config(&ca, &ClientOpts::default()))
+    let demo = Demo::start();
+    let gw = &demo.gw;
+    let token = |name: &str| demo.token(name);
+    let mut c = Conn::open(gw.addr, client_config(&demo.ca_pem, &ClientOpts::default()))
         .await
         .unwrap();
     let mut get = async |path: &str, tok: Option<String>| {

@@ -123,28 +123,17 @@ fn assert_junit_matches(junit: &Path, report: &Value) {
 
 #[tokio::test]
 async fn probe_passes_every_check_against_the_demo() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("demo");
-    let args = [
-        "demo",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-    ];
-    let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
-    let tokens = std::fs::read_to_string(data.join("tokens.env")).unwrap();
-    let token = tokens.lines().find_map(|l| l.strip_prefix("PATIENT_TOKEN=")).unwrap();
-    let junit = dir.path().join("probe.xml");
+    let demo = Demo::start();
+    let (gw, data) = (&demo.gw, &demo.data);
+    let token = demo.token("PATIENT_TOKEN");
+    let junit = data.join("probe.xml");
     let (code, stdout, stderr) = run_probe(vec![
         "probe".into(),
         format!("https://localhost:{}/fhir", gw.addr.port()),
         "--ca".into(),
         data.join("ca.pem").display().to_string(),
         "--token".into(),
-        token.into(),
+        token,
         "--other-patient".into(),
         "p2".into(),
         "--junit".into(),

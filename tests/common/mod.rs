@@ -572,3 +572,47 @@ pub async fn fhir_request(
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// `phr-gateway demo` running on free ports in a temporary data directory.
+pub struct Demo {
+    pub gw: Gateway,
+    /// The demo's data directory (certificates, generated config, `tokens.env`).
+    pub data: PathBuf,
+    /// The CA (PEM) its listener's certificate chains to.
+    pub ca_pem: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    pub fn start() -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("demo");
+        let args = [
+            "demo",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+        ];
+        let gw = Gateway::start_with_args(&args, data.join("gateway.toml"));
+        let ca_pem = std::fs::read_to_string(data.join("ca.pem")).unwrap();
+        Demo {
+            gw,
+            data,
+            ca_pem,
+            _dir: dir,
+        }
+    }
+
+    /// The token `name` (e.g. `PATIENT_TOKEN`) from the demo's `tokens.env`.
+    pub fn token(&self, name: &str) -> String {
+        let tokens = std::fs::read_to_string(self.data.join("tokens.env")).unwrap();
+        tokens
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("no {name} in tokens.env"))
+            .to_string()
+    }
+}
