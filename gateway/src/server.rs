@@ -202,8 +202,6 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Requests in flight and when the last one ended, to close idle connections: a
-/// connection is idle when nothing is in flight and nothing ended for `idle_timeout`.
 /// How often a draining connection that has not sent its first request is checked.
 const FIRST_REQUEST_POLL: Duration = Duration::from_millis(10);
 
@@ -214,6 +212,8 @@ fn first_request_deadline(activity: &Activity, limits: &Limits) -> Option<Instan
     (!activity.has_begun()).then(|| Instant::now() + limits.header_read_timeout)
 }
 
+/// Requests in flight and when the last one ended, to close idle connections: a
+/// connection is idle when nothing is in flight and nothing ended for `idle_timeout`.
 struct Activity {
     start: Instant,
     /// Requests begun on this connection, ever.
