@@ -24,7 +24,7 @@ use mix::{Interaction, Mix, TokenKind};
 use shape::Shape;
 use stats::{Outcome, Recorder};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -158,6 +158,12 @@ struct Ctx {
     users: usize,
     start: Instant,
     next_patient: AtomicUsize,
+    /// The mix as a shuffled table of interaction indices, each present `weight` times:
+    /// requests walk it, so every stretch of the run has the mix's proportions.
+    table: Vec<usize>,
+    next_pick: AtomicUsize,
+    /// Requests sent per interaction (for `max_per_run`).
+    sent: Vec<AtomicU64>,
     client: ClientSpec,
     today: String,
 }
@@ -319,6 +325,8 @@ fn run(a: RunArgs) -> Result<i32, String> {
             None => None,
         };
         let ctx = Arc::new(Ctx {
+            table: mix_table(&mix),
+            sent: (0..mix.interactions.len()).map(|_| AtomicU64::new(0)).collect(),
             mix,
             tokens,
             recorder: Recorder::default(),
@@ -327,6 +335,7 @@ fn run(a: RunArgs) -> Result<i32, String> {
             users,
             start: Instant::now(),
             next_patient: AtomicUsize::new(0),
+            next_pick: AtomicUsize::new(0),
             client,
             today: today(),
         });
@@ -363,15 +372,26 @@ fn run(a: RunArgs) -> Result<i32, String> {
     })
 }
 
-/// Runs goose: one scenario whose weighted transactions are the mix's interactions.
-async fn attack(ctx: Arc<Ctx>, target: &str, users: usize, duration: Duration, out: &Path) -> Result<(), String> {
-    let mut scenario = Scenario::new("exchange").register_transaction(
-        Transaction::new(on_start(ctx.clone())).set_name("connect").set_on_start(),
-    );
-    for (i, it) in ctx.mix.interactions.iter().enumerate() {
-        let t = Transaction::new(exchange_fn(ctx.clone(), i)).set_name(&it.name).set_weight(it.weight).map_err(|e| e.to_string())?;
-        scenario = scenario.register_transaction(t);
+/// The mix's weighted table, shuffled with a fixed seed (runs are comparable).
+fn mix_table(mix: &Mix) -> Vec<usize> {
+    let mut table: Vec<usize> =
+        mix.interactions.iter().enumerate().flat_map(|(i, it)| std::iter::repeat_n(i, it.weight)).collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..table.len()).rev() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        table.swap(i, (seed >> 33) as usize % (i + 1));
     }
+    table
+}
+
+/// Runs goose: one scenario, one transaction that sends the mix's next interaction
+/// (goose's own transaction weights run each transaction `weight` times in a row, which
+/// would send long runs of one interaction; goose's metrics are still per interaction,
+/// by request name).
+async fn attack(ctx: Arc<Ctx>, target: &str, users: usize, duration: Duration, out: &Path) -> Result<(), String> {
+    let scenario = Scenario::new("exchange")
+        .register_transaction(Transaction::new(on_start(ctx.clone())).set_name("connect").set_on_start())
+        .register_transaction(Transaction::new(exchange_fn(ctx.clone())).set_name("exchange"));
     let goose_md = out.join("goose-report.md").display().to_string();
     let g = |e: GooseError| format!("goose: {e}");
     GooseAttack::initialize_with_config(goose::config::GooseConfiguration::default())
@@ -397,6 +417,8 @@ async fn attack(ctx: Arc<Ctx>, target: &str, users: usize, duration: Duration, o
         .map_err(g)?
         .set_default(GooseDefault::Quiet, 1)
         .map_err(g)?
+        .set_default(GooseDefault::NoResetMetrics, true)
+        .map_err(g)?
         .execute()
         .await
         .map_err(g)?;
@@ -419,11 +441,28 @@ fn on_start(ctx: Arc<Ctx>) -> TxFn {
     })
 }
 
-fn exchange_fn(ctx: Arc<Ctx>, idx: usize) -> TxFn {
+fn exchange_fn(ctx: Arc<Ctx>) -> TxFn {
     Arc::new(move |user: &mut GooseUser| {
         let ctx = ctx.clone();
-        Box::pin(async move { exchange(user, &ctx, idx).await })
+        Box::pin(async move {
+            let idx = next_interaction(&ctx);
+            exchange(user, &ctx, idx).await
+        })
     })
+}
+
+/// The next interaction from the table, skipping those past their `max_per_run`.
+fn next_interaction(ctx: &Ctx) -> usize {
+    let mut idx = 0;
+    for _ in 0..ctx.table.len() {
+        let pick = ctx.next_pick.fetch_add(1, Ordering::Relaxed);
+        idx = ctx.table[pick % ctx.table.len()];
+        let cap = ctx.mix.interactions[idx].max_per_run.unwrap_or(u64::MAX);
+        if ctx.sent[idx].fetch_add(1, Ordering::Relaxed) < cap {
+            return idx;
+        }
+    }
+    idx
 }
 
 /// Waits for this user's next intended send time and returns it; schedules the one after.

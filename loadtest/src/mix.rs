@@ -43,6 +43,11 @@ pub struct Interaction {
     pub token: TokenKind,
     /// Statuses this interaction must get.
     pub expect: Vec<u16>,
+    /// At most this many per load-generator process and run (then its turns go to the
+    /// next interaction): for refusals that trip the gateway's failed-authentication
+    /// back-off (AUTH-LOCK-1), which would lock the load generator's address out.
+    #[serde(default)]
+    pub max_per_run: Option<u64>,
 }
 
 fn default_method() -> String {

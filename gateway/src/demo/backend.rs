@@ -31,9 +31,9 @@ pub async fn start() -> std::io::Result<SocketAddr> {
             tokio::spawn(async move {
                 let service = service_fn(|req: Request<Incoming>| async move {
                     let (parts, body) = req.into_parts();
-                    // Read the body so the connection stays reusable; it is not kept.
-                    let _ = http_body_util::BodyExt::collect(body).await;
-                    Ok::<_, Infallible>(handle(&parts.method, &parts.uri))
+                    // Read the body: a write is answered with it (not kept).
+                    let body = http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
+                    Ok::<_, Infallible>(handle(&parts.method, &parts.uri, &body))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
@@ -57,21 +57,25 @@ fn observation(patient_id: &str, n: usize) -> Value {
     })
 }
 
-/// Acknowledges a write without storing it: 201 for a resource, 200 with a
-/// transaction-response for a `Bundle` posted to the base.
-fn created(path: &str) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "" => (
+/// Acknowledges a write without storing it: 201 with the resource (given an id), as a
+/// FHIR server returns it, or 200 with a transaction-response for a `Bundle` posted to
+/// the base.
+fn created(path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let posted = serde_json::from_slice::<Value>(body).ok().filter(Value::is_object);
+    let (status, body) = match (path, posted) {
+        ("", Some(_)) => (
             StatusCode::OK,
             json!({"resourceType": "Bundle", "type": "transaction-response",
                    "entry": [{"response": {"status": "201 Created"}}]}),
         ),
-        kind if !kind.is_empty() && !kind.contains('/') => {
-            (StatusCode::CREATED, json!({"resourceType": kind, "id": "demo-created"}))
+        (kind, Some(mut resource)) if !kind.is_empty() && !kind.contains('/') && resource["resourceType"] == kind => {
+            resource["id"] = json!("demo-created");
+            (StatusCode::CREATED, resource)
         }
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
-            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported"}]}),
+            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported",
+                   "diagnostics": "the demo backend acknowledges a JSON resource POSTed to its type, or a Bundle to the base"}]}),
         ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -89,11 +93,11 @@ fn bundle(entries: Vec<Value>) -> Value {
            "entry": entries.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
 }
 
-fn handle(method: &http::Method, uri: &http::Uri) -> Response<Full<Bytes>> {
+fn handle(method: &http::Method, uri: &http::Uri, body: &[u8]) -> Response<Full<Bytes>> {
     let path = uri.path().trim_start_matches("/fhir/").trim_start_matches("/fhir");
     let query = uri.query().unwrap_or("");
     if method == http::Method::POST {
-        return created(path);
+        return created(path, body);
     }
     let patient_param = query
         .split('&')
