@@ -36,8 +36,7 @@ pub struct Row {
     pub t: u64,
     /// Interaction name.
     pub interaction: String,
-    /// Counters and histograms.
-    #[serde(flatten)]
+    /// Counters and histograms (not flattened: serde's flatten loses the integer map keys).
     pub bucket: Bucket,
 }
 
