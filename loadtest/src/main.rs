@@ -30,7 +30,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Command line.
 #[derive(Parser, Debug)]
-#[command(name = "phr-loadtest", version, about = "Load test a phr-gateway deployment's exchange path with a PHR-like mix")]
+#[command(
+    name = "phr-loadtest",
+    version,
+    about = "Load test a phr-gateway deployment's exchange path with a PHR-like mix"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -192,7 +196,9 @@ fn merge(out: &Path, files: &[PathBuf]) -> Result<i32, String> {
     let mut reports = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        reports.push(serde_json::from_str(&text).map_err(|e| format!("{}: not a phr-loadtest report.json: {e}", f.display()))?);
+        reports.push(
+            serde_json::from_str(&text).map_err(|e| format!("{}: not a phr-loadtest report.json: {e}", f.display()))?,
+        );
     }
     let merged = report::Report::merge(reports);
     merged.write(out)?;
@@ -204,7 +210,11 @@ fn merge(out: &Path, files: &[PathBuf]) -> Result<i32, String> {
 fn demo_settings(dir: &Path) -> Result<(String, String, PathBuf, PathBuf), String> {
     let cfg_path = dir.join("gateway.toml");
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
-        format!("{}: {e}; start the demo first (`phr-gateway demo --data-dir {}`) or give --demo DIR", cfg_path.display(), dir.display())
+        format!(
+            "{}: {e}; start the demo first (`phr-gateway demo --data-dir {}`) or give --demo DIR",
+            cfg_path.display(),
+            dir.display()
+        )
     })?;
     let cfg: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
     let listen = cfg
@@ -213,7 +223,11 @@ fn demo_settings(dir: &Path) -> Result<(String, String, PathBuf, PathBuf), Strin
         .and_then(|l| l.get("bind"))
         .and_then(|b| b.as_str())
         .ok_or_else(|| format!("{}: no [[listeners]] bind", cfg_path.display()))?;
-    let admin = cfg.get("admin").and_then(|a| a.get("bind")).and_then(|b| b.as_str()).unwrap_or("127.0.0.1:9901");
+    let admin = cfg
+        .get("admin")
+        .and_then(|a| a.get("bind"))
+        .and_then(|b| b.as_str())
+        .unwrap_or("127.0.0.1:9901");
     let port = listen.rsplit_once(':').map(|(_, p)| p).unwrap_or("8443");
     // The demo's certificate names localhost.
     Ok((
@@ -266,7 +280,10 @@ fn client_builder(roots: &[reqwest::Certificate], http: HttpArg, plain: bool) ->
 
 fn today() -> String {
     // Civil date from days since the epoch (Howard Hinnant's algorithm), UTC.
-    let days = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    let days = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86_400)
+        .unwrap_or(0) as i64;
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -283,11 +300,23 @@ fn run(a: RunArgs) -> Result<i32, String> {
     let (target, metrics_url, ca, key, default_duration) = match &a.demo {
         Some(dir) => {
             let (t, m, c, k) = demo_settings(dir)?;
-            (a.target.clone().unwrap_or(t), a.metrics_url.clone().or(Some(m)), a.ca.clone().or(Some(c)), a.key.clone().unwrap_or(k), 30)
+            (
+                a.target.clone().unwrap_or(t),
+                a.metrics_url.clone().or(Some(m)),
+                a.ca.clone().or(Some(c)),
+                a.key.clone().unwrap_or(k),
+                30,
+            )
         }
         None => {
-            let t = a.target.clone().ok_or("give --target URL (or --demo DIR for the running demo)")?;
-            let k = a.key.clone().ok_or("give --key (the ES256 PEM key the gateway's issuer trusts), or --demo DIR")?;
+            let t = a
+                .target
+                .clone()
+                .ok_or("give --target URL (or --demo DIR for the running demo)")?;
+            let k = a
+                .key
+                .clone()
+                .ok_or("give --key (the ES256 PEM key the gateway's issuer trusts), or --demo DIR")?;
             (t, a.metrics_url.clone(), a.ca.clone(), k, 60)
         }
     };
@@ -298,14 +327,24 @@ fn run(a: RunArgs) -> Result<i32, String> {
     }
     let shape = match a.shape {
         ShapeArg::Constant => Shape::Constant { rate: a.rate },
-        ShapeArg::Ramp => Shape::Ramp { from: a.rate, to: a.rate_end.ok_or("--shape ramp needs --rate-end")? },
-        ShapeArg::Step => Shape::Step { from: a.rate, step: a.step, every: a.step_every },
+        ShapeArg::Ramp => Shape::Ramp {
+            from: a.rate,
+            to: a.rate_end.ok_or("--shape ramp needs --rate-end")?,
+        },
+        ShapeArg::Step => Shape::Step {
+            from: a.rate,
+            step: a.step,
+            every: a.step_every,
+        },
     };
     let mix = Mix::load(a.mix.as_deref())?;
     let issuer = tokens::Issuer::from_key_file(&key, &a.issuer, &a.audience, &a.kid)?;
     let valid = duration.as_secs() as i64 + 3600;
     let tokens = issuer.population(a.patients.max(1), &a.patient_ids, valid)?;
-    let users = a.users.unwrap_or_else(|| (shape.peak(duration) * 0.25).ceil() as usize + 8).max(1);
+    let users = a
+        .users
+        .unwrap_or_else(|| (shape.peak(duration) * 0.25).ceil() as usize + 8)
+        .max(1);
     let plain = target.starts_with("http://");
     let client = ClientSpec::new(ca.as_deref(), a.http, plain)?;
     let node = a.node.clone().unwrap_or_else(|| {
@@ -319,7 +358,12 @@ fn run(a: RunArgs) -> Result<i32, String> {
     }
     let rt = rt.enable_all().build().map_err(|e| format!("tokio runtime: {e}"))?;
     rt.block_on(async move {
-        let scrape_client = ClientSpec { http: HttpArg::H1, ..client.clone() }.build().map_err(|e| e.to_string())?;
+        let scrape_client = ClientSpec {
+            http: HttpArg::H1,
+            ..client.clone()
+        }
+        .build()
+        .map_err(|e| e.to_string())?;
         let before = match &metrics_url {
             Some(u) => Some(server::scrape(&scrape_client, u).await),
             None => None,
@@ -339,16 +383,27 @@ fn run(a: RunArgs) -> Result<i32, String> {
             client,
             today: today(),
         });
-        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let started_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         std::fs::create_dir_all(&a.out).map_err(|e| format!("{}: {e}", a.out.display()))?;
         attack(ctx.clone(), &target, users, duration, &a.out).await?;
 
         let server = match (&metrics_url, before) {
             (Some(u), Some(Ok(b))) => Some(match server::scrape(&scrape_client, u).await {
                 Ok(after) => server::compare(u, &b, &after),
-                Err(e) => server::ServerSide { url: u.clone(), error: Some(e), ..Default::default() },
+                Err(e) => server::ServerSide {
+                    url: u.clone(),
+                    error: Some(e),
+                    ..Default::default()
+                },
             }),
-            (Some(u), Some(Err(e))) => Some(server::ServerSide { url: u.clone(), error: Some(e), ..Default::default() }),
+            (Some(u), Some(Err(e))) => Some(server::ServerSide {
+                url: u.clone(),
+                error: Some(e),
+                ..Default::default()
+            }),
             _ => None,
         };
         let node = report::Node {
@@ -368,17 +423,27 @@ fn run(a: RunArgs) -> Result<i32, String> {
         report.write(&a.out)?;
         println!("{}", report.markdown());
         println!("reports: {}/report.html, report.json, summary.md", a.out.display());
-        Ok(if a.fail_on_unexpected && report.totals.unexpected > 0 { 1 } else { 0 })
+        Ok(if a.fail_on_unexpected && report.totals.unexpected > 0 {
+            1
+        } else {
+            0
+        })
     })
 }
 
 /// The mix's weighted table, shuffled with a fixed seed (runs are comparable).
 fn mix_table(mix: &Mix) -> Vec<usize> {
-    let mut table: Vec<usize> =
-        mix.interactions.iter().enumerate().flat_map(|(i, it)| std::iter::repeat_n(i, it.weight)).collect();
+    let mut table: Vec<usize> = mix
+        .interactions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, it)| std::iter::repeat_n(i, it.weight))
+        .collect();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     for i in (1..table.len()).rev() {
-        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         table.swap(i, (seed >> 33) as usize % (i + 1));
     }
     table
@@ -390,7 +455,11 @@ fn mix_table(mix: &Mix) -> Vec<usize> {
 /// by request name).
 async fn attack(ctx: Arc<Ctx>, target: &str, users: usize, duration: Duration, out: &Path) -> Result<(), String> {
     let scenario = Scenario::new("exchange")
-        .register_transaction(Transaction::new(on_start(ctx.clone())).set_name("connect").set_on_start())
+        .register_transaction(
+            Transaction::new(on_start(ctx.clone()))
+                .set_name("connect")
+                .set_on_start(),
+        )
         .register_transaction(Transaction::new(exchange_fn(ctx.clone())).set_name("exchange"));
     let goose_md = out.join("goose-report.md").display().to_string();
     let g = |e: GooseError| format!("goose: {e}");
@@ -435,7 +504,9 @@ fn on_start(ctx: Arc<Ctx>) -> TxFn {
             // Spread first sends over one interval so users do not fire in lockstep.
             let interval = ctx.users as f64 / ctx.shape.rate_at(Duration::ZERO, ctx.duration);
             let offset = interval * (user.weighted_users_index % ctx.users) as f64 / ctx.users as f64;
-            user.set_session_data(Pace { next: Instant::now() + Duration::from_secs_f64(offset) });
+            user.set_session_data(Pace {
+                next: Instant::now() + Duration::from_secs_f64(offset),
+            });
             Ok(())
         })
     })
@@ -467,9 +538,14 @@ fn next_interaction(ctx: &Ctx) -> usize {
 
 /// Waits for this user's next intended send time and returns it; schedules the one after.
 async fn pace(user: &mut GooseUser, ctx: &Ctx) -> Instant {
-    let intended = user.get_session_data::<Pace>().map(|p| p.next).unwrap_or_else(Instant::now);
+    let intended = user
+        .get_session_data::<Pace>()
+        .map(|p| p.next)
+        .unwrap_or_else(Instant::now);
     tokio::time::sleep_until(intended.into()).await;
-    let rate = ctx.shape.rate_at(intended.saturating_duration_since(ctx.start), ctx.duration);
+    let rate = ctx
+        .shape
+        .rate_at(intended.saturating_duration_since(ctx.start), ctx.duration);
     let next = intended + Duration::from_secs_f64(ctx.users as f64 / rate);
     user.set_session_data(Pace { next });
     intended
@@ -518,22 +594,35 @@ async fn exchange(user: &mut GooseUser, ctx: &Ctx, idx: usize) -> TransactionRes
         rb = rb.bearer_auth(tok);
     }
     if let Some(body) = &it.body {
-        rb = rb.header("content-type", "application/fhir+json").body(mix::fill(body, patient, &other, &obs, &ctx.today));
+        rb = rb
+            .header("content-type", "application/fhir+json")
+            .body(mix::fill(body, patient, &other, &obs, &ctx.today));
     }
-    let req = GooseRequest::builder().method(method(&it.method)).path(&*path).name(&*it.name).set_request_builder(rb).build();
+    let req = GooseRequest::builder()
+        .method(method(&it.method))
+        .path(&*path)
+        .name(&*it.name)
+        .set_request_builder(rb)
+        .build();
     let sent = Instant::now();
     let mut goose = user.request(req).await?;
     let done = Instant::now();
     let (status, retry_after) = match &goose.response {
         Ok(r) => (
             r.status().as_u16(),
-            r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok()),
+            r.headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok()),
         ),
         Err(_) => (0, None),
     };
     let expected = it.expect.contains(&status);
     ctx.recorder.record(
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         &it.name,
         Outcome {
             status,

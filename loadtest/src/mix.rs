@@ -92,21 +92,35 @@ trait Check {
 impl Check for Vec<Interaction> {
     fn retain_check(&self, origin: &str) -> Result<(), String> {
         if self.iter().all(|i| i.weight == 0) {
-            return Err(format!("mix {origin}: no interaction has a weight above 0; give at least one a weight"));
+            return Err(format!(
+                "mix {origin}: no interaction has a weight above 0; give at least one a weight"
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for i in self {
             if !seen.insert(i.name.as_str()) {
-                return Err(format!("mix {origin}: interaction name '{}' is used twice; names must be unique", i.name));
+                return Err(format!(
+                    "mix {origin}: interaction name '{}' is used twice; names must be unique",
+                    i.name
+                ));
             }
             if i.expect.is_empty() {
-                return Err(format!("mix {origin}: interaction '{}' has an empty `expect`; list the statuses it must get", i.name));
+                return Err(format!(
+                    "mix {origin}: interaction '{}' has an empty `expect`; list the statuses it must get",
+                    i.name
+                ));
             }
             if !["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&i.method.as_str()) {
-                return Err(format!("mix {origin}: interaction '{}': method '{}' is not one of GET, POST, PUT, DELETE, PATCH", i.name, i.method));
+                return Err(format!(
+                    "mix {origin}: interaction '{}': method '{}' is not one of GET, POST, PUT, DELETE, PATCH",
+                    i.name, i.method
+                ));
             }
             if !i.path.starts_with('/') {
-                return Err(format!("mix {origin}: interaction '{}': path must start with '/'", i.name));
+                return Err(format!(
+                    "mix {origin}: interaction '{}': path must start with '/'",
+                    i.name
+                ));
             }
         }
         Ok(())
@@ -130,7 +144,10 @@ mod tests {
     fn default_mix_parses_and_has_refusals() {
         let mix = Mix::load(None).unwrap();
         assert!(mix.interactions.len() >= 10);
-        assert!(mix.interactions.iter().any(|i| i.token == TokenKind::Expired && i.expect == [401]));
+        assert!(mix
+            .interactions
+            .iter()
+            .any(|i| i.token == TokenKind::Expired && i.expect == [401]));
     }
 
     #[test]

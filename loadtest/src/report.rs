@@ -85,7 +85,10 @@ pub struct Report {
 const QUANTILES: [(&str, f64); 4] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)];
 
 fn quantiles(h: &Histogram) -> BTreeMap<String, f64> {
-    QUANTILES.iter().map(|(n, q)| (n.to_string(), round3(h.quantile_ms(*q)))).collect()
+    QUANTILES
+        .iter()
+        .map(|(n, q)| (n.to_string(), round3(h.quantile_ms(*q))))
+        .collect()
 }
 
 fn round3(x: f64) -> f64 {
@@ -131,15 +134,28 @@ impl Report {
         let per_interaction = names
             .iter()
             .map(|n| {
-                (n.to_string(), totals(rows.iter().filter(|r| r.interaction == *n).map(|r| (r.t, &r.bucket))))
+                (
+                    n.to_string(),
+                    totals(rows.iter().filter(|r| r.interaction == *n).map(|r| (r.t, &r.bucket))),
+                )
             })
             .collect();
-        Report { version: 1, nodes, rows, totals: all, per_interaction, server }
+        Report {
+            version: 1,
+            nodes,
+            rows,
+            totals: all,
+            per_interaction,
+            server,
+        }
     }
 
     /// A report from one process's recorded series.
     pub fn from_series(node: Node, series: Series, server: Option<ServerSide>) -> Self {
-        let rows = series.into_iter().map(|((t, interaction), bucket)| Row { t, interaction, bucket }).collect();
+        let rows = series
+            .into_iter()
+            .map(|((t, interaction), bucket)| Row { t, interaction, bucket })
+            .collect();
         Self::build(vec![node], rows, server.into_iter().collect())
     }
 
@@ -155,7 +171,10 @@ impl Report {
                 series.entry((row.t, row.interaction)).or_default().merge(&row.bucket);
             }
         }
-        let rows = series.into_iter().map(|((t, interaction), bucket)| Row { t, interaction, bucket }).collect();
+        let rows = series
+            .into_iter()
+            .map(|((t, interaction), bucket)| Row { t, interaction, bucket })
+            .collect();
         Self::build(nodes, rows, server)
     }
 
@@ -166,7 +185,10 @@ impl Report {
             let p = dir.join(name);
             std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
         };
-        w("report.json", serde_json::to_string_pretty(self).map_err(|e| e.to_string())?)?;
+        w(
+            "report.json",
+            serde_json::to_string_pretty(self).map_err(|e| e.to_string())?,
+        )?;
         w("summary.md", self.markdown())?;
         w("report.html", self.html())
     }
@@ -188,7 +210,11 @@ impl Report {
             t.throughput_rps, t.unexpected, t.throttled, t.retry_after_mean_s, t.retry_after_max_s, t.retry_after_missing
         );
         if !t.unexpected_statuses.is_empty() {
-            let _ = writeln!(s, "Unexpected statuses (0 = no response): {:?}\n", t.unexpected_statuses);
+            let _ = writeln!(
+                s,
+                "Unexpected statuses (0 = no response): {:?}\n",
+                t.unexpected_statuses
+            );
         }
         s.push_str("| interaction | ok | unexpected | 429 | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         let mut line = |name: &str, t: &Totals| {
@@ -196,7 +222,14 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| {name} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                t.ok, t.unexpected, t.throttled, t.throughput_rps, q("p50"), q("p90"), q("p99"), q("p99.9")
+                t.ok,
+                t.unexpected,
+                t.throttled,
+                t.throughput_rps,
+                q("p50"),
+                q("p90"),
+                q("p99"),
+                q("p99.9")
             );
         };
         for (name, t) in &self.per_interaction {
@@ -242,7 +275,10 @@ impl Report {
             "Throughput",
             "requests/s",
             &xs,
-            &[("expected", col(&|b| b.ok as f64)), ("all responses", col(&|b| b.total() as f64))],
+            &[
+                ("expected", col(&|b| b.ok as f64)),
+                ("all responses", col(&|b| b.total() as f64)),
+            ],
         ));
         body.push_str(&line_plot(
             "Latency percentiles over time",
@@ -257,7 +293,16 @@ impl Report {
             &[
                 ("unexpected statuses", col(&|b| b.unexpected as f64)),
                 ("429", col(&|b| b.throttled as f64)),
-                ("mean Retry-After (s)", col(&|b| if b.throttled > 0 { b.retry_after_sum_s / b.throttled as f64 } else { 0.0 })),
+                (
+                    "mean Retry-After (s)",
+                    col(&|b| {
+                        if b.throttled > 0 {
+                            b.retry_after_sum_s / b.throttled as f64
+                        } else {
+                            0.0
+                        }
+                    }),
+                ),
             ],
         ));
         body.push_str(&bar_plot("Latency per interaction", &self.per_interaction));
@@ -303,7 +348,11 @@ fn line_plot(title: &str, unit: &str, xs: &[f64], series: &[(&str, Vec<f64>)]) -
     );
     for (i, (name, ys)) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
-        let pts: Vec<String> = xs.iter().zip(ys).map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y))).collect();
+        let pts: Vec<String> = xs
+            .iter()
+            .zip(ys)
+            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
+            .collect();
         let _ = write!(
             s,
             "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{c}\">{}</text>",
@@ -320,7 +369,11 @@ fn line_plot(title: &str, unit: &str, xs: &[f64], series: &[(&str, Vec<f64>)]) -
 fn bar_plot(title: &str, per: &BTreeMap<String, Totals>) -> String {
     let rows = per.len().max(1) as f64;
     let h = 30.0 + rows * 22.0;
-    let max = per.values().filter_map(|t| t.latency_ms.get("p99.9")).cloned().fold(1e-9, f64::max);
+    let max = per
+        .values()
+        .filter_map(|t| t.latency_ms.get("p99.9"))
+        .cloned()
+        .fold(1e-9, f64::max);
     let label_w = 220.0;
     let scale = |v: f64| v / max * (W - label_w - 60.0);
     let mut s = format!(
@@ -329,7 +382,12 @@ fn bar_plot(title: &str, per: &BTreeMap<String, Totals>) -> String {
     );
     for (i, (name, t)) in per.iter().enumerate() {
         let y = 10.0 + i as f64 * 22.0;
-        let _ = write!(s, "<text x=\"4\" y=\"{}\" font-size=\"11\">{}</text>", y + 12.0, escape(name));
+        let _ = write!(
+            s,
+            "<text x=\"4\" y=\"{}\" font-size=\"11\">{}</text>",
+            y + 12.0,
+            escape(name)
+        );
         // Widest first, so each shorter percentile bar stays visible on top.
         for (j, (q, _)) in QUANTILES.iter().enumerate().rev() {
             let v = t.latency_ms.get(*q).copied().unwrap_or(0.0);
@@ -342,11 +400,16 @@ fn bar_plot(title: &str, per: &BTreeMap<String, Totals>) -> String {
             );
         }
         let p99 = t.latency_ms.get("p99").copied().unwrap_or(0.0);
-        let _ = write!(s, "<text x=\"{}\" y=\"{}\" font-size=\"10\">p99 {p99:.1} ms</text>", W - 55.0, y + 12.0);
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" font-size=\"10\">p99 {p99:.1} ms</text>",
+            W - 55.0,
+            y + 12.0
+        );
     }
-    let _ = write!(
+    let _ = writeln!(
         s,
-        "<text x=\"{label_w}\" y=\"{}\" font-size=\"10\">bars: p50 (blue) p90 (orange) p99 (green) p99.9 (red), max {max:.1} ms</text></svg>\n",
+        "<text x=\"{label_w}\" y=\"{}\" font-size=\"10\">bars: p50 (blue) p90 (orange) p99 (green) p99.9 (red), max {max:.1} ms</text></svg>",
         h - 4.0
     );
     s

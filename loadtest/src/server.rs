@@ -38,7 +38,11 @@ pub fn compare(url: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<Strin
         let d = a - before.get(k).copied().unwrap_or(0.0);
         if k.starts_with("phr_request_duration_seconds_bucket") {
             if let Some(le) = label(k, "le") {
-                let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                };
                 let e = buckets.entry(le.to_bits()).or_default();
                 *e += d;
             }
@@ -59,7 +63,12 @@ pub fn compare(url: &str, before: &BTreeMap<String, f64>, after: &BTreeMap<Strin
             }
         }
     }
-    ServerSide { url: url.into(), error: None, deltas, latency_ms }
+    ServerSide {
+        url: url.into(),
+        error: None,
+        deltas,
+        latency_ms,
+    }
 }
 
 fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
@@ -70,7 +79,11 @@ fn label<'a>(series: &'a str, name: &str) -> Option<&'a str> {
 
 /// Scrapes `url`.
 pub async fn scrape(client: &reqwest::Client, url: &str) -> Result<BTreeMap<String, f64>, String> {
-    let resp = client.get(url).send().await.map_err(|e| format!("scraping {url}: {e}"))?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("scraping {url}: {e}"))?;
     if !resp.status().is_success() {
         return Err(format!("scraping {url}: status {}", resp.status()));
     }

@@ -61,7 +61,10 @@ impl Shape {
             Shape::Constant { rate } => format!("constant {rate} req/s"),
             Shape::Ramp { from, to } => format!("ramp {from} → {to} req/s"),
             Shape::Step { from, step, every } => {
-                format!("step from {from} req/s, +{step} req/s every {}", humantime::format_duration(every))
+                format!(
+                    "step from {from} req/s, +{step} req/s every {}",
+                    humantime::format_duration(every)
+                )
             }
         }
     }
@@ -74,9 +77,19 @@ mod tests {
     #[test]
     fn shapes() {
         let total = Duration::from_secs(100);
-        assert_eq!(Shape::Constant { rate: 5.0 }.rate_at(Duration::from_secs(50), total), 5.0);
-        assert_eq!(Shape::Ramp { from: 10.0, to: 110.0 }.rate_at(Duration::from_secs(50), total), 60.0);
-        let s = Shape::Step { from: 10.0, step: 10.0, every: Duration::from_secs(20) };
+        assert_eq!(
+            Shape::Constant { rate: 5.0 }.rate_at(Duration::from_secs(50), total),
+            5.0
+        );
+        assert_eq!(
+            Shape::Ramp { from: 10.0, to: 110.0 }.rate_at(Duration::from_secs(50), total),
+            60.0
+        );
+        let s = Shape::Step {
+            from: 10.0,
+            step: 10.0,
+            every: Duration::from_secs(20),
+        };
         assert_eq!(s.rate_at(Duration::from_secs(45), total), 30.0);
         assert_eq!(s.peak(total), 60.0);
     }

@@ -172,7 +172,13 @@ mod tests {
     #[test]
     fn throttled_and_unexpected_are_apart_from_throughput() {
         let r = Recorder::default();
-        let o = |status, expected, ra| Outcome { status, expected, retry_after_s: ra, latency_us: 1000, service_us: 900 };
+        let o = |status, expected, ra| Outcome {
+            status,
+            expected,
+            retry_after_s: ra,
+            latency_us: 1000,
+            service_us: 900,
+        };
         r.record(1, "a", o(200, true, None));
         r.record(1, "a", o(429, false, Some(2.0)));
         r.record(1, "a", o(429, false, None));

@@ -32,7 +32,10 @@ pub async fn start() -> std::io::Result<SocketAddr> {
                 let service = service_fn(|req: Request<Incoming>| async move {
                     let (parts, body) = req.into_parts();
                     // Read the body: a write is answered with it (not kept).
-                    let body = http_body_util::BodyExt::collect(body).await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let body = http_body_util::BodyExt::collect(body)
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
                     Ok::<_, Infallible>(handle(&parts.method, &parts.uri, &body))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
