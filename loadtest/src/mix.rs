@@ -151,6 +151,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_direct_backend_mix_parses() {
+        let mix = Mix::parse(include_str!("../mixes/direct-backend.toml"), "direct").unwrap();
+        assert_eq!(mix.interactions.len(), 3);
+    }
+
+    #[test]
     fn unknown_keys_and_duplicates_are_refused() {
         let bad = "[[interaction]]\nname='a'\nweight=1\npath='/x'\ntoken='patient'\nexpect=[200]\nexpct=[1]\n";
         assert!(Mix::parse(bad, "t").unwrap_err().contains("expct"));
