@@ -132,6 +132,13 @@ struct RunArgs {
     /// rate holds while responses take up to ~250 ms.
     #[arg(long)]
     users: Option<usize>,
+    /// HTTP clients (connection pools) the users share. One load generator sends from one
+    /// address, and the gateway limits connections and TLS handshakes per address
+    /// (`[connection_limits]`: 64 connections, 20 handshakes/s, burst 40 by default): with
+    /// HTTP/2 each client is one connection; with HTTP/1.1 a client opens one per
+    /// concurrent request, so keep --users within the limit there.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
     /// HTTP version.
     #[arg(long, value_enum, default_value = "2")]
     http: HttpArg,
@@ -168,7 +175,8 @@ struct Ctx {
     next_pick: AtomicUsize,
     /// Requests sent per interaction (for `max_per_run`).
     sent: Vec<AtomicU64>,
-    client: ClientSpec,
+    /// Shared HTTP clients (connection pools); user `i` uses `clients[i % len]`.
+    clients: Vec<reqwest::Client>,
     today: String,
 }
 
@@ -238,8 +246,7 @@ fn demo_settings(dir: &Path) -> Result<(String, String, PathBuf, PathBuf), Strin
     ))
 }
 
-/// How each user's HTTP client is built (a builder is not `Clone`; each user gets its
-/// own client and connections, as each patient's app has).
+/// How the HTTP clients are built (a builder is not `Clone`).
 #[derive(Clone)]
 struct ClientSpec {
     roots: Vec<reqwest::Certificate>,
@@ -380,7 +387,10 @@ fn run(a: RunArgs) -> Result<i32, String> {
             start: Instant::now(),
             next_patient: AtomicUsize::new(0),
             next_pick: AtomicUsize::new(0),
-            client,
+            clients: (0..a.connections.clamp(1, users))
+                .map(|_| client.build())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("HTTP client: {e}"))?,
             today: today(),
         });
         let started_unix = SystemTime::now()
@@ -500,7 +510,7 @@ fn on_start(ctx: Arc<Ctx>) -> TxFn {
     Arc::new(move |user: &mut GooseUser| {
         let ctx = ctx.clone();
         Box::pin(async move {
-            user.client = ctx.client.build().map_err(|e| Box::new(TransactionError::Reqwest(e)))?;
+            user.client = ctx.clients[user.weighted_users_index % ctx.clients.len()].clone();
             // Spread first sends over one interval so users do not fire in lockstep.
             let interval = ctx.users as f64 / ctx.shape.rate_at(Duration::ZERO, ctx.duration);
             let offset = interval * (user.weighted_users_index % ctx.users) as f64 / ctx.users as f64;
