@@ -375,7 +375,7 @@ fn bar_plot(title: &str, per: &BTreeMap<String, Totals>) -> String {
         .cloned()
         .fold(1e-9, f64::max);
     let label_w = 220.0;
-    let scale = |v: f64| v / max * (W - label_w - 60.0);
+    let scale = |v: f64| v / max * (W - label_w - 110.0);
     let mut s = format!(
         "<h2>{t}</h2><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" role=\"img\" aria-label=\"{t}\"><title>{t}</title>",
         t = escape(title)
