@@ -403,7 +403,7 @@ fn bar_plot(title: &str, per: &BTreeMap<String, Totals>) -> String {
         let _ = write!(
             s,
             "<text x=\"{}\" y=\"{}\" font-size=\"10\">p99 {p99:.1} ms</text>",
-            W - 55.0,
+            W - 105.0,
             y + 12.0
         );
     }
