@@ -1,5 +1,8 @@
 //! The demo's sample FHIR backend: a few synthetic patients and their observations,
-//! served read-only over plain HTTP on loopback (the gateway in front provides TLS).
+//! served over plain HTTP on loopback (the gateway in front provides TLS). Writes
+//! (`POST` of a resource, a transaction `Bundle` to the base) are acknowledged as a FHIR
+//! server would (201 / 200 transaction-response) but not stored, so load tests
+//! (`phr-loadtest`) can exercise the write path.
 //! Synthetic data only: no real person is described here.
 
 use bytes::Bytes;
@@ -26,7 +29,15 @@ pub async fn start() -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let service = service_fn(|req| async move { Ok::<_, Infallible>(handle(&req)) });
+                let service = service_fn(|req: Request<Incoming>| async move {
+                    let (parts, body) = req.into_parts();
+                    // Read the body: a write is answered with it (not kept).
+                    let body = http_body_util::BodyExt::collect(body)
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    Ok::<_, Infallible>(handle(&parts.method, &parts.uri, &body))
+                });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(tcp), service)
                     .await;
@@ -49,15 +60,48 @@ fn observation(patient_id: &str, n: usize) -> Value {
     })
 }
 
+/// Acknowledges a write without storing it: 201 with the resource (given an id), as a
+/// FHIR server returns it, or 200 with a transaction-response for a `Bundle` posted to
+/// the base.
+fn created(path: &str, body: &[u8]) -> Response<Full<Bytes>> {
+    let posted = serde_json::from_slice::<Value>(body).ok().filter(Value::is_object);
+    let (status, body) = match (path, posted) {
+        ("", Some(_)) => (
+            StatusCode::OK,
+            json!({"resourceType": "Bundle", "type": "transaction-response",
+                   "entry": [{"response": {"status": "201 Created"}}]}),
+        ),
+        (kind, Some(mut resource)) if !kind.is_empty() && !kind.contains('/') && resource["resourceType"] == kind => {
+            resource["id"] = json!("demo-created");
+            (StatusCode::CREATED, resource)
+        }
+        _ => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "not-supported",
+                   "diagnostics": "the demo backend acknowledges a JSON resource POSTed to its type, or a Bundle to the base"}]}),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/fhir+json"),
+    );
+    resp
+}
+
 fn bundle(entries: Vec<Value>) -> Value {
     let total = entries.len();
     json!({"resourceType": "Bundle", "type": "searchset", "total": total,
            "entry": entries.into_iter().map(|r| json!({"resource": r})).collect::<Vec<_>>()})
 }
 
-fn handle(req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = req.uri().path().trim_start_matches("/fhir/");
-    let query = req.uri().query().unwrap_or("");
+fn handle(method: &http::Method, uri: &http::Uri, body: &[u8]) -> Response<Full<Bytes>> {
+    let path = uri.path().trim_start_matches("/fhir/").trim_start_matches("/fhir");
+    let query = uri.query().unwrap_or("");
+    if method == http::Method::POST {
+        return created(path, body);
+    }
     let patient_param = query
         .split('&')
         .find_map(|kv| kv.strip_prefix("patient=").or_else(|| kv.strip_prefix("subject=")))
