@@ -11,6 +11,7 @@
 //! (`report.html` with inline SVG plots, `report.json`, `summary.md`) that merge across
 //! load-generator processes (`phr-loadtest merge`). See bench/README.md.
 
+mod dpop;
 mod mix;
 mod report;
 mod server;
@@ -25,7 +26,7 @@ use shape::Shape;
 use stats::{Outcome, Recorder};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Command line.
@@ -79,8 +80,9 @@ enum HttpArg {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Use the demo (`phr-gateway demo`, already running) in DIR (default: phr-gateway-demo):
-    /// its gateway.toml gives the URL and admin address, ca.pem the CA, dev-issuer-key.pem
-    /// the signing key; runs 30 s unless --duration is given. Starts nothing itself.
+    /// its demo-address.json (written once it listens) gives the URL and admin address,
+    /// ca.pem the CA, dev-issuer-key.pem the signing key; runs 30 s unless --duration is
+    /// given. Starts nothing itself.
     #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "phr-gateway-demo")]
     demo: Option<PathBuf>,
     /// Base URL of the gateway (or backend), e.g. https://gw.example.jp:8443.
@@ -178,11 +180,37 @@ struct Ctx {
     /// Shared HTTP clients (connection pools); user `i` uses `clients[i % len]`.
     clients: Vec<reqwest::Client>,
     today: String,
+    /// The base URL requests go to (no trailing `/`): DPoP proofs name it in `htu`.
+    target: String,
+    /// Signs the users' DPoP-bound tokens, valid for `valid_for_s`.
+    issuer: tokens::Issuer,
+    valid_for_s: i64,
+    /// Per interaction: the `dpop` interaction a `dpop-replay` one replays.
+    replay_source: Vec<Option<usize>>,
+    /// Per `dpop` interaction: the last request answered as expected, for its replays.
+    captured: Vec<Mutex<Option<Captured>>>,
 }
 
-/// A user's pacing state: its next intended send time.
-struct Pace {
+/// A DPoP request the gateway answered as expected, kept to be replayed.
+#[derive(Clone)]
+struct Captured {
+    path: String,
+    patient: String,
+    token: String,
+    proof: String,
+}
+
+/// A user's state: its next intended send time, and its DPoP key and bound token.
+struct UserState {
     next: Instant,
+    dpop: Option<DpopUser>,
+}
+
+/// A virtual user's own DPoP key, its bound token (`cnf.jkt`) and that token's patient.
+struct DpopUser {
+    key: dpop::DpopKey,
+    token: String,
+    patient: String,
 }
 
 fn main() {
@@ -214,33 +242,43 @@ fn merge(out: &Path, files: &[PathBuf]) -> Result<i32, String> {
     Ok(0)
 }
 
-/// What the demo's data dir tells: URL, admin metrics URL, CA, signing key.
+/// What the running demo's data dir tells: URL, admin metrics URL, CA, signing key. The
+/// demo writes its bound addresses to `demo-address.json` once it listens (so a demo on
+/// `--port 0` is found too) and removes the file when it stops.
 fn demo_settings(dir: &Path) -> Result<(String, String, PathBuf, PathBuf), String> {
-    let cfg_path = dir.join("gateway.toml");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| {
+    let file = dir.join("demo-address.json");
+    let text = std::fs::read_to_string(&file).map_err(|e| {
         format!(
-            "{}: {e}; start the demo first (`phr-gateway demo --data-dir {}`) or give --demo DIR",
-            cfg_path.display(),
+            "{}: {e}: is the demo running? Start it with `phr-gateway demo --data-dir {}` (it writes this \
+             file once it listens), or give --demo DIR with its data dir",
+            file.display(),
             dir.display()
         )
     })?;
-    let cfg: toml::Value = toml::from_str(&text).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
-    let listen = cfg
-        .get("listeners")
-        .and_then(|l| l.get(0))
-        .and_then(|l| l.get("bind"))
-        .and_then(|b| b.as_str())
-        .ok_or_else(|| format!("{}: no [[listeners]] bind", cfg_path.display()))?;
-    let admin = cfg
-        .get("admin")
-        .and_then(|a| a.get("bind"))
-        .and_then(|b| b.as_str())
-        .unwrap_or("127.0.0.1:9901");
-    let port = listen.rsplit_once(':').map(|(_, p)| p).unwrap_or("8443");
-    // The demo's certificate names localhost.
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not the demo's address file: {e}", file.display()))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{}: no \"{k}\"", file.display()))
+    };
+    let gateway = field("gateway")?;
+    let addr: std::net::SocketAddr = gateway
+        .parse()
+        .map_err(|e| format!("{}: gateway {gateway:?}: {e}", file.display()))?;
+    // A killed demo leaves the file behind: a refused connection says so before the run.
+    std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| {
+        format!(
+            "the demo is not answering at {gateway} (from {}): {e}: is the demo running? A demo that was \
+             killed leaves this file behind; start it again with `phr-gateway demo --data-dir {}`",
+            file.display(),
+            dir.display()
+        )
+    })?;
     Ok((
-        format!("https://localhost:{port}"),
-        format!("http://{admin}/metrics"),
+        field("url")?,
+        field("metrics_url")?,
         dir.join("ca.pem"),
         dir.join("dev-issuer-key.pem"),
     ))
@@ -348,6 +386,7 @@ fn run(a: RunArgs) -> Result<i32, String> {
     let issuer = tokens::Issuer::from_key_file(&key, &a.issuer, &a.audience, &a.kid)?;
     let valid = duration.as_secs() as i64 + 3600;
     let tokens = issuer.population(a.patients.max(1), &a.patient_ids, valid)?;
+    let replay_source = (0..mix.interactions.len()).map(|i| mix.replay_source(i)).collect();
     let users = a
         .users
         .unwrap_or_else(|| (shape.peak(duration) * 0.25).ceil() as usize + 8)
@@ -378,6 +417,11 @@ fn run(a: RunArgs) -> Result<i32, String> {
         let ctx = Arc::new(Ctx {
             table: mix_table(&mix),
             sent: (0..mix.interactions.len()).map(|_| AtomicU64::new(0)).collect(),
+            captured: (0..mix.interactions.len()).map(|_| Mutex::new(None)).collect(),
+            replay_source,
+            target: target.clone(),
+            issuer,
+            valid_for_s: valid,
             mix,
             tokens,
             recorder: Recorder::default(),
@@ -514,12 +558,37 @@ fn on_start(ctx: Arc<Ctx>) -> TxFn {
             // Spread first sends over one interval so users do not fire in lockstep.
             let interval = ctx.users as f64 / ctx.shape.rate_at(Duration::ZERO, ctx.duration);
             let offset = interval * (user.weighted_users_index % ctx.users) as f64 / ctx.users as f64;
-            user.set_session_data(Pace {
+            let dpop = if ctx.mix.uses_dpop() {
+                dpop_user(&ctx, user.weighted_users_index)
+                    .inspect_err(|e| eprintln!("phr-loadtest: user {}: {e}", user.weighted_users_index))
+                    .ok()
+            } else {
+                None
+            };
+            user.set_session_data(UserState {
                 next: Instant::now() + Duration::from_secs_f64(offset),
+                dpop,
             });
             Ok(())
         })
     })
+}
+
+/// User `i`'s DPoP key and a token bound to it, for the `i`-th synthetic patient's
+/// backend patient (its own subject, so per-subject limits see one subject per key).
+fn dpop_user(ctx: &Ctx, i: usize) -> Result<DpopUser, String> {
+    let node = std::process::id();
+    let key = dpop::DpopKey::generate(&format!("lt-{node}-u{i}"))?;
+    let patient = ctx.tokens.patients[i % ctx.tokens.patients.len()].0.clone();
+    let token = ctx.issuer.sign_with(
+        &format!("lt-{node}-dpop-{i}"),
+        "openid launch/patient patient/*.cruds",
+        Some(&patient),
+        ctx.valid_for_s,
+        i,
+        serde_json::json!({ "cnf": { "jkt": key.jkt } }),
+    )?;
+    Ok(DpopUser { key, token, patient })
 }
 
 fn exchange_fn(ctx: Arc<Ctx>) -> TxFn {
@@ -532,12 +601,18 @@ fn exchange_fn(ctx: Arc<Ctx>) -> TxFn {
     })
 }
 
-/// The next interaction from the table, skipping those past their `max_per_run`.
+/// The next interaction from the table, skipping those past their `max_per_run`. A
+/// replay's turn before its DPoP interaction was ever answered sends that one instead.
 fn next_interaction(ctx: &Ctx) -> usize {
     let mut idx = 0;
     for _ in 0..ctx.table.len() {
         let pick = ctx.next_pick.fetch_add(1, Ordering::Relaxed);
         idx = ctx.table[pick % ctx.table.len()];
+        if let Some(src) = ctx.replay_source[idx] {
+            if ctx.captured[src].lock().map_or(true, |c| c.is_none()) {
+                idx = src;
+            }
+        }
         let cap = ctx.mix.interactions[idx].max_per_run.unwrap_or(u64::MAX);
         if ctx.sent[idx].fetch_add(1, Ordering::Relaxed) < cap {
             return idx;
@@ -549,7 +624,7 @@ fn next_interaction(ctx: &Ctx) -> usize {
 /// Waits for this user's next intended send time and returns it; schedules the one after.
 async fn pace(user: &mut GooseUser, ctx: &Ctx) -> Instant {
     let intended = user
-        .get_session_data::<Pace>()
+        .get_session_data::<UserState>()
         .map(|p| p.next)
         .unwrap_or_else(Instant::now);
     tokio::time::sleep_until(intended.into()).await;
@@ -557,7 +632,10 @@ async fn pace(user: &mut GooseUser, ctx: &Ctx) -> Instant {
         .shape
         .rate_at(intended.saturating_duration_since(ctx.start), ctx.duration);
     let next = intended + Duration::from_secs_f64(ctx.users as f64 / rate);
-    user.set_session_data(Pace { next });
+    match user.get_session_data_mut::<UserState>() {
+        Some(state) => state.next = next,
+        None => user.set_session_data(UserState { next, dpop: None }),
+    }
     intended
 }
 
@@ -576,10 +654,19 @@ fn token<'a>(ctx: &'a Ctx, it: &Interaction, n: usize) -> Option<&'a str> {
     match it.token {
         TokenKind::Patient => Some(&t.patients[n % t.patients.len()].1),
         TokenKind::Expired => Some(&t.expired[n % t.expired.len()]),
+        TokenKind::OneFactor => Some(&t.one_factor[n % t.one_factor.len()]),
         TokenKind::Practitioner => Some(&t.practitioners[n % t.practitioners.len()]),
         TokenKind::System => Some(&t.systems[n % t.systems.len()]),
-        TokenKind::None => None,
+        // Sent with their proofs by `exchange`.
+        TokenKind::Dpop | TokenKind::DpopReplay | TokenKind::None => None,
     }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// One request of interaction `idx` for the next synthetic patient.
@@ -587,7 +674,16 @@ async fn exchange(user: &mut GooseUser, ctx: &Ctx, idx: usize) -> TransactionRes
     let it = &ctx.mix.interactions[idx];
     let intended = pace(user, ctx).await;
     let n = ctx.next_patient.fetch_add(1, Ordering::Relaxed);
-    let (patient, _) = &ctx.tokens.patients[n % ctx.tokens.patients.len()];
+    // A replay re-sends a captured request; a DPoP request is the user's own patient's.
+    let replayed = ctx.replay_source[idx].and_then(|src| ctx.captured[src].lock().ok().and_then(|c| c.clone()));
+    let own = user.get_session_data::<UserState>().and_then(|s| s.dpop.as_ref());
+    let dpop_kind = matches!(it.token, TokenKind::Dpop | TokenKind::DpopReplay);
+    let patient = match (&replayed, own) {
+        (Some(c), _) => c.patient.clone(),
+        (None, Some(d)) if dpop_kind => d.patient.clone(),
+        _ => ctx.tokens.patients[n % ctx.tokens.patients.len()].0.clone(),
+    };
+    let patient = &patient;
     // "Another patient": the next distinct backend id.
     let other = ctx
         .tokens
@@ -598,9 +694,30 @@ async fn exchange(user: &mut GooseUser, ctx: &Ctx, idx: usize) -> TransactionRes
         .cloned()
         .unwrap_or_else(|| format!("{patient}-other"));
     let obs = format!("{patient}-bp{}", 1 + n % 2);
-    let path = mix::fill(&it.path, patient, &other, &obs, &ctx.today);
+    let path = match &replayed {
+        Some(c) => c.path.clone(),
+        None => mix::fill(&it.path, patient, &other, &obs, &ctx.today),
+    };
+    // DPoP: the token and its proof (a fresh one, or the captured one for a replay).
+    let dpop = match (replayed, own) {
+        (Some(c), _) => Some((c.token, c.proof)),
+        (None, Some(d)) if dpop_kind => {
+            let url = format!("{}{path}", ctx.target);
+            let proof = d.key.proof(&it.method, &url, &d.token, unix_now()).unwrap_or_else(|e| {
+                // Sent without a valid proof: the refusal is counted as unexpected.
+                eprintln!("phr-loadtest: {e}");
+                String::new()
+            });
+            Some((d.token.clone(), proof))
+        }
+        _ => None,
+    };
     let mut rb = user.get_request_builder(&method(&it.method), &path)?;
-    if let Some(tok) = token(ctx, it, n) {
+    if let Some((tok, proof)) = &dpop {
+        rb = rb
+            .header("authorization", format!("DPoP {tok}"))
+            .header("dpop", proof.as_str());
+    } else if let Some(tok) = token(ctx, it, n) {
         rb = rb.bearer_auth(tok);
     }
     if let Some(body) = &it.body {
@@ -628,11 +745,20 @@ async fn exchange(user: &mut GooseUser, ctx: &Ctx, idx: usize) -> TransactionRes
         Err(_) => (0, None),
     };
     let expected = it.expect.contains(&status);
+    let replayed_later = ctx.replay_source.contains(&Some(idx));
+    if let (true, true, Some((token, proof))) = (expected, replayed_later, dpop) {
+        // Kept for this interaction's replays.
+        if let Ok(mut c) = ctx.captured[idx].lock() {
+            *c = Some(Captured {
+                path: path.clone(),
+                patient: patient.clone(),
+                token,
+                proof,
+            });
+        }
+    }
     ctx.recorder.record(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        unix_now(),
         &it.name,
         Outcome {
             status,

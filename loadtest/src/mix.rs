@@ -9,9 +9,10 @@ pub const DEFAULT_MIX: &str = include_str!("../mixes/phr-day.toml");
 
 /// Whose token an interaction sends.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum TokenKind {
-    /// The synthetic patient's own token (patient-scoped, `patient` claim).
+    /// The synthetic patient's own token (patient-scoped, `patient` claim; `amr` shows
+    /// two factors, `pwd` + `otp`).
     Patient,
     /// A practitioner's token (`user/*.rs`), reading across patients.
     Practitioner,
@@ -19,6 +20,16 @@ pub enum TokenKind {
     System,
     /// The patient's token, expired an hour ago: must be refused.
     Expired,
+    /// The patient's token with one factor only (`amr: ["pwd"]`): refused on a route that
+    /// requires two.
+    OneFactor,
+    /// The virtual user's DPoP-bound token (`cnf.jkt` of its own key, for its own
+    /// patient) with a fresh proof (RFC 9449), as `Authorization: DPoP`.
+    Dpop,
+    /// Re-sends, unchanged (URL, token, proof), the last request of this run's `dpop`
+    /// interaction with the same method and path that was answered as expected: a replayed
+    /// proof, which must be refused. Until one was answered, its turn sends that one.
+    DpopReplay,
     /// No `Authorization` header.
     None,
 }
@@ -68,9 +79,36 @@ impl Mix {
     pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
         let mix: Mix = toml::from_str(text).map_err(|e| format!("mix {origin}: {e}"))?;
         mix.interactions.retain_check(origin)?;
-        Ok(Mix {
+        let mix = Mix {
             interactions: mix.interactions.into_iter().filter(|i| i.weight > 0).collect(),
-        })
+        };
+        for (i, it) in mix.interactions.iter().enumerate() {
+            if it.token == TokenKind::DpopReplay && mix.replay_source(i).is_none() {
+                return Err(format!(
+                    "mix {origin}: interaction '{}' (token = \"dpop-replay\") needs an interaction with \
+                     token = \"dpop\", weight above 0 and the same method and path, whose proofs it replays",
+                    it.name
+                ));
+            }
+        }
+        Ok(mix)
+    }
+
+    /// For a `dpop-replay` interaction, the `dpop` interaction whose answered requests it
+    /// replays (same method and path).
+    pub fn replay_source(&self, idx: usize) -> Option<usize> {
+        let r = &self.interactions[idx];
+        if r.token != TokenKind::DpopReplay {
+            return None;
+        }
+        self.interactions
+            .iter()
+            .position(|i| i.token == TokenKind::Dpop && i.method == r.method && i.path == r.path)
+    }
+
+    /// Whether any interaction sends a DPoP-bound token (then every user gets a key).
+    pub fn uses_dpop(&self) -> bool {
+        self.interactions.iter().any(|i| i.token == TokenKind::Dpop)
     }
 
     /// Loads a mix file, or the default mix when `path` is `None`.
@@ -148,6 +186,25 @@ mod tests {
             .interactions
             .iter()
             .any(|i| i.token == TokenKind::Expired && i.expect == [401]));
+    }
+
+    #[test]
+    fn default_mix_has_dpop_and_two_factor_interactions_and_their_refusals() {
+        let mix = Mix::load(None).unwrap();
+        let find = |t: TokenKind| mix.interactions.iter().position(|i| i.token == t).unwrap();
+        let replay = find(TokenKind::DpopReplay);
+        assert_eq!(mix.replay_source(replay), Some(find(TokenKind::Dpop)));
+        assert_eq!(mix.interactions[replay].expect, [401]);
+        assert_eq!(mix.interactions[find(TokenKind::OneFactor)].expect, [401]);
+        assert!(mix.uses_dpop());
+    }
+
+    #[test]
+    fn a_replay_without_its_dpop_interaction_is_refused() {
+        let m = "[[interaction]]\nname='d'\nweight=1\npath='/a'\ntoken='dpop'\nexpect=[200]\n\
+                 [[interaction]]\nname='r'\nweight=1\npath='/b'\ntoken='dpop-replay'\nexpect=[401]\n";
+        assert!(Mix::parse(m, "t").unwrap_err().contains("'r'"));
+        assert!(Mix::parse(&m.replace("'/b'", "'/a'"), "t").is_ok());
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct Tokens {
     pub patients: Vec<(String, String)>,
     /// Expired token per synthetic patient (same index).
     pub expired: Vec<String>,
+    /// Token per synthetic patient (same index) whose `amr` shows one factor (`pwd`).
+    pub one_factor: Vec<String>,
     /// Practitioner tokens.
     pub practitioners: Vec<String>,
     /// System tokens.
@@ -74,6 +76,20 @@ impl Issuer {
         valid_for: i64,
         n: usize,
     ) -> Result<String, String> {
+        self.sign_with(subject, scope, patient, valid_for, n, json!({}))
+    }
+
+    /// As [`Self::sign`], with the claims in `extra` (an object) added or replacing the
+    /// defaults: `amr` (default two factors, `["pwd", "otp"]`), `cnf` for a DPoP-bound token.
+    pub fn sign_with(
+        &self,
+        subject: &str,
+        scope: &str,
+        patient: Option<&str>,
+        valid_for: i64,
+        n: usize,
+        extra: serde_json::Value,
+    ) -> Result<String, String> {
         let now = now() as i64;
         let mut claims = json!({
             "iss": self.issuer, "aud": self.audience, "sub": subject, "client_id": "phr-loadtest",
@@ -82,6 +98,9 @@ impl Issuer {
         });
         if let Some(p) = patient {
             claims["patient"] = json!(p);
+        }
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
         }
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
@@ -98,6 +117,7 @@ impl Issuer {
         let mut t = Tokens {
             patients: Vec::new(),
             expired: Vec::new(),
+            one_factor: Vec::new(),
             practitioners: Vec::new(),
             systems: Vec::new(),
         };
@@ -108,6 +128,9 @@ impl Issuer {
             t.patients
                 .push((id.clone(), self.sign(&sub, scope, Some(id), valid_for_s, i)?));
             t.expired.push(self.sign(&sub, scope, Some(id), -3600, i)?);
+            let one = json!({ "amr": ["pwd"], "jti": format!("phr-loadtest-{node}-{i}-{sub}-1f") });
+            t.one_factor
+                .push(self.sign_with(&sub, scope, Some(id), valid_for_s, i, one)?);
         }
         for i in 0..(patients / 20).max(1) {
             t.practitioners.push(self.sign(

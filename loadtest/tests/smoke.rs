@@ -1,18 +1,29 @@
 //! CI smoke run (issue 22): the real gateway binary (`phr-gateway demo`, with its sample
 //! backend and SQLite access records) under 10 s of the default mix from `phr-loadtest
-//! --demo`: zero unexpected statuses, the three reports written, the JSON parses, the
-//! HTML holds the plots, the server-side scrape is there, and reports merge.
+//! --demo`: zero unexpected statuses (DPoP-bound and two-factor interactions and their
+//! refusals included), the three reports written, the JSON parses, the HTML holds the
+//! plots, the server-side scrape is there, and reports merge.
 //!
-//! The gateway binary is another package's: it is looked up in this test's target dir
-//! (`cargo test --workspace` builds it, for the gateway's own e2e tests). Without it the
-//! test says so and passes, unless PHR_TEST_REQUIRE_SERVICES=1 (CI), where it fails.
+//! Which gateway binary: `PHR_GATEWAY_BIN` if set, else `phr-gateway` in this test's own
+//! target dir (`target/debug/`, next to `deps/`). Cargo cannot build another package's
+//! binary for this test (only artifact dependencies could, and they need nightly; a
+//! nested `cargo build` would wait for the lock the running `cargo test` holds), so:
+//! `cargo test --workspace` (CI) builds it before any test runs; `cargo test -p
+//! phr-loadtest` alone needs `cargo build -p phr-gateway` first. A binary older than any
+//! source it is built from (gateway/, fhir-adapter/, Cargo.lock) fails the test rather
+//! than testing old code. A missing binary skips it, except under
+//! PHR_TEST_REQUIRE_SERVICES=1 (CI), where it fails.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+const BUILD_IT: &str = "build it with `cargo build -p phr-gateway` (or run `cargo test --workspace`, which builds it), or point PHR_GATEWAY_BIN at one";
 
 fn gateway_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("PHR_GATEWAY_BIN") {
+        return Some(PathBuf::from(bin));
+    }
     // target/debug/deps/smoke-HASH → target/debug/phr-gateway
     let exe = std::env::current_exe().ok()?;
     let bin = exe
@@ -22,8 +33,32 @@ fn gateway_binary() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// The newest file (and its time) under the sources the gateway binary is built from.
+fn newest_source() -> (SystemTime, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut newest = (SystemTime::UNIX_EPOCH, PathBuf::new());
+    let mut dirs = vec![root.join("gateway"), root.join("fhir-adapter")];
+    let mut consider = |p: PathBuf| {
+        if let Ok(t) = p.metadata().and_then(|m| m.modified()) {
+            if t > newest.0 {
+                newest = (t, p);
+            }
+        }
+    };
+    consider(root.join("Cargo.lock"));
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            // Test-only sources do not go into the binary.
+            let name = entry.file_name();
+            if p.is_dir() && name != "tests" && name != "benches" {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs" || e == "toml") {
+                consider(p);
+            }
+        }
+    }
+    newest
 }
 
 struct Demo(Child);
@@ -34,7 +69,9 @@ impl Drop for Demo {
     }
 }
 
-fn start_demo(bin: &Path, data: &Path, port: u16, admin: u16) -> Demo {
+/// Starts the demo on ephemeral ports (`--port 0`): `phr-loadtest --demo` finds it by the
+/// address file the demo writes once it listens.
+fn start_demo(bin: &Path, data: &Path) -> Demo {
     let log = std::fs::File::create(data.with_extension("log")).unwrap();
     let child = Command::new(bin)
         .args([
@@ -42,9 +79,9 @@ fn start_demo(bin: &Path, data: &Path, port: u16, admin: u16) -> Demo {
             "--data-dir",
             data.to_str().unwrap(),
             "--port",
-            &port.to_string(),
+            "0",
             "--admin-port",
-            &admin.to_string(),
+            "0",
         ])
         .stdout(Stdio::null())
         .stderr(log)
@@ -52,10 +89,10 @@ fn start_demo(bin: &Path, data: &Path, port: u16, admin: u16) -> Demo {
         .expect("start phr-gateway demo");
     let demo = Demo(child);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !data.join("tokens.env").is_file() {
+    while !data.join("demo-address.json").is_file() {
         assert!(
             Instant::now() < deadline,
-            "the demo did not listen on {port} within 60 s; see {}",
+            "the demo did not write demo-address.json within 60 s; see {}",
             data.with_extension("log").display()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -66,7 +103,7 @@ fn start_demo(bin: &Path, data: &Path, port: u16, admin: u16) -> Demo {
 #[test]
 fn ten_second_demo_run_has_no_unexpected_status_and_writes_reports() {
     let Some(bin) = gateway_binary() else {
-        let msg = "phr-gateway binary not found next to this test's target dir; build it (cargo build -p phr-gateway) or run cargo test --workspace";
+        let msg = format!("phr-gateway binary not found in this test's target dir; {BUILD_IT}");
         assert!(
             std::env::var("PHR_TEST_REQUIRE_SERVICES").as_deref() != Ok("1"),
             "{msg}"
@@ -74,12 +111,33 @@ fn ten_second_demo_run_has_no_unexpected_status_and_writes_reports() {
         eprintln!("SKIPPED: {msg}");
         return;
     };
+    let built = bin
+        .metadata()
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let (changed, source) = newest_source();
+    assert!(
+        std::env::var_os("PHR_GATEWAY_BIN").is_some() || built >= changed,
+        "{} is older than {}: it would test old gateway code; {BUILD_IT}",
+        bin.display(),
+        source.display()
+    );
     let root = std::env::temp_dir().join(format!("phr-loadtest-smoke-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
     let data = root.join("demo");
-    let (port, admin) = (free_port(), free_port());
-    let _demo = start_demo(&bin, &data, port, admin);
+    // Before the demo: the kit names what is missing.
+    let early = Command::new(env!("CARGO_BIN_EXE_phr-loadtest"))
+        .args(["--demo", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(early.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("is the demo running?"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    let demo = start_demo(&bin, &data);
 
     let out = root.join("report");
     let run = Command::new(env!("CARGO_BIN_EXE_phr-loadtest"))
@@ -121,8 +179,12 @@ fn ten_second_demo_run_has_no_unexpected_status_and_writes_reports() {
         "observation-write",
         "transaction-bundle",
         "document-upload",
+        "dpop-read",
+        "two-factor-read",
         "refused-other-patient",
         "refused-expired-token",
+        "refused-dpop-replay",
+        "refused-one-factor",
     ] {
         assert!(
             per.get(name).is_some_and(|t| t["ok"].as_u64().unwrap() > 0),
@@ -182,5 +244,18 @@ fn ten_second_demo_run_has_no_unexpected_status_and_writes_reports() {
         serde_json::from_str(&std::fs::read_to_string(merged_dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(merged["totals"]["ok"].as_u64().unwrap(), 2 * ok);
     assert_eq!(merged["nodes"].as_array().unwrap().len(), 2);
+
+    // A killed demo leaves its address file behind: the kit says it is not answering.
+    drop(demo);
+    let stale = Command::new(env!("CARGO_BIN_EXE_phr-loadtest"))
+        .args(["--demo", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert_eq!(stale.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not answering") && err.contains("is the demo running?"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -97,7 +97,13 @@ fn bundle(entries: Vec<Value>) -> Value {
 }
 
 fn handle(method: &http::Method, uri: &http::Uri, body: &[u8]) -> Response<Full<Bytes>> {
-    let path = uri.path().trim_start_matches("/fhir/").trim_start_matches("/fhir");
+    // The first segment is the FHIR base: the demo's routes (`/fhir/`, `/fhir-dpop/`,
+    // `/fhir-2fa/`) forward to this one backend without stripping their prefix.
+    let path = uri
+        .path()
+        .trim_start_matches('/')
+        .split_once('/')
+        .map_or("", |(_, rest)| rest);
     let query = uri.query().unwrap_or("");
     if method == http::Method::POST {
         return created(path, body);

@@ -64,11 +64,17 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
     let tokens_shown = tokens.display().to_string();
     let jwks_shown = dev.jwks_file.display().to_string();
     let data_shown = data_dir.display().to_string();
+    let address_file = data_dir.join(ADDRESS_FILE_NAME);
+    let written = address_file.clone();
     crate::app::run(&config_path, move |listeners, admin| {
         let gw: SocketAddr = listeners[0].1;
         let base = format!("https://localhost:{}", gw.port());
+        // After bind: with `--port 0` only the bound ports tell where the demo is.
+        if let Err(e) = write_address_file(&written, gw, admin) {
+            println!("{}: not written ({e}); `phr-loadtest --demo` will not find this demo", written.display());
+        }
         println!(
-            "\nphr-gateway demo is running (config: {config})\n\n  Gateway (TLS 1.3):   {base}/fhir/\n  Sample backend:      http://{backend} (loopback only)\n  Admin:               http://{admin}/healthz  /readyz  /metrics\n\nTry (tokens from the demo's development issuer, valid 12 h):\n  source {tokens}\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p1\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Observation      # only p1's\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p2       # 404: told nothing about p2\n  curl --cacert {ca} -H \"Authorization: Bearer $DOCTOR_TOKEN\" {base}/fhir/Patient/p2        # a practitioner may\n  curl --cacert {ca} {base}/fhir/Patient/p1                                              # 401 without a token\n  curl --cacert {ca} --tls-max 1.2 {base}/fhir/metadata   # refused: TLS 1.3 only\n  curl http://{admin}/metrics | grep phr_\n",
+            "\nphr-gateway demo is running (config: {config})\n\n  Gateway (TLS 1.3):   {base}/fhir/\n  Sample backend:      http://{backend} (loopback only)\n  Admin:               http://{admin}/healthz  /readyz  /metrics\n\nTry (tokens from the demo's development issuer, valid 12 h):\n  source {tokens}\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p1\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Observation      # only p1's\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir/Patient/p2       # 404: told nothing about p2\n  curl --cacert {ca} -H \"Authorization: Bearer $DOCTOR_TOKEN\" {base}/fhir/Patient/p2        # a practitioner may\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir-2fa/Patient/p1   # two factors required (the tokens' amr: pwd+otp)\n  curl --cacert {ca} -H \"Authorization: Bearer $PATIENT_TOKEN\" {base}/fhir-dpop/Patient/p1  # 401: DPoP-bound tokens only\n  curl --cacert {ca} {base}/fhir/Patient/p1                                              # 401 without a token\n  curl --cacert {ca} --tls-max 1.2 {base}/fhir/metadata   # refused: TLS 1.3 only\n  curl http://{admin}/metrics | grep phr_\n",
             config = shown,
             tokens = tokens_shown,
         );
@@ -83,10 +89,38 @@ pub async fn run(data_dir: &Path, port: u16, admin_port: u16) -> Result<(), Demo
             issuer::issuer_config_snippet(&jwks_shown),
             data = data_shown,
         );
+        println!(
+            "Load test it: cargo run --release -p phr-loadtest -- --demo {data} (addresses in {file})",
+            data = data_shown,
+            file = written.display()
+        );
         println!("Stop with Ctrl-C (in-flight requests are drained).\n");
     })
     .await?;
+    // Stopped: the addresses are no longer true (a killed demo leaves the file behind,
+    // which `phr-loadtest --demo` detects by the refused connection).
+    let _ = std::fs::remove_file(&address_file);
     Ok(())
+}
+
+/// File in the data directory naming the running demo's bound addresses (JSON:
+/// `gateway`, `admin` as `ip:port`, `url`, `metrics_url`, `pid`), written after bind and
+/// removed on a clean stop; `phr-loadtest --demo DIR` reads it.
+pub const ADDRESS_FILE_NAME: &str = "demo-address.json";
+
+/// Writes [`ADDRESS_FILE_NAME`] atomically (a reader never sees half a file).
+fn write_address_file(path: &Path, gateway: SocketAddr, admin: SocketAddr) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "gateway": gateway.to_string(),
+        "admin": admin.to_string(),
+        // The demo's certificate names localhost.
+        "url": format!("https://localhost:{}", gateway.port()),
+        "metrics_url": format!("http://{admin}/metrics"),
+        "pid": std::process::id(),
+    });
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, format!("{body:#}\n"))?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Generates the compliance report (HTML, Japanese) for the demo's own configuration and
@@ -106,6 +140,8 @@ async fn print_compliance_report(config_path: &Path, data_dir: &Path) {
 pub const DEMO_RATE: u32 = 2;
 /// Burst of the demo's per-subject limit: a quick loop of 20 requests runs out.
 pub const DEMO_BURST: u32 = 5;
+/// Failed authentications from one address (within 15 min) before the demo blocks it.
+pub const DEMO_AUTH_FAILURES: u32 = 20;
 
 /// The shell loop the demo prints to show the per-subject rate limit: 20 quick reads
 /// with `$PATIENT_TOKEN` (from `tokens.env`), printing each status line and the
@@ -143,6 +179,13 @@ in_cluster = true
 jurisdiction = "JP"
 
 {issuer_table}
+# Failed-authentication back-off (AUTH-LOCK-1): as in production (15 min window and
+# block) but after {failures} failures instead of 5, since `phr-loadtest --demo` sends a few
+# refused tokens per run (expired, replayed DPoP proof, one factor) from one address and
+# several runs in a row must not lock that address, and the demo's curl commands, out.
+[auth_backoff]
+after_failures = {failures}
+
 # A small per-subject budget, so a quick loop of requests shows 429 with Retry-After
 # and RateLimit headers (AV-DOS-1); production values are in config/gateway.toml.
 [rate_limits.policies.per_subject]
@@ -160,11 +203,38 @@ rate_limits = ["per_subject"]
 
 [routes.auth]
 mode = "required"
+
+# The same backend behind two stricter policies, so `phr-loadtest --demo` exercises them:
+# only DPoP-bound tokens (cnf.jkt) with a fresh proof per request (RFC 9449) ...
+[[routes]]
+name = "fhir-dpop"
+path_prefix = "/fhir-dpop/"
+upstream = "sample-fhir"
+fhir = true
+rate_limits = ["per_subject"]
+
+[routes.auth]
+mode = "required"
+require_dpop = true
+
+# ... and only tokens whose amr spans two factor categories (AUTH-2FA-1; pwd+otp passes,
+# pwd alone is refused).
+[[routes]]
+name = "fhir-2fa"
+path_prefix = "/fhir-2fa/"
+upstream = "sample-fhir"
+fhir = true
+rate_limits = ["per_subject"]
+
+[routes.auth]
+mode = "required"
+two_factor = true
 "#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
         issuer_table = issuer::issuer_config_snippet(&jwks.display().to_string()),
         rate = DEMO_RATE,
         burst = DEMO_BURST,
+        failures = DEMO_AUTH_FAILURES,
     )
 }
