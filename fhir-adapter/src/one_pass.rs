@@ -330,8 +330,8 @@ impl<'a> Pass<'a, '_, '_> {
         if removed_matches > 0 {
             if let Some(raw) = bundle.get("total") {
                 if let Ok(total) = raw.get().parse::<u64>() {
-                    let fixed = total.saturating_sub(removed_matches).to_string().into_bytes();
-                    self.edits.push(Span::of(self.body, raw)?, fixed);
+                    let fixed = total.saturating_sub(removed_matches).to_string();
+                    self.edits.push(Span::of(self.body, raw)?, fixed.as_bytes());
                 }
             }
         }
@@ -425,25 +425,21 @@ impl<'a> Pass<'a, '_, '_> {
             match (fate, first_kept) {
                 (Fate::Keep, _) => {}
                 (Fate::Replace, _) => {
-                    let with = self.not_found_bytes();
+                    let with = self.not_found.get_or_insert_with(|| {
+                        serde_json::to_vec(&not_found_entry()).expect("a Value always serialises")
+                    });
                     self.edits.push(spans[k].clone(), with);
                 }
                 // Every entry removed: one cut from the first to the last.
-                (Fate::Drop, None) if k == 0 => self.edits.push(spans[0].start..spans[spans.len() - 1].end, Vec::new()),
+                (Fate::Drop, None) if k == 0 => self.edits.push(spans[0].start..spans[spans.len() - 1].end, b""),
                 (Fate::Drop, None) => {}
                 // Before the first kept entry: the entry and the comma after it.
-                (Fate::Drop, Some(f)) if k < f => self.edits.push(spans[k].start..spans[k + 1].start, Vec::new()),
+                (Fate::Drop, Some(f)) if k < f => self.edits.push(spans[k].start..spans[k + 1].start, b""),
                 // After it: the comma before the entry, and the entry.
-                (Fate::Drop, Some(_)) => self.edits.push(spans[k - 1].end..spans[k].end, Vec::new()),
+                (Fate::Drop, Some(_)) => self.edits.push(spans[k - 1].end..spans[k].end, b""),
             }
         }
         Ok(())
-    }
-
-    fn not_found_bytes(&mut self) -> Vec<u8> {
-        self.not_found
-            .get_or_insert_with(|| serde_json::to_vec(&not_found_entry()).expect("a Value always serialises"))
-            .clone()
     }
 
     /// Rebases `link[].url` and every entry's URLs of a Bundle (and of Bundles nested in
@@ -495,8 +491,7 @@ impl<'a> Pass<'a, '_, '_> {
     fn fix_url(&mut self, raw: &'a RawValue) -> Result<(), FhirError> {
         let Some(bases) = self.bases else { return Ok(()) };
         if let Some(new) = as_str(raw).and_then(|url| bases.rewrite(&url)) {
-            let with = serde_json::to_vec(&new).expect("a string always serialises");
-            self.edits.push(Span::of(self.body, raw)?, with);
+            self.edits.push_json_str(Span::of(self.body, raw)?, &new);
         }
         Ok(())
     }
