@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 /// minute in a debug `cargo test`.
 const DEFAULT_CASES: u32 = 96;
 
-fn config() -> ProptestConfig {
+pub(crate) fn config() -> ProptestConfig {
     let cases = std::env::var("PHR_FUZZ_CASES")
         .ok()
         .and_then(|v| v.trim().parse().ok())
@@ -143,10 +143,10 @@ fn body() -> impl Strategy<Value = Option<Vec<u8>>> {
 
 // --- response check -------------------------------------------------------
 
-const OWN: &str = "own-patient-1";
+pub(crate) const OWN: &str = "own-patient-1";
 /// Appears only in resources of another patient, so a released body that
 /// contains it has leaked one.
-const FOREIGN: &str = "foreign-77";
+pub(crate) const FOREIGN: &str = "foreign-77";
 
 fn patient_ref() -> impl Strategy<Value = (bool, String)> {
     (any::<bool>(), 0usize..4).prop_map(|(own, form)| {
@@ -217,7 +217,7 @@ fn bundle_of(kind: &'static str, nested: Vec<Value>, entries: Vec<Value>) -> Val
            "link": [{"relation": "self", "url": "https://backend.example/fhir/Observation"}]})
 }
 
-fn backend_body() -> impl Strategy<Value = Value> {
+pub(crate) fn backend_body() -> impl Strategy<Value = Value> {
     let kind = proptest::sample::select(
         &[
             "searchset",
@@ -239,7 +239,7 @@ fn backend_body() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn patient_decision() -> Decision {
+pub(crate) fn patient_decision() -> Decision {
     Decision {
         response_check: true,
         patient: Some(OWN.to_owned()),

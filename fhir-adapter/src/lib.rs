@@ -12,7 +12,8 @@
 //! 3. for each [`Decision::pre_reads`] path, GET it upstream and [`check_existing`];
 //! 4. forward, using [`Classified::path`] and any rewritten query/body;
 //! 5. if [`Decision::response_check`], [`check_and_rebase_response`] (the check and the
-//!    base-URL rewrite on one parse of the body);
+//!    base-URL rewrite in one pass over the body; [`check_and_edit_response`] gives the
+//!    result as splices of the body's own bytes);
 //! 6. write the access record from [`access_facts`].
 //!
 //! ```
@@ -41,23 +42,32 @@ mod body;
 mod classify;
 pub mod compartment;
 mod confine_search;
+mod edits;
 mod error;
 mod facts;
+mod lazy_json;
 mod normalize;
+mod one_pass;
 mod outcome;
 mod references;
 mod response;
+#[cfg(test)]
+mod response_oracle;
 mod scopes;
 mod write_checks;
 
 #[cfg(test)]
 mod fuzz_tests;
+#[cfg(test)]
+mod one_pass_tests;
 
 pub use authorize::{authorize, not_found, AccessContext, AllowedOperation, Decision, Policy};
 pub use classify::{classify, Classified, FhirRequest, Interaction, Limits, PatchFormat};
+pub use edits::Edits;
 pub use error::{FhirError, Part};
 pub use facts::{access_facts, AccessFacts};
 pub use normalize::is_valid_id;
+pub use one_pass::{check_and_edit_response, EditedCheck};
 pub use outcome::{error_response, issue_code_for_status, operation_outcome, REQUEST_ID_EXTENSION};
 pub use response::{
     belongs_to, check_and_rebase_response, check_existing, check_response, rebase_value, rewrite_base_url,

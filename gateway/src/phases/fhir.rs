@@ -16,7 +16,7 @@
 
 use crate::context::{FhirFacts, GatewayBody, RequestContext};
 use crate::error::GatewayError;
-use crate::proxy::body::collect_limited;
+use crate::proxy::body::collect_limited_vec;
 use crate::proxy::Outgoing;
 use crate::runtime::{ActiveConfig, ActiveRoute};
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use fhir_adapter::{AccessContext, Classified, Decision, FhirRequest, Scopes};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use std::collections::BTreeSet;
 
 /// `Cache-Control` of the SMART configuration: clients may keep it a few minutes, so a
 /// changed authorization server is seen soon after a reload.
@@ -239,12 +240,14 @@ pub async fn check_response(
     if !(exchange.decision.response_check && parts.status.is_success()) {
         return Ok(Response::from_parts(parts, Either::Left(body)));
     }
-    let bytes = read_response(route, body).await?;
+    let mut bytes = read_response(route, body).await?;
     let access = AccessContext {
         scopes: &exchange.scopes,
         patient: exchange.patient.as_deref(),
     };
-    let check = match fhir_adapter::check_and_rebase_response(&exchange.decision, &access, &bytes, Some(bases)) {
+    // One pass over the body: the compartment check and the base-URL rewrite together,
+    // as splices applied to the body's own buffer, so a large Bundle is held once.
+    let check = match fhir_adapter::check_and_edit_response(&exchange.decision, &access, &bytes, Some(bases)) {
         Err(e @ fhir_adapter::FhirError::ResponseOtherPatient { .. }) if conceal => {
             return Err(concealed(&exchange.classified, e))
         }
@@ -257,11 +260,9 @@ pub async fn check_response(
         };
         return Err(concealed(&exchange.classified, reason));
     }
-    ctx.fhir = Some(facts(&exchange.classified, &exchange.decision, Some(&check)));
-    let out = match check.body {
-        fhir_adapter::ResponseBody::Unchanged => bytes,
-        fhir_adapter::ResponseBody::Rewritten(b) => Bytes::from(b),
-    };
+    ctx.fhir = Some(facts(&exchange.classified, &exchange.decision, Some(&check.touched)));
+    check.edits.apply_in_place(&mut bytes);
+    let out = Bytes::from(bytes);
     if exchange.head {
         // What a GET would have carried, without the body.
         parts
@@ -324,9 +325,10 @@ async fn pre_read(
     Ok(())
 }
 
-/// Reads an upstream's answer whole for the check (up to [`MAX_CHECKED_RESPONSE_BYTES`]).
-async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Bytes, GatewayError> {
-    collect_limited(body, MAX_CHECKED_RESPONSE_BYTES)
+/// Reads an upstream's answer whole for the check (up to [`MAX_CHECKED_RESPONSE_BYTES`]),
+/// into one buffer the check's edits can then be applied to.
+async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Vec<u8>, GatewayError> {
+    collect_limited_vec(body, MAX_CHECKED_RESPONSE_BYTES)
         .await
         .map_err(|e| GatewayError::UpstreamFailed {
             upstream: route.upstream.name.to_string(),
@@ -363,9 +365,11 @@ fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String, Option<S
     (backend, public, unprefixed)
 }
 
-/// The access record's FHIR facts after the decision (and the response check).
-fn facts(c: &Classified, d: &Decision, r: Option<&fhir_adapter::ResponseCheck>) -> FhirFacts {
-    let f = fhir_adapter::access_facts(c, Some(d), r);
+/// The access record's FHIR facts after the decision (and the patients of the resources
+/// the response check released).
+fn facts(c: &Classified, d: &Decision, released: Option<&BTreeSet<String>>) -> FhirFacts {
+    let mut f = fhir_adapter::access_facts(c, Some(d), None);
+    f.patients.extend(released.into_iter().flatten().cloned());
     FhirFacts {
         interaction: f.interaction,
         resource_type: f.resource_type,

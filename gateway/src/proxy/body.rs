@@ -32,6 +32,35 @@ where
     }
 }
 
+/// [`collect_limited`] into one `Vec` that the caller may then edit in place (the FHIR
+/// response check splices its rewrites into it). Sized up front from the body's length
+/// when it is known, so a 20 MiB response is never held twice while it is read, with an
+/// eighth more room so that edits which lengthen it (a public base URL longer than the
+/// backend's) need no second buffer either; room that is never written costs address
+/// space, not memory.
+pub async fn collect_limited_vec<B>(body: B, limit: u64) -> Result<Vec<u8>, BodyError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let expected = body.size_hint().lower().min(limit);
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(usize::try_from(expected + expected / 8).unwrap_or(0));
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
+            Err(e) if is_length_limit(e.as_ref()) => return Err(BodyError::TooLarge),
+            Err(e) => return Err(BodyError::Unreadable(e.to_string())),
+        }
+    }
+    Ok(out)
+}
+
 /// Whether `e` (or an error it wraps) is a length limit's refusal.
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(e);
@@ -57,5 +86,25 @@ mod tests {
         // An inner limit is reported the same way as the reader's own.
         let inner = Limited::new(body(), 2);
         assert!(matches!(collect_limited(inner, 100).await, Err(BodyError::TooLarge)));
+    }
+
+    #[tokio::test]
+    async fn the_vec_reader_keeps_every_frame_and_the_same_limit() {
+        use futures_util::stream;
+        use http_body_util::StreamBody;
+        let frames = || {
+            let chunks = ["ab", "", "cde"].map(|c| Ok::<_, std::io::Error>(http_body::Frame::data(Bytes::from(c))));
+            StreamBody::new(stream::iter(chunks))
+        };
+        assert_eq!(collect_limited_vec(frames(), 5).await.unwrap(), b"abcde");
+        assert!(matches!(
+            collect_limited_vec(frames(), 4).await,
+            Err(BodyError::TooLarge)
+        ));
+        let inner = Limited::new(Full::new(Bytes::from_static(b"12345")), 2);
+        assert!(matches!(
+            collect_limited_vec(inner, 100).await,
+            Err(BodyError::TooLarge)
+        ));
     }
 }
