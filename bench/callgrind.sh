@@ -96,9 +96,9 @@ count() {
     # Slow under valgrind: up to 60 s.
     wait_http_200 "$ready" "$pid" "$bin under valgrind" "$WORK/proxy.log" 60
     load "$WARM" "$path" "${args[@]}"
-    callgrind_control -i on "$pid" >/dev/null
+    callgrind_control -i on "$pid" >/dev/null 2>&1
     load "$n" "$path" "${args[@]}"
-    callgrind_control -i off "$pid" >/dev/null
+    callgrind_control -i off "$pid" >/dev/null 2>&1
     kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
     if [[ -n $KEEP ]]; then
         mkdir -p "$KEEP"

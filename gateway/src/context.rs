@@ -52,8 +52,8 @@ pub struct RequestContext {
     pub original_host: Option<HeaderValue>,
     /// What the FHIR adapter learned (phases 5 and 7b): interaction, resource, patients.
     pub fhir: Option<FhirFacts>,
-    /// `scheme://host:port` of the endpoint that was chosen.
-    pub upstream_base: Option<String>,
+    /// `scheme://host:port` of the endpoint that was chosen (shared with the endpoint).
+    pub upstream_base: Option<Arc<str>>,
     /// The client's address: the peer, or, behind a configured trusted proxy, the last
     /// untrusted address of its `X-Forwarded-For` (what limits and records key on).
     pub client_ip: IpAddr,

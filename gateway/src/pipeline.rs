@@ -222,8 +222,11 @@ fn request_id(runtime: &ActiveConfig, conn: &ConnInfo, req: &Request<Incoming>) 
         }
     }
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).expect("a UUID is a valid header value")
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // Owned by a shared buffer from the start: the id is cloned onto the upstream
+    // request and the response, and a clone of a buffer copied from a slice would
+    // allocate again to become shareable.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).expect("a UUID is a valid header value")
 }
 
 /// Phase 1: behind trusted proxies, the right-most `X-Forwarded-For` entry they did not add.
