@@ -5,6 +5,7 @@
 
 use crate::auth::Identity;
 use crate::limits::decision::RateLimitDecision;
+use crate::proxy::headers::ForwardedCache;
 use crate::runtime::ActiveRoute;
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
@@ -33,6 +34,8 @@ pub struct ConnInfo {
     pub tls_version: &'static str,
     /// Present when the client presented a certificate that verified (mTLS, EX-MTLS-1).
     pub client: Option<ClientIdentity>,
+    /// The forwarding headers' values for this peer, built by the first request.
+    pub forwarded: ForwardedCache,
 }
 
 /// What one request has learned so far; later phases read what earlier ones wrote, and

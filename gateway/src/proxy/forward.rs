@@ -99,6 +99,8 @@ pub struct ForwardPlan<'a> {
     pub peer: IpAddr,
     /// Whether the peer is a configured trusted proxy (its `X-Forwarded-For` is kept).
     pub peer_trusted: bool,
+    /// The connection's forwarding values (for `peer`), reused when no chain is extended.
+    pub forwarded: &'a headers::ForwardedCache,
     /// The host the client addressed, for `Forwarded`/`X-Forwarded-Host` and, when the
     /// upstream preserves it, `Host`.
     pub original_host: Option<&'a HeaderValue>,
@@ -155,13 +157,11 @@ pub async fn forward(pool: &UpstreamPool, plan: ForwardPlan<'_>, out: Outgoing) 
     // Room for what is written below (forwarding headers, request id, Host), so the
     // map grows at most once instead of once per insert that crosses a threshold.
     parts.headers.reserve(GATEWAY_HEADERS);
-    headers::set_forwarded(
-        &mut parts.headers,
-        plan.peer,
-        prior_chain.as_deref(),
-        prior_forwarded.as_deref(),
-        plan.original_host,
-    );
+    let forwarded = match (prior_chain.as_deref(), prior_forwarded.as_deref()) {
+        (None, None) => plan.forwarded.get(plan.peer, plan.original_host),
+        (chain, elements) => headers::forwarded_values(plan.peer, chain, elements, plan.original_host),
+    };
+    headers::insert_forwarded(&mut parts.headers, forwarded, plan.original_host);
     if let Some(prefix) = plan.strip_prefix {
         headers::set_forwarded_prefix(&mut parts.headers, prefix);
     }
