@@ -33,7 +33,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-phr-client-cert-sha256");
 pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-phr-client-cert-subject");
 
-/// The headers [`set_forwarded`] writes, so never passes on from a client.
+/// The headers [`insert_forwarded`] writes, so never passes on from a client.
 static FORWARDING: [&HeaderName; 6] = [
     &X_FORWARDED_FOR,
     &X_FORWARDED_PROTO,
@@ -118,7 +118,7 @@ impl Found {
 /// Prepares a client's request headers for the upstream: drops the hop-by-hop
 /// headers (and any header `Connection` names), every forwarding header and every
 /// [`GATEWAY_PREFIX`] header, which the gateway then writes itself
-/// ([`set_forwarded`], [`set_client_identity`], the identity headers).
+/// ([`insert_forwarded`], [`set_client_identity`], the identity headers).
 /// `keep_upgrade` keeps `Upgrade` and sets `Connection: upgrade` for a WebSocket
 /// handshake. Read a trusted hop's chain ([`trusted_forwarded_for`]) before this.
 pub fn clean_request(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -191,7 +191,7 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The `X-Forwarded-For` chain of a trusted proxy in front of the gateway, to be
-/// extended by [`set_forwarded`]; `None` from anyone else, whose copy is dropped.
+/// extended by [`insert_forwarded`]; `None` from anyone else, whose copy is dropped.
 pub fn trusted_forwarded_for(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
     if !peer_trusted {
         return None;
@@ -217,7 +217,7 @@ pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::
 }
 
 /// The `Forwarded` elements (RFC 7239) a trusted proxy in front of the gateway wrote,
-/// to be extended by [`set_forwarded`] as `X-Forwarded-For` is; `None` from anyone
+/// to be extended by [`insert_forwarded`] as `X-Forwarded-For` is; `None` from anyone
 /// else, whose copy is dropped like every other forwarding header.
 pub fn trusted_forwarded(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
     if !peer_trusted {
@@ -233,15 +233,8 @@ pub fn trusted_forwarded(headers: &HeaderMap, peer_trusted: bool) -> Option<Stri
     (!elements.is_empty()).then(|| elements.join(", "))
 }
 
-/// Writes the forwarding headers for a request from `peer`, after [`clean_request`]
-/// dropped the client's. `prior` is a trusted proxy's `X-Forwarded-For` chain
-/// ([`trusted_forwarded_for`]) and `prior_forwarded` its `Forwarded` elements
-/// ([`trusted_forwarded`]); both are extended rather than replaced.
-///
-/// `Forwarded` (RFC 7239) carries `for` (an IPv6 node bracketed and quoted, §6),
-/// `proto=https` and the `host` the client addressed (quoted when it has a port, since
-/// `:` is not a token character). No `by`: the gateway's own address tells a backend
-/// nothing it needs.
+/// [`forwarded_values`] then [`insert_forwarded`], as the request path does (tests).
+#[cfg(test)]
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -253,14 +246,22 @@ pub fn set_forwarded(
     insert_forwarded(headers, values, original_host);
 }
 
-/// The values of `X-Forwarded-For` and `Forwarded` that [`set_forwarded`] writes.
+/// The values of `X-Forwarded-For` and `Forwarded` for one request.
 #[derive(Clone, Debug)]
 pub struct ForwardedValues {
     xff: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
 }
 
-/// Builds the values [`set_forwarded`] writes (see there).
+/// The forwarding headers' values for a request from `peer` ([`insert_forwarded`] writes
+/// them after [`clean_request`] dropped the client's). `prior` is a trusted proxy's `X-Forwarded-For` chain
+/// ([`trusted_forwarded_for`]) and `prior_forwarded` its `Forwarded` elements
+/// ([`trusted_forwarded`]); both are extended rather than replaced.
+///
+/// `Forwarded` (RFC 7239) carries `for` (an IPv6 node bracketed and quoted, §6),
+/// `proto=https` and the `host` the client addressed (quoted when it has a port, since
+/// `:` is not a token character). No `by`: the gateway's own address tells a backend
+/// nothing it needs.
 pub fn forwarded_values(
     peer: IpAddr,
     prior: Option<&str>,
@@ -306,7 +307,7 @@ pub fn forwarded_values(
 }
 
 /// Writes `values` and the headers that need no building (`X-Forwarded-Proto`,
-/// `X-Forwarded-Host`), in the order [`set_forwarded`] always has.
+/// `X-Forwarded-Host`), in the order they have always been written.
 pub fn insert_forwarded(headers: &mut HeaderMap, values: ForwardedValues, original_host: Option<&HeaderValue>) {
     if let Some(v) = values.xff {
         headers.insert(&X_FORWARDED_FOR, v);

@@ -12,7 +12,7 @@ mod pool;
 pub mod public_url;
 pub mod websocket;
 
-pub use connector::{ConnectError, PeerAddr};
+pub use connector::ConnectError;
 pub use endpoint::Endpoint;
 pub use forward::{forward, ForwardPlan, Outgoing};
 
