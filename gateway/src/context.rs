@@ -5,6 +5,7 @@
 
 use crate::auth::Identity;
 use crate::limits::decision::RateLimitDecision;
+use crate::proxy::headers::ForwardedCache;
 use crate::runtime::ActiveRoute;
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
@@ -33,6 +34,8 @@ pub struct ConnInfo {
     pub tls_version: &'static str,
     /// Present when the client presented a certificate that verified (mTLS, EX-MTLS-1).
     pub client: Option<ClientIdentity>,
+    /// The forwarding headers' values for this peer, built by the first request.
+    pub forwarded: ForwardedCache,
 }
 
 /// What one request has learned so far; later phases read what earlier ones wrote, and
@@ -52,8 +55,8 @@ pub struct RequestContext {
     pub original_host: Option<HeaderValue>,
     /// What the FHIR adapter learned (phases 5 and 7b): interaction, resource, patients.
     pub fhir: Option<FhirFacts>,
-    /// `scheme://host:port` of the endpoint that was chosen.
-    pub upstream_base: Option<String>,
+    /// `scheme://host:port` of the endpoint that was chosen (shared with the endpoint).
+    pub upstream_base: Option<Arc<str>>,
     /// The client's address: the peer, or, behind a configured trusted proxy, the last
     /// untrusted address of its `X-Forwarded-For` (what limits and records key on).
     pub client_ip: IpAddr,

@@ -116,6 +116,7 @@ impl Server {
             listener,
             tls_version,
             client,
+            forwarded: Default::default(),
         });
 
         let activity = Arc::new(Activity::new());

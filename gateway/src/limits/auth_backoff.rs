@@ -21,6 +21,7 @@
 //! in `phr_auth_lockouts_total{scope}`.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -83,6 +84,10 @@ pub struct AuthBackoff {
     hasher: KeyHasher,
     ips: Mutex<Table>,
     subjects: Mutex<Table>,
+    /// Set (for good) by the first block. Until then nothing can be blocked, and
+    /// [`Self::is_blocked`], asked on every request, answers without hashing a key or
+    /// taking a lock.
+    any_blocked: AtomicBool,
 }
 
 impl AuthBackoff {
@@ -101,6 +106,7 @@ impl AuthBackoff {
             hasher: KeyHasher::new(),
             ips: table(),
             subjects: table(),
+            any_blocked: AtomicBool::new(false),
         }
     }
 
@@ -200,6 +206,9 @@ impl AuthBackoff {
         let strikes = e.strikes;
         let d = self.block_length(strikes);
         e.blocked_until = Some(now + d);
+        // Under the table's lock, so a reader that sees `false` could not have seen
+        // this block under the lock either.
+        self.any_blocked.store(true, Ordering::Release);
         Some((strikes, d, overflow))
     }
 
@@ -210,6 +219,9 @@ impl AuthBackoff {
 
     /// As [`Self::is_blocked`] at a given instant.
     pub fn is_blocked_at(&self, ip: IpAddr, subject: Option<&str>, now: Instant) -> Option<Duration> {
+        if !self.any_blocked.load(Ordering::Acquire) {
+            return None;
+        }
         let remaining = |table: &Mutex<Table>, digest: u64| {
             let t = table.lock().unwrap_or_else(|e| e.into_inner());
             let e = match t.map.get(&digest) {

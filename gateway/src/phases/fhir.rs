@@ -344,7 +344,7 @@ async fn read_response(route: &ActiveRoute, body: Incoming) -> Result<Vec<u8>, G
 /// the prefix, and leaves URLs already under it alone.
 fn bases(ctx: &RequestContext, route: &ActiveRoute) -> (String, String, Option<String>) {
     let prefix = route.prefix.trim_end_matches('/');
-    let upstream = ctx.upstream_base.clone().unwrap_or_default();
+    let upstream = ctx.upstream_base.as_deref().unwrap_or_default().to_string();
     let backend = if route.strip_prefix {
         upstream
     } else {

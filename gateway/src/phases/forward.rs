@@ -27,6 +27,7 @@ pub async fn forward(
         request_id: &ctx.id,
         peer: ctx.conn.peer.ip(),
         peer_trusted: runtime.peer_is_trusted(ctx.conn.peer.ip()),
+        forwarded: &ctx.conn.forwarded,
         original_host: ctx.original_host.as_ref(),
         client_cert: ctx.conn.client.as_ref(),
         identity_headers: match &ctx.identity {

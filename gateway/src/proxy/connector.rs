@@ -160,13 +160,9 @@ enum Inner {
 
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        Connected::new().extra(PeerAddr(self.peer))
+        Connected::new()
     }
 }
-
-/// Attached to upstream responses so the pipeline knows which address served them.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
 
 impl AsyncRead for UpstreamStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {

@@ -6,7 +6,9 @@
 
 use super::pool::Connections;
 pub use crate::config::endpoint::{EndpointError, EndpointUrl};
+use http::HeaderValue;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// `ejected_until_ms` of an endpoint the health checks took out: no timer brings it back.
@@ -21,10 +23,14 @@ pub struct Endpoint {
     pub host: String,
     /// The port (default 443 or 80).
     pub port: u16,
-    /// `scheme://host:port`, reported in access records as the upstream.
-    pub base: String,
+    /// `scheme://host:port`, reported in access records as the upstream. Shared: every
+    /// request that goes here takes a copy (an `Arc` clone, not a string copy).
+    pub base: Arc<str>,
     /// `host:port` as configured: the `Host` header unless the route preserves the client's.
     pub authority: String,
+    /// `authority` as a header value, built once rather than per request; `None` if it
+    /// cannot be one (then every request to the endpoint is refused, as before).
+    pub host_header: Option<HeaderValue>,
     pub(super) connections: Connections,
     failures: AtomicU32,
     /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = healthy;
@@ -47,7 +53,8 @@ impl Endpoint {
             tls,
             host,
             port,
-            base,
+            base: Arc::from(base),
+            host_header: HeaderValue::from_str(&authority).ok(),
             authority,
             connections: Connections::new(0, Duration::ZERO),
             failures: AtomicU32::new(0),
@@ -134,6 +141,8 @@ mod tests {
         let e = Endpoint::parse("https://fhir.example.jp:8443").unwrap();
         assert!(e.tls);
         assert_eq!((e.host.as_str(), e.port), ("fhir.example.jp", 8443));
+        assert_eq!(e.host_header.as_ref().unwrap(), "fhir.example.jp:8443");
+        assert_eq!(&*e.base, "https://fhir.example.jp:8443");
         assert!(EndpointUrl::parse("http://[::1]:80").unwrap().is_loopback());
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("https://x/path").is_err());

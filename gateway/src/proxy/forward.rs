@@ -5,7 +5,7 @@
 //! [`ForwardPlan`]; nothing here knows of routes, tokens or the request context.
 
 use super::body::{collect_limited, BodyError};
-use super::{headers, websocket, PeerAddr, UpstreamBody, UpstreamError, UpstreamPool};
+use super::{headers, websocket, UpstreamBody, UpstreamError, UpstreamPool};
 use crate::tls::ClientIdentity;
 use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -13,6 +13,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Full, Limited};
 use hyper::body::Incoming;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Declared bodies up to this size are read whole before anything is sent upstream.
@@ -83,6 +84,10 @@ impl Outgoing {
     }
 }
 
+/// How many headers [`forward`] may add to a client's request: `X-Forwarded-For`,
+/// `-Proto`, `-Host`, `-Prefix`, `Forwarded`, `X-Request-Id` and `Host`.
+const GATEWAY_HEADERS: usize = 7;
+
 /// What the request path decided about forwarding one request.
 pub struct ForwardPlan<'a> {
     /// The route's prefix, when the route strips it from the forwarded path (and
@@ -94,6 +99,8 @@ pub struct ForwardPlan<'a> {
     pub peer: IpAddr,
     /// Whether the peer is a configured trusted proxy (its `X-Forwarded-For` is kept).
     pub peer_trusted: bool,
+    /// The connection's forwarding values (for `peer`), reused when no chain is extended.
+    pub forwarded: &'a headers::ForwardedCache,
     /// The host the client addressed, for `Forwarded`/`X-Forwarded-Host` and, when the
     /// upstream preserves it, `Host`.
     pub original_host: Option<&'a HeaderValue>,
@@ -111,7 +118,7 @@ pub struct Forwarded {
     /// WebSocket that is now spliced).
     pub response: Response<Incoming>,
     /// `scheme://host:port` of the endpoint that answered (to rebase FHIR links).
-    pub upstream_base: String,
+    pub upstream_base: Arc<str>,
     /// The address that answered (DATA-JP-1 evidence for the access record).
     pub upstream_addr: Option<SocketAddr>,
 }
@@ -147,13 +154,14 @@ pub async fn forward(pool: &UpstreamPool, plan: ForwardPlan<'_>, out: Outgoing) 
     let prior_chain = headers::trusted_forwarded_for(&parts.headers, plan.peer_trusted);
     let prior_forwarded = headers::trusted_forwarded(&parts.headers, plan.peer_trusted);
     headers::clean_request(&mut parts.headers, client_upgrade.is_some());
-    headers::set_forwarded(
-        &mut parts.headers,
-        plan.peer,
-        prior_chain.as_deref(),
-        prior_forwarded.as_deref(),
-        plan.original_host,
-    );
+    // Room for what is written below (forwarding headers, request id, Host), so the
+    // map grows at most once instead of once per insert that crosses a threshold.
+    parts.headers.reserve(GATEWAY_HEADERS);
+    let forwarded = match (prior_chain.as_deref(), prior_forwarded.as_deref()) {
+        (None, None) => plan.forwarded.get(plan.peer, plan.original_host),
+        (chain, elements) => headers::forwarded_values(plan.peer, chain, elements, plan.original_host),
+    };
+    headers::insert_forwarded(&mut parts.headers, forwarded, plan.original_host);
     if let Some(prefix) = plan.strip_prefix {
         headers::set_forwarded_prefix(&mut parts.headers, prefix);
     }
@@ -164,14 +172,14 @@ pub async fn forward(pool: &UpstreamPool, plan: ForwardPlan<'_>, out: Outgoing) 
     parts.headers.insert(&headers::X_REQUEST_ID, plan.request_id.clone());
     let host = match (pool.preserve_host, plan.original_host) {
         (true, Some(h)) => h.clone(),
-        _ => {
-            HeaderValue::from_str(&endpoint.authority).map_err(|_| UpstreamError::BadPath("bad upstream authority"))?
-        }
+        _ => endpoint
+            .host_header
+            .clone()
+            .ok_or(UpstreamError::BadPath("bad upstream authority"))?,
     };
     parts.headers.insert(header::HOST, host);
 
-    let mut response = pool.send(endpoint, Request::from_parts(parts, body)).await?;
-    let upstream_addr = response.extensions().get::<PeerAddr>().map(|p| p.0);
+    let (mut response, upstream_addr) = pool.send(endpoint, Request::from_parts(parts, body)).await?;
     match client_upgrade {
         Some(client_upgrade) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
             websocket::splice(client_upgrade, &mut response, plan.websocket_idle_timeout)
@@ -181,6 +189,6 @@ pub async fn forward(pool: &UpstreamPool, plan: ForwardPlan<'_>, out: Outgoing) 
     Ok(Forwarded {
         response,
         upstream_base: endpoint.base.clone(),
-        upstream_addr,
+        upstream_addr: Some(upstream_addr),
     })
 }

@@ -7,6 +7,7 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::OnceLock;
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1 and the legacy ones still seen.
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -32,7 +33,7 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_CLIENT_CERT_SHA256: HeaderName = HeaderName::from_static("x-phr-client-cert-sha256");
 pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-phr-client-cert-subject");
 
-/// The headers [`set_forwarded`] writes, so never passes on from a client.
+/// The headers [`insert_forwarded`] writes, so never passes on from a client.
 static FORWARDING: [&HeaderName; 6] = [
     &X_FORWARDED_FOR,
     &X_FORWARDED_PROTO,
@@ -117,7 +118,7 @@ impl Found {
 /// Prepares a client's request headers for the upstream: drops the hop-by-hop
 /// headers (and any header `Connection` names), every forwarding header and every
 /// [`GATEWAY_PREFIX`] header, which the gateway then writes itself
-/// ([`set_forwarded`], [`set_client_identity`], the identity headers).
+/// ([`insert_forwarded`], [`set_client_identity`], the identity headers).
 /// `keep_upgrade` keeps `Upgrade` and sets `Connection: upgrade` for a WebSocket
 /// handshake. Read a trusted hop's chain ([`trusted_forwarded_for`]) before this.
 pub fn clean_request(headers: &mut HeaderMap, keep_upgrade: bool) {
@@ -190,7 +191,7 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The `X-Forwarded-For` chain of a trusted proxy in front of the gateway, to be
-/// extended by [`set_forwarded`]; `None` from anyone else, whose copy is dropped.
+/// extended by [`insert_forwarded`]; `None` from anyone else, whose copy is dropped.
 pub fn trusted_forwarded_for(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
     if !peer_trusted {
         return None;
@@ -216,7 +217,7 @@ pub fn set_client_identity(headers: &mut HeaderMap, client: Option<&crate::tls::
 }
 
 /// The `Forwarded` elements (RFC 7239) a trusted proxy in front of the gateway wrote,
-/// to be extended by [`set_forwarded`] as `X-Forwarded-For` is; `None` from anyone
+/// to be extended by [`insert_forwarded`] as `X-Forwarded-For` is; `None` from anyone
 /// else, whose copy is dropped like every other forwarding header.
 pub fn trusted_forwarded(headers: &HeaderMap, peer_trusted: bool) -> Option<String> {
     if !peer_trusted {
@@ -232,15 +233,8 @@ pub fn trusted_forwarded(headers: &HeaderMap, peer_trusted: bool) -> Option<Stri
     (!elements.is_empty()).then(|| elements.join(", "))
 }
 
-/// Writes the forwarding headers for a request from `peer`, after [`clean_request`]
-/// dropped the client's. `prior` is a trusted proxy's `X-Forwarded-For` chain
-/// ([`trusted_forwarded_for`]) and `prior_forwarded` its `Forwarded` elements
-/// ([`trusted_forwarded`]); both are extended rather than replaced.
-///
-/// `Forwarded` (RFC 7239) carries `for` (an IPv6 node bracketed and quoted, §6),
-/// `proto=https` and the `host` the client addressed (quoted when it has a port, since
-/// `:` is not a token character). No `by`: the gateway's own address tells a backend
-/// nothing it needs.
+/// [`forwarded_values`] then [`insert_forwarded`], as the request path does (tests).
+#[cfg(test)]
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
@@ -248,16 +242,38 @@ pub fn set_forwarded(
     prior_forwarded: Option<&str>,
     original_host: Option<&HeaderValue>,
 ) {
+    let values = forwarded_values(peer, prior, prior_forwarded, original_host);
+    insert_forwarded(headers, values, original_host);
+}
+
+/// The values of `X-Forwarded-For` and `Forwarded` for one request.
+#[derive(Clone, Debug)]
+pub struct ForwardedValues {
+    xff: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+/// The forwarding headers' values for a request from `peer` ([`insert_forwarded`] writes
+/// them after [`clean_request`] dropped the client's). `prior` is a trusted proxy's `X-Forwarded-For` chain
+/// ([`trusted_forwarded_for`]) and `prior_forwarded` its `Forwarded` elements
+/// ([`trusted_forwarded`]); both are extended rather than replaced.
+///
+/// `Forwarded` (RFC 7239) carries `for` (an IPv6 node bracketed and quoted, §6),
+/// `proto=https` and the `host` the client addressed (quoted when it has a port, since
+/// `:` is not a token character). No `by`: the gateway's own address tells a backend
+/// nothing it needs.
+pub fn forwarded_values(
+    peer: IpAddr,
+    prior: Option<&str>,
+    prior_forwarded: Option<&str>,
+    original_host: Option<&HeaderValue>,
+) -> ForwardedValues {
     let mut xff = String::with_capacity(64);
     if let Some(p) = prior {
         xff.push_str(p);
         xff.push_str(", ");
     }
     push_ip(&mut xff, peer);
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        headers.insert(&X_FORWARDED_FOR, v);
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     let mut forwarded = String::with_capacity(96);
     if let Some(p) = prior_forwarded {
         forwarded.push_str(p);
@@ -270,25 +286,64 @@ pub fn set_forwarded(
         IpAddr::V6(ip) => forwarded.push_str(&format!("\"[{ip}]\"")),
     }
     forwarded.push_str(";proto=https");
-    if let Some(host) = original_host {
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-        if let Ok(h) = host.to_str() {
-            // A Host is a name, an IPv4 address or a bracketed IPv6 one, with an optional
-            // port; anything else is not passed on rather than escaped.
-            if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
-                forwarded.push_str(";host=");
-                if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
-                    forwarded.push_str(h);
-                } else {
-                    forwarded.push('"');
-                    forwarded.push_str(h);
-                    forwarded.push('"');
-                }
+    if let Some(h) = original_host.and_then(|h| h.to_str().ok()) {
+        // A Host is a name, an IPv4 address or a bracketed IPv6 one, with an optional
+        // port; anything else is not passed on rather than escaped.
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)) {
+            forwarded.push_str(";host=");
+            if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-".contains(&b)) {
+                forwarded.push_str(h);
+            } else {
+                forwarded.push('"');
+                forwarded.push_str(h);
+                forwarded.push('"');
             }
         }
     }
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)) {
+    ForwardedValues {
+        xff: HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)).ok(),
+        forwarded: HeaderValue::from_maybe_shared(bytes::Bytes::from(forwarded)).ok(),
+    }
+}
+
+/// Writes `values` and the headers that need no building (`X-Forwarded-Proto`,
+/// `X-Forwarded-Host`), in the order they have always been written.
+pub fn insert_forwarded(headers: &mut HeaderMap, values: ForwardedValues, original_host: Option<&HeaderValue>) {
+    if let Some(v) = values.xff {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if let Some(host) = original_host {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    if let Some(v) = values.forwarded {
         headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// One connection's forwarding values when no trusted proxy's chain is extended: they
+/// depend only on the connection's peer and the host addressed, so they are built by the
+/// connection's first request and shared (reference-counted) by the rest, instead of
+/// formatting an address and two strings per request. A request that addresses another
+/// host than the first gets its own.
+#[derive(Debug, Default)]
+pub struct ForwardedCache(OnceLock<(Option<HeaderValue>, ForwardedValues)>);
+
+impl ForwardedCache {
+    /// What [`forwarded_values`] gives for `peer` (the connection's), no prior chain and
+    /// `original_host`.
+    pub fn get(&self, peer: IpAddr, original_host: Option<&HeaderValue>) -> ForwardedValues {
+        let (host, values) = self.0.get_or_init(|| {
+            (
+                original_host.cloned(),
+                forwarded_values(peer, None, None, original_host),
+            )
+        });
+        if host.as_ref() == original_host {
+            values.clone()
+        } else {
+            forwarded_values(peer, None, None, original_host)
+        }
     }
 }
 
@@ -487,6 +542,32 @@ mod tests {
         set_forwarded(&mut h2, "10.0.0.9".parse().unwrap(), prior.as_deref(), None, None);
         assert_eq!(h2[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
         assert_eq!(h2.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn a_connection_reuses_its_forwarding_values_only_for_the_same_host() {
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let (a, b) = (
+            HeaderValue::from_static("a.example.jp"),
+            HeaderValue::from_static("b.example.jp"),
+        );
+        let cache = ForwardedCache::default();
+        let written = |values: ForwardedValues, host: &HeaderValue| {
+            let mut h = HeaderMap::new();
+            insert_forwarded(&mut h, values, Some(host));
+            (h[&X_FORWARDED_FOR].clone(), h[header::FORWARDED].clone())
+        };
+        for host in [&a, &b, &a] {
+            let mut fresh = HeaderMap::new();
+            set_forwarded(&mut fresh, peer, None, None, Some(host));
+            let (xff, forwarded) = written(cache.get(peer, Some(host)), host);
+            assert_eq!(xff, fresh[&X_FORWARDED_FOR]);
+            assert_eq!(forwarded, fresh[header::FORWARDED], "for {host:?}");
+        }
+        assert_eq!(
+            written(cache.get(peer, Some(&b)), &b).1,
+            "for=192.0.2.7;proto=https;host=b.example.jp"
+        );
     }
 
     #[test]
