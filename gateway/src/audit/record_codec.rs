@@ -282,4 +282,3 @@ fn decode_v2(buf: &[u8]) -> Result<AccessRecord, usize> {
     }
     Ok(rec)
 }
-

@@ -63,7 +63,10 @@ fn v1_json_records_still_decode() {
     let old = br#"{"time":"2025-04-01T00:30:00.000Z","request_id":"r","instance":"gw","source_ip":"::1",
         "method":"GET","route":"fhir","path":"/fhir/Patient/p1","status":200,"decision":"allowed"}"#;
     let rec = decode(old).unwrap();
-    assert_eq!((rec.time, rec.status, rec.decision), (1_743_467_400_000, 200, AccessDecision::Allowed));
+    assert_eq!(
+        (rec.time, rec.status, rec.decision),
+        (1_743_467_400_000, 200, AccessDecision::Allowed)
+    );
     assert!(matches!(decode(b"{\"time\":1}"), Err(DecodeError::Json(_))));
 }
 
@@ -86,21 +89,21 @@ fn v2_layout_is_pinned() {
     rec.upstream_addr = Some("u".into());
     let want: Vec<u8> = [
         &[V2][..],
-        &1i64.to_be_bytes(),           // time
-        &[2],                          // clock_synchronized: Some(true)
-        &[1, b'r', 0, 0],              // request_id, instance, source_ip
+        &1i64.to_be_bytes(),             // time
+        &[2],                            // clock_synchronized: Some(true)
+        &[1, b'r', 0, 0],                // request_id, instance, source_ip
         &[0, 0, 0, 0, 1, 1, b's', 0, 0], // tls .. client_cert_subject, token_issuer, subject, client_id, jti
-        &[1, 3, b'p', b'w', b'd'],     // auth_factors
+        &[1, 3, b'p', b'w', b'd'],       // auth_factors
         &[1],
-        &2i64.to_be_bytes(),           // session_start
-        &[2, 1, b'p', 1, b'q'],        // patients
-        &[0, 0, 0],                    // interaction, resource_type, resource_id
-        &[3, b'G', b'E', b'T', 0, 0],  // method, route, path
-        &[0xac, 0x02],                 // status 300 as a varint
-        &[1],                          // decision: refused
-        &[0],                          // reason
-        &[0, 0x80, 0x01, 0],           // bytes_in, bytes_out 128, latency_ms
-        &[0, 1, 1, b'u'],              // upstream, upstream_addr
+        &2i64.to_be_bytes(),          // session_start
+        &[2, 1, b'p', 1, b'q'],       // patients
+        &[0, 0, 0],                   // interaction, resource_type, resource_id
+        &[3, b'G', b'E', b'T', 0, 0], // method, route, path
+        &[0xac, 0x02],                // status 300 as a varint
+        &[1],                         // decision: refused
+        &[0],                         // reason
+        &[0, 0x80, 0x01, 0],          // bytes_in, bytes_out 128, latency_ms
+        &[0, 1, 1, b'u'],             // upstream, upstream_addr
     ]
     .concat();
     assert_eq!(encode(&rec).as_slice(), want.as_slice());

@@ -79,7 +79,12 @@ async fn a_chain_of_old_records_continued_by_a_new_gateway_verifies_and_exports(
         write_v1(&fx, "gw-a", &old).await;
         let stats = fx.write("gw-a", new.clone()).await;
         assert_eq!(stats.committed, 5, "{}", fx.db.name);
-        assert_eq!(formats(&fx).await, [vec![b'{'; 4], vec![V2; 5]].concat(), "{}", fx.db.name);
+        assert_eq!(
+            formats(&fx).await,
+            [vec![b'{'; 4], vec![V2; 5]].concat(),
+            "{}",
+            fx.db.name
+        );
 
         let report = verify(&fx.store, &fx.trusted()).await.unwrap();
         assert!(report.is_intact(), "{}: {report}", fx.db.name);
@@ -143,6 +148,10 @@ async fn an_old_spool_of_json_records_replays() {
         let got = read_records(&fx.store, fx.kek.as_ref(), &all_time()).await.unwrap();
         let got: Vec<AccessRecord> = got.into_iter().map(|r| r.record.unwrap()).collect();
         assert_eq!(got, [spooled, later].concat(), "{}", fx.db.name);
-        assert!(verify(&fx.store, &fx.trusted()).await.unwrap().is_intact(), "{}", fx.db.name);
+        assert!(
+            verify(&fx.store, &fx.trusted()).await.unwrap().is_intact(),
+            "{}",
+            fx.db.name
+        );
     }
 }
