@@ -15,11 +15,11 @@
 
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Why a key could not be loaded or a value not be sealed or opened.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +106,14 @@ pub fn record_ids(n: usize, now_ms: i64) -> Result<Vec<String>, CryptoError> {
         .chunks_exact(10)
         .map(|r| format!("{time:012x}{}", hex::encode(r)))
         .collect())
+}
+
+/// `n` random 96-bit AES-GCM nonces from one call to the system's random
+/// source (one system call per batch of records, not one per record).
+pub fn random_nonces(n: usize) -> Result<Vec<[u8; 12]>, CryptoError> {
+    let mut nonces = vec![[0u8; 12]; n];
+    getrandom::getrandom(nonces.as_flattened_mut()).map_err(|_| CryptoError::Random)?;
+    Ok(nonces)
 }
 
 /// The key that wraps data keys. Implemented by [`LocalKek`]; a KMS client
@@ -328,6 +336,18 @@ impl DataKey {
             .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
             .map_err(|_| CryptoError::Seal)?;
         Ok((nonce.to_vec(), ct))
+    }
+
+    /// Encrypts `buf` in place under `nonce` (one of [`random_nonces`]):
+    /// afterwards `buf` is the ciphertext with its tag, and no copy of the
+    /// plaintext is left behind. On an error `buf` is wiped.
+    pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+        self.cipher
+            .encrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+            .map_err(|_| {
+                buf.zeroize();
+                CryptoError::Seal
+            })
     }
 
     /// Decrypts and authenticates; fails if any byte of ciphertext, nonce or

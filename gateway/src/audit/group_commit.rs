@@ -20,9 +20,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::super::store::{AuditRow, CheckpointRow, KeyRow, Store};
 use super::chain::{link_hash, CheckpointKind, CheckpointSigner, GENESIS_HASH};
 use super::checkpoint_log::CheckpointLog;
-use super::crypto::{record_aad, record_ids, spool_aad, DataKey, KeyEncryptionKey};
+use super::crypto::{random_nonces, record_aad, record_ids, spool_aad, DataKey, KeyEncryptionKey};
 use super::keys::IndexKey;
 use super::record::AccessRecord;
+use super::record_codec;
 use super::spool::{Spool, SpoolEntry};
 use super::writer::{Ack, Counters, Msg, WriterConfig};
 use super::AuditError;
@@ -54,6 +55,14 @@ pub struct Writer {
 }
 
 type Batch = Vec<(String, Box<AccessRecord>, Option<Ack>)>;
+
+/// The sealed bytes of `rec`: its current encoding (see
+/// [`super::record_codec`]) encrypted in place, so no plaintext copy is left.
+fn seal(key: &DataKey, nonce: &[u8; 12], aad: &[u8], rec: &AccessRecord) -> Result<Vec<u8>, AuditError> {
+    let mut body = record_codec::encode(rec);
+    key.seal_in_place(nonce, aad, &mut body)?;
+    Ok(std::mem::take(&mut *body))
+}
 
 impl Writer {
     pub(super) fn new(
@@ -277,13 +286,12 @@ impl Writer {
                 wrapped: dek.wrapped.clone(),
             });
         }
-        for (record_id, rec) in &recs {
-            let plain = zeroize::Zeroizing::new(serde_json::to_vec(rec)?);
-            let (nonce, ciphertext) = dek.key.seal(&spool_aad(record_id, &self.cfg.instance), &plain)?;
+        for ((record_id, rec), nonce) in recs.iter().zip(random_nonces(recs.len())?) {
+            let ciphertext = seal(&dek.key, &nonce, &spool_aad(record_id, &self.cfg.instance), rec)?;
             entries.push(SpoolEntry::Record {
                 record_id: record_id.clone(),
                 key_id: dek.key.id().to_string(),
-                nonce,
+                nonce: nonce.to_vec(),
                 ciphertext,
             });
         }
@@ -308,17 +316,16 @@ impl Writer {
         let (dek, index) = (self.dek(), self.index.as_ref().expect("set above"));
         let (mut seq, mut prev) = self.head.clone().expect("set above");
         let mut rows = Vec::with_capacity(recs.len());
-        for (record_id, rec) in recs {
+        for ((record_id, rec), nonce) in recs.iter().zip(random_nonces(recs.len())?) {
             seq += 1;
-            let plain = zeroize::Zeroizing::new(serde_json::to_vec(rec)?);
-            let (nonce, ciphertext) = dek.key.seal(&record_aad(record_id, &self.cfg.instance, seq), &plain)?;
+            let ciphertext = seal(&dek.key, &nonce, &record_aad(record_id, &self.cfg.instance, seq), rec)?;
             let mut row = AuditRow {
                 instance: self.cfg.instance.clone(),
                 seq,
                 record_id: record_id.clone(),
                 recorded_ms: rec.time,
                 key_id: dek.key.id().to_string(),
-                nonce,
+                nonce: nonce.to_vec(),
                 ciphertext,
                 subject_mac: rec.subject.as_deref().map(|s| index.subject_mac(s)).unwrap_or_default(),
                 patient_macs: index.patient_macs_column(&rec.patients),

@@ -8,6 +8,7 @@
 //! | file | serves |
 //! | --- | --- |
 //! | [`record`] | LOG-ACC-1, LOG-ACC-2 (アクセス記録の取得), DATA-INT-1, DATA-RES-1 |
+//! | [`record_codec`] | LOG-ACC-1, LOG-PROT-1, DATA-ENC-1 (the sealed bytes of a record, versioned) |
 //! | [`time`] | LOG-TIME-1 |
 //! | [`crypto`], [`keys`] | DATA-ENC-1, DATA-ENC-2 (データの暗号化), INC-APPI-1, 情報の破棄 |
 //! | [`chain`], [`verify`], [`checkpoint_log`] | LOG-PROT-1, DATA-INT-1 |
@@ -30,6 +31,7 @@ pub mod group_commit;
 pub mod keys;
 pub mod purge;
 pub mod record;
+pub mod record_codec;
 pub mod replay;
 pub mod report;
 pub mod request_record;
@@ -123,6 +125,9 @@ pub enum AuditError {
     /// A record could not be (de)serialised.
     #[error("access record JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Decrypted bytes are not an access record of a known format.
+    #[error(transparent)]
+    Decode(#[from] record_codec::DecodeError),
     /// Writing an export or report failed.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),

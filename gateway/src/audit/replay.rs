@@ -1,7 +1,8 @@
 //! Reading the spool back for replay (LOG-ACC-1, LOG-PROT-1).
 //!
 //! Decrypts spooled records with the data keys spooled beside them, in
-//! spool order. A record whose key is missing or whose ciphertext does not
+//! spool order, in either record format (see [`super::record_codec`]: a
+//! spool written by an older gateway holds v1 JSON). A record whose key is missing or whose ciphertext does not
 //! open is an error, not a skip: silently dropping an acknowledged record
 //! would defeat the spool.
 
@@ -11,6 +12,7 @@ use zeroize::Zeroizing;
 
 use super::crypto::{spool_aad, DataKey, KeyEncryptionKey};
 use super::record::AccessRecord;
+use super::record_codec;
 use super::spool::SpoolEntry;
 use super::AuditError;
 
@@ -39,7 +41,7 @@ pub fn open_spooled(
                     .ok_or_else(|| AuditError::MissingKey(key_id.clone()))?;
                 let plain =
                     Zeroizing::new(key.open(&record_id, &nonce, &spool_aad(&record_id, instance), &ciphertext)?);
-                out.push((record_id, serde_json::from_slice(&plain)?));
+                out.push((record_id, record_codec::decode(&plain)?));
             }
         }
     }

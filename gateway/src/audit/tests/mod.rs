@@ -1,8 +1,10 @@
 //! Audit tests, each run on SQLite and (with `PHR_TEST_POSTGRES_URL`) PostgreSQL.
 
 mod chain_tests;
+mod codec_tests;
 mod crypto_tests;
 mod export_tests;
+mod format_tests;
 mod tail_tests;
 mod writer_tests;
 
