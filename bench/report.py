@@ -6,10 +6,10 @@
       (tab-separated: start time µs, HTTP status, response time µs).
       Only 2xx responses are counted; failed streams have status -1.
 
-  report.py markdown META RESULTS_TSV [IDLE_TSV]
+  report.py markdown META RESULTS_TSV [IDLE_TSV [STRACE_TSV]]
       Prints the Markdown report (bench/RESULTS.md) from the key=value
       META file and the per-run TSV written by run.sh (and the idle-connection
-      memory rows, when given).
+      memory rows and the strace rows, when given).
 """
 import math
 import sys
@@ -124,7 +124,39 @@ def idle_section(idle_path, targets):
     return out
 
 
-def markdown(meta_path, tsv_path, idle_path=None):
+def strace_section(strace_path, rows_by_key, targets):
+    """System calls and TLS records per HTTP/2 /small request (run.sh's
+    STRACE_REQUESTS), beside the saturation run's CPU per request."""
+    rows = {}
+    for r in read_tsv(strace_path, ["target", "requests", "summary"]):
+        rows[r["target"]] = dict(kv.split("=", 1) for kv in r["summary"].split())
+        rows[r["target"]]["requests"] = r["requests"]
+    if not rows:
+        return []
+    out = ["## System calls and TLS records (HTTP/2, 100 B)", "",
+           "Per request, over a fixed number of `h2load -n` requests (the saturation run's "
+           "connections and streams, TLS handshakes included) with `strace -f` attached to the "
+           "proxy: all system calls, epoll waits, writes to clients, TLS records in them (walked "
+           "by their headers in the written data) and writes to the backend. CPU µs/req is from "
+           "the saturation run without strace.", "",
+           md_row(["Target", "requests", "syscalls/req", "epoll/req", "client writes/req",
+                   "TLS records/resp", "client bytes/resp", "backend writes/req", "CPU µs/req",
+                   "biggest (calls/req)"]),
+           md_rule("l" + "r" * 8 + "l")]
+    for t in targets:
+        r = rows.get(t)
+        if not r:
+            continue
+        sat = rows_by_key.get(("sat", "h2", "small", t))
+        out.append(md_row([TARGET_LABEL[t], r["requests"], r["syscalls"], r["epoll"],
+                           r["client_writes"], r["client_records"], r["client_bytes"],
+                           r["backend_writes"], fmt(sat and sat["cpu_us_req"], "{:.1f}"),
+                           r["top"].replace(",", ", ")]))
+    out.append("")
+    return out
+
+
+def markdown(meta_path, tsv_path, idle_path=None, strace_path=None):
     meta = read_meta(meta_path)
     clk = int(meta.get("clk_tck", "100"))
     rows = read_rows(tsv_path, clk)
@@ -260,13 +292,15 @@ def markdown(meta_path, tsv_path, idle_path=None):
         w("")
     if idle_path:
         out.extend(idle_section(idle_path, targets))
+    if strace_path:
+        out.extend(strace_section(strace_path, idx, targets))
     print("\n".join(out))
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "percentiles":
         cmd_percentiles(argv[2])
-    elif len(argv) in (4, 5) and argv[1] == "markdown":
+    elif len(argv) in (4, 5, 6) and argv[1] == "markdown":
         markdown(*argv[2:])
     else:
         sys.exit(__doc__)

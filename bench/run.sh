@@ -48,6 +48,7 @@ RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept th
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000} # idle keep-alive connections held per proxy (0: skip)
 IDLE_HOLD=${IDLE_HOLD:-120}                 # longest the idle client holds them (s)
 LOAD_RUNS=${LOAD_RUNS:-1}                   # 0: only the idle-connection memory, no load runs
+STRACE_REQUESTS=${STRACE_REQUESTS:-0}       # >0: system calls and TLS records of that many HTTP/2 /small requests (strace)
 # GATEWAY_BIN / PHR_GATEWAY_BIN: see bench/lib.sh.
 # gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls alone, no
 # safeguards: the floor of the stack the gateway is built on (target "bare").
@@ -85,6 +86,7 @@ ensure_tools() {
             || { apt-get update >&2 && apt-get install -y nginx-light haproxy wrk nghttp2-client >&2; }
     fi
     require_tools openssl curl python3 taskset pgrep ss getconf
+    ((STRACE_REQUESTS == 0)) || require_tools strace
     require_two_cores
 }
 
@@ -468,6 +470,50 @@ measure_idle() {
         "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$status")" >>"$WORK/idle.tsv"
 }
 
+# System calls and TLS records per request of the proxy: STRACE_REQUESTS
+# HTTP/2 /small requests (h2load -n, the saturation run's connections and
+# streams) twice under strace attached to the proxy's process tree, once
+# counting every call (-c), once recording the data of every write
+# (bench/strace_summary.py walks the TLS records in them). strace slows the
+# proxy down a lot: only the counts mean anything, not the time.
+# Appends "target requests summary" to $WORK/strace.tsv.
+# Usage: measure_strace TARGET URL
+measure_strace() {
+    local target=$1 url=$2 raw="$WORK/raw/strace-$target" pid tracer pargs=() pass
+    for pid in $(pgrep_tree "$PROXY_PID"); do pargs+=(-p "$pid"); done
+    log "  strace: $STRACE_REQUESTS HTTP/2 /small requests → $target (pids ${pargs[*]})"
+    for pass in counts writes; do
+        if [[ $pass == counts ]]; then
+            timeout -k 5 300 strace -f -c -o "$raw.$pass" "${pargs[@]}" 2>/dev/null &
+        else
+            timeout -k 5 300 strace -f -xx -s 1000000 -e trace=write,writev,sendto,sendmsg \
+                -o "$raw.$pass" "${pargs[@]}" 2>/dev/null &
+        fi
+        tracer=$!
+        sleep 1    # attached
+        timeout -k 5 240 taskset -c "$LOAD_CPU" h2load -t1 -n "$STRACE_REQUESTS" -c "$H2_CONNECTIONS" \
+            -m "$H2_STREAMS" "$url" >"$raw.$pass.h2load" 2>&1 || log "    WARNING: h2load under strace failed"
+        sleep 0.5
+        kill -INT "$tracer" 2>/dev/null || true
+        wait "$tracer" || true
+    done
+    local summary
+    summary=$(python3 "$BENCH_DIR/strace_summary.py" "$raw.counts" "$raw.writes" "$STRACE_REQUESTS")
+    log "    → $summary"
+    printf '%s\t%s\t%s\n' "$target" "$STRACE_REQUESTS" "$summary" >>"$WORK/strace.tsv"
+    rm -f "$raw.writes"    # large; the counts and h2load output stay in raw/
+}
+
+# PID and its descendants, one per line.
+pgrep_tree() {
+    local pids=("$1") pid child
+    while ((${#pids[@]})); do
+        pid=${pids[0]}; pids=("${pids[@]:1}")
+        echo "$pid"
+        for child in $(pgrep -P "$pid" || true); do pids+=("$child"); done
+    done
+}
+
 # Unmeasured 2 s warm-up per protocol: fills the upstream connection pools,
 # faults in code/data pages and lets allocators reach steady state.
 warm_up() {
@@ -507,6 +553,9 @@ bench_target() {
         done
         measure moderate h1 small "$target" "$h1_base/small"
         measure moderate h2 small "$target" "$h2_base/small"
+    fi
+    if ((STRACE_REQUESTS > 0)) && [[ $target != direct ]]; then
+        measure_strace "$target" "$h2_base/small"
     fi
     stop_proxy
     if [[ $target == gateway ]]; then
@@ -576,6 +625,7 @@ main() {
     make_docroot
     : >"$WORK/results.tsv"
     : >"$WORK/idle.tsv"
+    : >"$WORK/strace.tsv"
     write_meta
     start_run_backend
     local target
@@ -585,7 +635,7 @@ main() {
     echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta"
     touch "$WORK/retries"
     echo "disturbed_repeats=$(wc -l <"$WORK/retries")" >>"$WORK/meta"
-    python3 "$BENCH_DIR/report.py" markdown "$WORK/meta" "$WORK/results.tsv" "$WORK/idle.tsv" >"$OUT.tmp"
+    python3 "$BENCH_DIR/report.py" markdown "$WORK/meta" "$WORK/results.tsv" "$WORK/idle.tsv" "$WORK/strace.tsv" >"$OUT.tmp"
     mv "$OUT.tmp" "$OUT"
     log "wrote $OUT"
     cat "$OUT"
