@@ -8,7 +8,9 @@ server's resident memory with N idle connections.
 
 PROTO is h1 or h2. When all connections are up (or failed), one line
 "ok=N failed=F seconds=S" is written to READY_FILE; the connections are then
-held until RELEASE_FILE exists or HOLD_SECONDS have passed, and closed with a
+held until RELEASE_FILE exists or HOLD_SECONDS have passed, the number the
+server had not closed by then goes to READY_FILE.open ("open=K"), and they are
+closed with a
 reset (SO_LINGER 0), so that no TIME_WAIT sockets use up the loopback ports
 for the next run. Only 127.0.0.1 is ever connected to. At most CONCURRENCY
 handshakes are in flight at once; every connection must finish its request
@@ -117,7 +119,7 @@ async def one(port, proto, ctx, slots, held):
             status = await asyncio.wait_for(request(reader, writer), PER_CONN_TIMEOUT)
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
             status = None
-        held.append(writer)
+        held.append((reader, writer))
         return status == 200
 
 
@@ -134,7 +136,12 @@ async def main(port, n, proto, ready_file, release_file, hold):
     deadline = time.monotonic() + hold
     while time.monotonic() < deadline and not os.path.exists(release_file):
         await asyncio.sleep(0.2)
-    for writer in held:
+    # How many the server still held open when the memory was read (one it
+    # closed has seen its EOF by now).
+    still_open = sum(1 for r, w in held if not w.transport.is_closing() and not r.at_eof())
+    with open(ready_file + ".open", "w") as f:
+        f.write(f"open={still_open}\n")
+    for _, writer in held:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

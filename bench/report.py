@@ -83,7 +83,7 @@ def warn(*rows):
     return " ⚠" if any(r and r["core_other"] > 0.05 for r in rows) else ""
 
 
-IDLE_FIELDS = "target proto conns ok failed rss_before rss_held rss_after connect_s".split()
+IDLE_FIELDS = "target proto conns ok failed rss_before rss_held rss_after connect_s open".split()
 
 
 def idle_section(idle_path, targets):
@@ -97,12 +97,13 @@ def idle_section(idle_path, targets):
            "Each connection: TLS 1.3 handshake, one `GET /small`, then held open and idle "
            "(`bench/idle_conns.py`, on the load core). RSS = VmRSS of the proxy's process tree "
            "(`/proc/PID/status`; nginx: master + worker), read before the connections, 2 s after "
-           "the last one answered, and 2 s after all were closed. KiB/conn = (held − before) ÷ "
+           "the last one answered, and 2 s after all were closed. Still open = connections the "
+           "proxy had not closed when the client let go (should be all). KiB/conn = (held − before) ÷ "
            "connections. ÷ nginx compares the held RSS and KiB/conn with nginx's.", "",
-           md_row(["Protocol", "Target", "connections", "ok", "failed", "RSS before MiB",
+           md_row(["Protocol", "Target", "connections", "ok", "failed", "still open", "RSS before MiB",
                    "RSS held MiB", "KiB/conn", "RSS after close MiB", "held ÷ nginx",
                    "KiB/conn ÷ nginx", "connect s"]),
-           md_rule("ll" + "r" * 10)]
+           md_rule("ll" + "r" * 11)]
     for proto in ("h1", "h2"):
         n = rows.get(("nginx", proto))
         for t in targets:
@@ -115,7 +116,7 @@ def idle_section(idle_path, targets):
                 return (int(x["rss_held"]) - int(x["rss_before"])) / conns
 
             out.append(md_row([
-                PROTO_LABEL[proto], TARGET_LABEL[t], r["conns"], r["ok"], r["failed"],
+                PROTO_LABEL[proto], TARGET_LABEL[t], r["conns"], r["ok"], r["failed"], r["open"],
                 f"{int(r['rss_before']) / 1024:.0f}", f"{int(r['rss_held']) / 1024:.0f}",
                 f"{per_conn(r):.1f}", f"{int(r['rss_after']) / 1024:.0f}",
                 fmt(ratio(int(r["rss_held"]), n and int(n["rss_held"]))),

@@ -176,7 +176,11 @@ write_gateway_config() {
     write_proxy_gateway_config "$1" bench "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT" "$2"
     # Room for the idle-connection run (default cap 10 000), and idle
     # connections kept as long as nginx and HAProxy keep theirs here (300 s).
-    printf '\n[limits]\nmax_connections = %d\nidle_timeout = "300s"\n' $((IDLE_CONNECTIONS + 4096)) >>"$1"
+    # hyper's header-read timer also runs while an HTTP/1.1 connection waits
+    # for its next request, so the default 10 s would close the idle
+    # connections before 10 000 of them are open.
+    printf '\n[limits]\nmax_connections = %d\nidle_timeout = "300s"\nheader_read_timeout = "300s"\n' \
+        $((IDLE_CONNECTIONS + 4096)) >>"$1"
 }
 
 start_gateway() {
@@ -463,11 +467,11 @@ measure_idle() {
     wait "$client" || true
     sleep 2
     after=$(rss_kib "$PROXY_PID")
-    status=$(cat "$ready")
+    status="$(cat "$ready") $(cat "$ready.open" 2>/dev/null || echo open=0)"
     log "    → $status; RSS held $((held / 1024)) MiB ($(( (held - before) * 1024 / IDLE_CONNECTIONS )) B/conn), after close $((after / 1024)) MiB"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$IDLE_CONNECTIONS" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$IDLE_CONNECTIONS" \
         "$(kv ok "$status")" "$(kv failed "$status")" "$before" "$held" "$after" \
-        "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$status")" >>"$WORK/idle.tsv"
+        "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$status")" "$(kv open "$status")" >>"$WORK/idle.tsv"
 }
 
 # System calls and TLS records per request of the proxy: STRACE_REQUESTS
