@@ -8,7 +8,6 @@ use crate::config::Limits;
 use crate::context::{ConnInfo, GatewayBody};
 use crate::pipeline::Pipeline;
 use crate::runtime::GatewayState;
-use crate::tls::coalesce::CoalescedWrites;
 use crate::tls::ClientIdentity;
 use http::Response;
 use hyper::service::service_fn;
@@ -104,7 +103,6 @@ impl Server {
             }
         };
         let (_, session) = stream.get_ref();
-        let h2 = session.alpn_protocol() == Some(&b"h2"[..]);
         let negotiated = crate::tls::handshake::version_label(session.protocol_version());
         metrics::counter!("phr_tls_handshakes_total", "listener" => listener.to_string(), "version" => negotiated)
             .increment(1);
@@ -142,8 +140,7 @@ impl Server {
         });
 
         let builder = http_builder(&limits);
-        let io = TokioIo::new(CoalescedWrites::new(stream, h2));
-        let conn = builder.serve_connection_with_upgrades(io, service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         let mut draining = *shutdown.borrow();

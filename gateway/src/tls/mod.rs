@@ -9,12 +9,9 @@
 //! * Mutual TLS per listener ([`server::build`]) with CRLs, and the verified client identity
 //!   ([`ClientIdentity`]) handed to later layers (EX-MTLS-1).
 //! * Upstream connections verify the backend against a configured CA bundle ([`upstream`]).
-//! * An HTTP/2 connection's small writes leave in one record per scheduler turn
-//!   ([`coalesce`]), not one per response.
 
 pub mod cert_check;
 mod client_identity;
-pub mod coalesce;
 pub mod expiry;
 pub mod handshake;
 pub mod server;
