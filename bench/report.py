@@ -18,7 +18,7 @@ from report_lib import fmt, md_row, md_rule, pct, per_req_us, ratio, read_meta, 
 
 TSV_FIELDS = ("kind proto size target conns streams rate ok failed tool_s wall_s "
               "p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_softirq_ticks "
-              "core_total_ticks proxy_syscr proxy_syscw").split()
+              "core_total_ticks").split()
 
 TARGET_LABEL = {"direct": "direct (backend)", "gateway": "phr-gateway",
                 "bare": "bare hyper (floor)", "nginx": "nginx", "haproxy": "HAProxy"}
@@ -65,10 +65,6 @@ def read_rows(path, clk_tck):
         own = 0 if r["proxy_ticks"] == "NA" else int(r["proxy_ticks"])
         r["core_other"] = max(0, int(r["core_busy_ticks"]) - own) / core_total
         r["core_softirq"] = int(r["core_softirq_ticks"]) / core_total
-        # Read / write system calls of the proxy per 2xx response (/proc/PID/io).
-        proxied = r["target"] != "direct" and ok
-        r["syscr_req"] = int(r["proxy_syscr"]) / ok if proxied else None
-        r["syscw_req"] = int(r["proxy_syscw"]) / ok if proxied else None
         if r["proxy_ticks"] == "NA":
             r["proxy_us_req"] = None
             r["proxy_busy"] = None
@@ -249,9 +245,8 @@ def markdown(meta_path, tsv_path, idle_path=None, strace_path=None):
       "(disturbed: rerun on a quiet machine).")
     w("")
     w(md_row(["Protocol", "Response", "Target", "req/s", "p50 ms", "p99 ms", "failed",
-              "CPU µs/req", "proxy busy", "softirq", "other", "backend CPU µs/req",
-              "reads/req", "writes/req"]))
-    w(md_rule("lll" + "r" * 11))
+              "CPU µs/req", "proxy busy", "softirq", "other", "backend CPU µs/req"]))
+    w(md_rule("lll" + "r" * 9))
     for proto in ("h1", "h2"):
         for size in ("small", "64k"):
             for t in targets:
@@ -267,12 +262,9 @@ def markdown(meta_path, tsv_path, idle_path=None, strace_path=None):
                           fmt(pct(r["proxy_busy"]), "{:.0f} %"),
                           fmt(pct(r["core_softirq"]), "{:.0f} %"),
                           fmt(pct(r["core_other"]), "{:.0f} %") + warn(r),
-                          fmt(r["backend_us_req"], "{:.1f}"),
-                          fmt(r["syscr_req"]), fmt(r["syscw_req"])]))
+                          fmt(r["backend_us_req"], "{:.1f}")]))
     w("")
-    w("† direct: no proxy; the backend's CPU/request is shown. Reads/writes per request: "
-      "read and write system calls of the proxy (syscr, syscw of `/proc/PID/io`), to client "
-      "and backend together.")
+    w("† direct: no proxy; the backend's CPU/request is shown.")
     w("")
 
     mod = [r for r in rows if r["kind"] == "moderate"]

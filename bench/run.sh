@@ -332,8 +332,6 @@ verify_target() {
 #   kind proto size target conns streams rate ok failed tool_s wall_s
 #   p50_us p99_us proxy_ticks backend_ticks core_busy_ticks core_softirq_ticks
 #   core_total_ticks   (proxy core, from /proc/stat)
-#   proxy_syscr proxy_syscw   (read / write system calls of the proxy tree,
-#   /proc/PID/io; 0 for direct)
 # 'ok' counts only 2xx responses; CPU/request is computed over them.
 
 # HTTP/1.1 saturation: wrk, one thread (one core), keep-alive connections.
@@ -375,7 +373,7 @@ measure() {
     local kind=$1 proto=$2 size=$3 target=$4 url=$5
     local raw="$WORK/raw/$kind-$proto-$size-$target.txt"
     local conns streams=1 rate=0 dur=$DURATION
-    local p0 p1 b0 b1 t0 t1 c0 c1 cs0 cs1 ct0 ct1 r0 r1 w0 w1
+    local p0 p1 b0 b1 t0 t1 c0 c1 cs0 cs1 ct0 ct1
     case "$kind/$proto" in
         sat/h1) conns=$CONNECTIONS ;;
         sat/h2) conns=$H2_CONNECTIONS; streams=$H2_STREAMS ;;
@@ -394,7 +392,6 @@ measure() {
     for ((attempt = 0; attempt <= DISTURBED_RETRIES; attempt++)); do
         b0=$(cpu_ticks "$BACKEND_PID"); p0=0
         [[ -n $PROXY_PID ]] && p0=$(cpu_ticks "$PROXY_PID")
-        read -r r0 w0 < <(io_syscalls "$PROXY_PID")
         read -r c0 cs0 ct0 < <(core_ticks "$PROXY_CPU")
         t0=$(now)
         case "$kind/$proto" in
@@ -407,7 +404,6 @@ measure() {
         read -r c1 cs1 ct1 < <(core_ticks "$PROXY_CPU")
         b1=$(cpu_ticks "$BACKEND_PID"); p1=0
         [[ -n $PROXY_PID ]] && p1=$(cpu_ticks "$PROXY_PID")
-        read -r r1 w1 < <(io_syscalls "$PROXY_PID")
 
         proxy_ticks=NA
         [[ -n $PROXY_PID ]] && proxy_ticks=$((p1 - p0))
@@ -422,11 +418,11 @@ measure() {
             log "    WARNING: still disturbed after $DISTURBED_RETRIES repeats; keeping it, flagged"
         fi
     done
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$kind" "$proto" "$size" "$target" "$conns" "$streams" "$rate" \
         "$R_OK" "$R_FAILED" "$R_TOOL_S" "$(python3 -c "print(round($t1-$t0,3))")" \
         "$R_P50" "$R_P99" "$proxy_ticks" "$((b1 - b0))" \
-        "$((c1 - c0))" "$((cs1 - cs0))" "$((ct1 - ct0))" "$((r1 - r0))" "$((w1 - w0))" >>"$WORK/results.tsv"
+        "$((c1 - c0))" "$((cs1 - cs0))" "$((ct1 - ct0))" >>"$WORK/results.tsv"
     ((R_FAILED == 0)) || log "    WARNING: $R_FAILED failed requests in this run"
 }
 
@@ -510,19 +506,6 @@ measure_strace() {
     log "    → $summary"
     printf '%s\t%s\t%s\n' "$target" "$STRACE_REQUESTS" "$summary" >>"$WORK/strace.tsv"
     rm -f "$raw.writes"    # large; the counts and h2load output stay in raw/
-}
-
-# Read and write system calls so far (syscr, syscw of /proc/PID/io) of PID
-# and its descendants: "syscr syscw". Cheap enough to read around every run,
-# unlike strace; 0 0 without a PID.
-io_syscalls() {
-    local r=0 w=0 pid a b
-    [[ -n $1 ]] || { echo "0 0"; return; }
-    for pid in $(pgrep_tree "$1"); do
-        read -r a b < <(awk '/^syscr:/{r=$2} /^syscw:/{w=$2} END{print r+0, w+0}' "/proc/$pid/io" 2>/dev/null || echo "0 0")
-        r=$((r + a)); w=$((w + b))
-    done
-    echo "$r $w"
 }
 
 # PID and its descendants, one per line.
