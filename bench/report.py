@@ -6,9 +6,10 @@
       (tab-separated: start time µs, HTTP status, response time µs).
       Only 2xx responses are counted; failed streams have status -1.
 
-  report.py markdown META RESULTS_TSV
+  report.py markdown META RESULTS_TSV [IDLE_TSV [STRACE_TSV]]
       Prints the Markdown report (bench/RESULTS.md) from the key=value
-      META file and the per-run TSV written by run.sh.
+      META file and the per-run TSV written by run.sh (and the idle-connection
+      memory rows and the strace rows, when given).
 """
 import math
 import sys
@@ -82,7 +83,81 @@ def warn(*rows):
     return " ⚠" if any(r and r["core_other"] > 0.05 for r in rows) else ""
 
 
-def markdown(meta_path, tsv_path):
+IDLE_FIELDS = "target proto conns ok failed rss_before rss_held rss_after connect_s open".split()
+
+
+def idle_section(idle_path, targets):
+    """The idle-connection memory table: VmRSS of each proxy before, while it
+    holds the idle connections, and after they closed; KiB per connection is
+    (held − before) ÷ connections held."""
+    rows = {(r["target"], r["proto"]): r for r in read_tsv(idle_path, IDLE_FIELDS)}
+    if not rows:
+        return []
+    out = ["## Idle connections (memory)", "",
+           "Each connection: TLS 1.3 handshake, one `GET /small`, then held open and idle "
+           "(`bench/idle_conns.py`, on the load core). RSS = VmRSS of the proxy's process tree "
+           "(`/proc/PID/status`; nginx: master + worker), read before the connections, 2 s after "
+           "the last one answered, and 2 s after all were closed. Still open = connections the "
+           "proxy had not closed when the client let go (should be all). KiB/conn = (held − before) ÷ "
+           "connections. ÷ nginx compares the held RSS and KiB/conn with nginx's.", "",
+           md_row(["Protocol", "Target", "connections", "ok", "failed", "still open", "RSS before MiB",
+                   "RSS held MiB", "KiB/conn", "RSS after close MiB", "held ÷ nginx",
+                   "KiB/conn ÷ nginx", "connect s"]),
+           md_rule("ll" + "r" * 11)]
+    for proto in ("h1", "h2"):
+        n = rows.get(("nginx", proto))
+        for t in targets:
+            r = rows.get((t, proto))
+            if not r:
+                continue
+            conns = int(r["conns"]) or 1
+
+            def per_conn(x):
+                return (int(x["rss_held"]) - int(x["rss_before"])) / conns
+
+            out.append(md_row([
+                PROTO_LABEL[proto], TARGET_LABEL[t], r["conns"], r["ok"], r["failed"], r["open"],
+                f"{int(r['rss_before']) / 1024:.0f}", f"{int(r['rss_held']) / 1024:.0f}",
+                f"{per_conn(r):.1f}", f"{int(r['rss_after']) / 1024:.0f}",
+                fmt(ratio(int(r["rss_held"]), n and int(n["rss_held"]))),
+                fmt(ratio(per_conn(r), n and per_conn(n))), r["connect_s"]]))
+    out.append("")
+    return out
+
+
+def strace_section(strace_path, rows_by_key, targets):
+    """System calls and TLS records per HTTP/2 /small request (run.sh's
+    STRACE_REQUESTS), beside the saturation run's CPU per request."""
+    rows = {}
+    for r in read_tsv(strace_path, ["target", "requests", "summary"]):
+        rows[r["target"]] = dict(kv.split("=", 1) for kv in r["summary"].split())
+        rows[r["target"]]["requests"] = r["requests"]
+    if not rows:
+        return []
+    out = ["## System calls and TLS records (HTTP/2, 100 B)", "",
+           "Per request, over a fixed number of `h2load -n` requests (the saturation run's "
+           "connections and streams, TLS handshakes included) with `strace -f` attached to the "
+           "proxy: all system calls, epoll waits, writes to clients, TLS records in them (walked "
+           "by their headers in the written data) and writes to the backend. CPU µs/req is from "
+           "the saturation run without strace.", "",
+           md_row(["Target", "requests", "syscalls/req", "epoll/req", "client writes/req",
+                   "TLS records/resp", "client bytes/resp", "backend writes/req", "CPU µs/req",
+                   "biggest (calls/req)"]),
+           md_rule("l" + "r" * 8 + "l")]
+    for t in targets:
+        r = rows.get(t)
+        if not r:
+            continue
+        sat = rows_by_key.get(("sat", "h2", "small", t))
+        out.append(md_row([TARGET_LABEL[t], r["requests"], r["syscalls"], r["epoll"],
+                           r["client_writes"], r["client_records"], r["client_bytes"],
+                           r["backend_writes"], fmt(sat and sat["cpu_us_req"], "{:.1f}"),
+                           r["top"].replace(",", ", ")]))
+    out.append("")
+    return out
+
+
+def markdown(meta_path, tsv_path, idle_path=None, strace_path=None):
     meta = read_meta(meta_path)
     clk = int(meta.get("clk_tck", "100"))
     rows = read_rows(tsv_path, clk)
@@ -216,14 +291,18 @@ def markdown(meta_path, tsv_path):
                           r["p50_us"], r["p99_us"], added, r["failed"], cpu,
                           fmt(pct(r["core_other"]), "{:.0f} %") + warn(r)]))
         w("")
+    if idle_path:
+        out.extend(idle_section(idle_path, targets))
+    if strace_path:
+        out.extend(strace_section(strace_path, idx, targets))
     print("\n".join(out))
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "percentiles":
         cmd_percentiles(argv[2])
-    elif len(argv) == 4 and argv[1] == "markdown":
-        markdown(argv[2], argv[3])
+    elif len(argv) in (4, 5, 6) and argv[1] == "markdown":
+        markdown(*argv[2:])
     else:
         sys.exit(__doc__)
 

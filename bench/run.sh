@@ -10,7 +10,9 @@
 #   nginx    nginx as an equivalent TLS 1.3 reverse proxy
 #   haproxy  HAProxy as an equivalent TLS 1.3 reverse proxy
 # for ~100 B and 64 KiB responses, over HTTP/1.1 keep-alive (wrk) and
-# HTTP/2 (h2load), plus a fixed-rate "moderate load" run per target.
+# HTTP/2 (h2load), plus a fixed-rate "moderate load" run per target, and the
+# proxy's resident memory while it holds IDLE_CONNECTIONS idle TLS keep-alive
+# connections (bench/idle_conns.py), HTTP/1.1 and HTTP/2.
 #
 # The proxy under test runs on core PROXY_CPU (default 0); the backend and the
 # load generator share core LOAD_CPU (default 1). Throughput is therefore often
@@ -43,6 +45,10 @@ BUILD=${BUILD:-0}
 DISTURBED_RETRIES=${DISTURBED_RETRIES:-2}   # repeats of a run disturbed by other programs
 OUT=${OUT:-$BENCH_DIR/RESULTS.md}
 RAW_DIR=${RAW_DIR:-}                        # if set, raw tool output is kept there
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000} # idle keep-alive connections held per proxy (0: skip)
+IDLE_HOLD=${IDLE_HOLD:-120}                 # longest the idle client holds them (s)
+LOAD_RUNS=${LOAD_RUNS:-1}                   # 0: only the idle-connection memory, no load runs
+STRACE_REQUESTS=${STRACE_REQUESTS:-0}       # >0: system calls and TLS records of that many HTTP/2 /small requests (strace)
 # GATEWAY_BIN / PHR_GATEWAY_BIN: see bench/lib.sh.
 # gateway/examples/bare_proxy.rs: hyper + hyper-util + rustls alone, no
 # safeguards: the floor of the stack the gateway is built on (target "bare").
@@ -80,7 +86,25 @@ ensure_tools() {
             || { apt-get update >&2 && apt-get install -y nginx-light haproxy wrk nghttp2-client >&2; }
     fi
     require_tools openssl curl python3 taskset pgrep ss getconf
+    ((STRACE_REQUESTS == 0)) || require_tools strace
     require_two_cores
+}
+
+# Each idle connection takes a file descriptor in the proxy and in the client:
+# raise the soft limit to the hard one, and hold fewer connections if even
+# that is too low.
+FD_LIMIT=0
+prepare_fd_limit() {
+    local hard
+    hard=$(ulimit -Hn)
+    [[ $hard == unlimited ]] && hard=1048576
+    ulimit -Sn "$hard" 2>/dev/null || true
+    FD_LIMIT=$(ulimit -Sn)
+    [[ $FD_LIMIT == unlimited ]] && FD_LIMIT=1048576
+    if ((IDLE_CONNECTIONS + 1000 > FD_LIMIT)); then
+        log "WARNING: open-file limit $FD_LIMIT: holding $((FD_LIMIT - 1000)) idle connections, not $IDLE_CONNECTIONS"
+        IDLE_CONNECTIONS=$((FD_LIMIT - 1000))
+    fi
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
@@ -150,6 +174,13 @@ start_run_backend() {
 # for builds from before route authentication existed.
 write_gateway_config() {
     write_proxy_gateway_config "$1" bench "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT" "$2"
+    # Room for the idle-connection run (default cap 10 000), and idle
+    # connections kept as long as nginx and HAProxy keep theirs here (300 s).
+    # hyper's header-read timer also runs while an HTTP/1.1 connection waits
+    # for its next request, so the default 10 s would close the idle
+    # connections before 10 000 of them are open.
+    printf '\n[limits]\nmax_connections = %d\nidle_timeout = "300s"\nheader_read_timeout = "300s"\n' \
+        $((IDLE_CONNECTIONS + 4096)) >>"$1"
 }
 
 start_gateway() {
@@ -178,7 +209,8 @@ worker_processes 1;
 daemon off;
 pid $WORK/nginx-proxy.pid;
 error_log $WORK/nginx-proxy-error.log warn;
-events { worker_connections 4096; }
+worker_rlimit_nofile $FD_LIMIT;
+events { worker_connections $((IDLE_CONNECTIONS + 4096)); }   # room for the idle-connection run
 http {
     access_log off;
     keepalive_requests 10000000;      # also caps requests per h2 connection
@@ -222,7 +254,10 @@ start_haproxy() {
     cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 4096
+    maxconn $((IDLE_CONNECTIONS + 4096))       # room for the idle-connection run
+    # The fd limit HAProxy would derive from maxconn (2 per connection) may be
+    # above the hard limit; the idle connections need one each.
+    ulimit-n $FD_LIMIT
     ssl-default-bind-options ssl-min-ver TLSv1.3
     # no 'log' line: no per-request logging, like access_log off in nginx
 
@@ -391,6 +426,98 @@ measure() {
     ((R_FAILED == 0)) || log "    WARNING: $R_FAILED failed requests in this run"
 }
 
+# Resident memory (VmRSS, KiB) of PID and all its descendants (nginx: master
+# and worker).
+rss_kib() {
+    local pids=("$1") total=0 pid child kib
+    while ((${#pids[@]})); do
+        pid=${pids[0]}; pids=("${pids[@]:1}")
+        kib=$(awk '/^VmRSS:/{print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        total=$((total + ${kib:-0}))
+        for child in $(pgrep -P "$pid" || true); do pids+=("$child"); done
+    done
+    echo "$total"
+}
+
+# The memory of a freshly started proxy with IDLE_CONNECTIONS idle TLS
+# keep-alive connections, each after one /small request (bench/idle_conns.py
+# on the load core): VmRSS of the proxy tree before, while they are held, and
+# after they are closed.
+# Appends "target proto conns ok failed rss_before rss_held rss_after
+# connect_s" to $WORK/idle.tsv. Usage: measure_idle TARGET PROTO PORT
+measure_idle() {
+    local target=$1 proto=$2 port=$3 ready="$WORK/idle-ready" release="$WORK/idle-release"
+    local before held after status client _
+    rm -f "$ready" "$release"
+    before=$(rss_kib "$PROXY_PID")
+    log "  idle $proto: $IDLE_CONNECTIONS connections → $target (RSS before: $((before / 1024)) MiB)"
+    timeout -k 5 $((IDLE_HOLD + 30)) taskset -c "$LOAD_CPU" \
+        python3 "$BENCH_DIR/idle_conns.py" "$port" "$IDLE_CONNECTIONS" "$proto" "$ready" "$release" "$IDLE_HOLD" \
+        >"$WORK/raw/idle-$proto-$target.txt" 2>&1 &
+    client=$!
+    for _ in $(seq $((IDLE_HOLD * 5))); do
+        [[ -e $ready ]] && break
+        kill -0 "$client" 2>/dev/null || break
+        sleep 0.2
+    done
+    [[ -e $ready ]] || { cat "$WORK/raw/idle-$proto-$target.txt" >&2; die "idle client did not get its connections up"; }
+    sleep 2    # the last answers written, the proxy's tasks parked
+    held=$(rss_kib "$PROXY_PID")
+    touch "$release"
+    wait "$client" || true
+    sleep 2
+    after=$(rss_kib "$PROXY_PID")
+    status="$(cat "$ready") $(cat "$ready.open" 2>/dev/null || echo open=0)"
+    log "    → $status; RSS held $((held / 1024)) MiB ($(( (held - before) * 1024 / IDLE_CONNECTIONS )) B/conn), after close $((after / 1024)) MiB"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$proto" "$IDLE_CONNECTIONS" \
+        "$(kv ok "$status")" "$(kv failed "$status")" "$before" "$held" "$after" \
+        "$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$status")" "$(kv open "$status")" >>"$WORK/idle.tsv"
+}
+
+# System calls and TLS records per request of the proxy: STRACE_REQUESTS
+# HTTP/2 /small requests (h2load -n, the saturation run's connections and
+# streams) twice under strace attached to the proxy's process tree, once
+# counting every call (-c), once recording the data of every write
+# (bench/strace_summary.py walks the TLS records in them). strace slows the
+# proxy down a lot: only the counts mean anything, not the time.
+# Appends "target requests summary" to $WORK/strace.tsv.
+# Usage: measure_strace TARGET URL
+measure_strace() {
+    local target=$1 url=$2 raw="$WORK/raw/strace-$target" pid tracer pargs=() pass
+    for pid in $(pgrep_tree "$PROXY_PID"); do pargs+=(-p "$pid"); done
+    log "  strace: $STRACE_REQUESTS HTTP/2 /small requests → $target (pids ${pargs[*]})"
+    for pass in counts writes; do
+        if [[ $pass == counts ]]; then
+            timeout -k 5 300 strace -f -c -o "$raw.$pass" "${pargs[@]}" 2>/dev/null &
+        else
+            timeout -k 5 300 strace -f -xx -s 1000000 -e trace=write,writev,sendto,sendmsg \
+                -o "$raw.$pass" "${pargs[@]}" 2>/dev/null &
+        fi
+        tracer=$!
+        sleep 1    # attached
+        timeout -k 5 240 taskset -c "$LOAD_CPU" h2load -t1 -n "$STRACE_REQUESTS" -c "$H2_CONNECTIONS" \
+            -m "$H2_STREAMS" "$url" >"$raw.$pass.h2load" 2>&1 || log "    WARNING: h2load under strace failed"
+        sleep 0.5
+        kill -INT "$tracer" 2>/dev/null || true
+        wait "$tracer" || true
+    done
+    local summary
+    summary=$(python3 "$BENCH_DIR/strace_summary.py" "$raw.counts" "$raw.writes" "$STRACE_REQUESTS")
+    log "    → $summary"
+    printf '%s\t%s\t%s\n' "$target" "$STRACE_REQUESTS" "$summary" >>"$WORK/strace.tsv"
+    rm -f "$raw.writes"    # large; the counts and h2load output stay in raw/
+}
+
+# PID and its descendants, one per line.
+pgrep_tree() {
+    local pids=("$1") pid child
+    while ((${#pids[@]})); do
+        pid=${pids[0]}; pids=("${pids[@]:1}")
+        echo "$pid"
+        for child in $(pgrep -P "$pid" || true); do pids+=("$child"); done
+    done
+}
+
 # Unmeasured 2 s warm-up per protocol: fills the upstream connection pools,
 # faults in code/data pages and lets allocators reach steady state.
 warm_up() {
@@ -418,21 +545,36 @@ bench_target() {
     verify_target "$target" "$h1_base" "$h2_base"
     log "  warm-up ${WARMUP}s per protocol"
     warm_up "$h1_base/small" "$h2_base/small"
-    for proto in h1 h2; do
-        for size in $SIZES; do
-            if [[ $proto == h1 ]]; then
-                measure sat h1 "$size" "$target" "$h1_base/$size"
-            else
-                measure sat h2 "$size" "$target" "$h2_base/$size"
-            fi
+    if ((LOAD_RUNS)); then
+        for proto in h1 h2; do
+            for size in $SIZES; do
+                if [[ $proto == h1 ]]; then
+                    measure sat h1 "$size" "$target" "$h1_base/$size"
+                else
+                    measure sat h2 "$size" "$target" "$h2_base/$size"
+                fi
+            done
         done
-    done
-    measure moderate h1 small "$target" "$h1_base/small"
-    measure moderate h2 small "$target" "$h2_base/small"
+        measure moderate h1 small "$target" "$h1_base/small"
+        measure moderate h2 small "$target" "$h2_base/small"
+    fi
+    if ((STRACE_REQUESTS > 0)) && [[ $target != direct ]]; then
+        measure_strace "$target" "$h2_base/small"
+    fi
     stop_proxy
     if [[ $target == gateway ]]; then
         echo "gateway_log_bytes=$(stat -c %s "$WORK/gateway.log")" >>"$WORK/meta"
         cp "$WORK/gateway.log" "$WORK/raw/gateway.log"
+    fi
+    # Memory is measured on a fresh process per protocol: allocators keep what
+    # they once used, so a process that held connections before (or ran the
+    # load) would reuse that memory and show less than a connection costs.
+    if ((IDLE_CONNECTIONS > 0)) && [[ $target != direct ]]; then
+        for proto in h1 h2; do
+            "start_$target"
+            measure_idle "$target" "$proto" "${PROXY_URL##*:}"
+            stop_proxy
+        done
     fi
 }
 
@@ -469,11 +611,14 @@ write_meta() {
         echo "clk_tck=$CLK_TCK"
         echo "targets=$TARGETS"
         echo "disturbed_retries=$DISTURBED_RETRIES"
+        echo "idle_connections=$IDLE_CONNECTIONS"
+        echo "load_runs=$LOAD_RUNS"
     } >>"$WORK/meta"
 }
 
 main() {
     ensure_tools
+    prepare_fd_limit
     ensure_gateway
     ensure_bare
     check_ports_free $BACKEND_PORT $BACKEND_H2C_PORT $GATEWAY_PORT $NGINX_PORT $HAPROXY_PORT $BARE_PORT $GATEWAY_ADMIN_PORT
@@ -483,6 +628,8 @@ main() {
     make_certs
     make_docroot
     : >"$WORK/results.tsv"
+    : >"$WORK/idle.tsv"
+    : >"$WORK/strace.tsv"
     write_meta
     start_run_backend
     local target
@@ -492,7 +639,7 @@ main() {
     echo "loadavg_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$WORK/meta"
     touch "$WORK/retries"
     echo "disturbed_repeats=$(wc -l <"$WORK/retries")" >>"$WORK/meta"
-    python3 "$BENCH_DIR/report.py" markdown "$WORK/meta" "$WORK/results.tsv" >"$OUT.tmp"
+    python3 "$BENCH_DIR/report.py" markdown "$WORK/meta" "$WORK/results.tsv" "$WORK/idle.tsv" "$WORK/strace.tsv" >"$OUT.tmp"
     mv "$OUT.tmp" "$OUT"
     log "wrote $OUT"
     cat "$OUT"

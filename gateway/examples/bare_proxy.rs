@@ -48,7 +48,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let key = PrivateKeyDer::from_pem_file(key)?;
 
     // TLS 1.3 only; the provider's TLS 1.3 suites are all AEAD with ECDHE.
-    let mut tls = rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+    // The provider named, not the process default: a build of the whole workspace may
+    // enable a second provider in rustls (through another crate's features), and then
+    // there is no default to take.
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -5,14 +5,17 @@
 //! AV-DOS-1 (connection cap, header-read timeout against slowloris, idle timeout).
 
 use crate::config::Limits;
-use crate::context::ConnInfo;
+use crate::context::{ConnInfo, GatewayBody};
 use crate::pipeline::Pipeline;
 use crate::runtime::GatewayState;
 use crate::tls::ClientIdentity;
+use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,15 +125,19 @@ impl Server {
         let activity = Arc::new(Activity::new());
         let pipeline = Pipeline::new(self.shared.clone());
         let tracker = activity.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req| -> ServiceFuture {
             let pipeline = pipeline.clone();
             let conn = conn.clone();
             let guard = tracker.begin();
-            async move {
+            // Boxed: hyper's HTTP/1 connection allocates room for one service future when
+            // it starts and keeps it until the connection closes, so every idle keep-alive
+            // connection would hold a request pipeline's worth of memory. Boxed, it holds
+            // a pointer, and the pipeline's state lives only while a request does.
+            Box::pin(async move {
                 let resp = pipeline.handle(req, conn).await;
                 drop(guard);
                 Ok::<_, Infallible>(resp)
-            }
+            })
         });
 
         let builder = http_builder(&limits);
@@ -182,6 +189,9 @@ impl Server {
         }
     }
 }
+
+/// What the service of a connection returns for each request.
+type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<GatewayBody>, Infallible>> + Send>>;
 
 /// The HTTP server settings shared by every connection.
 fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
