@@ -785,7 +785,8 @@ async fn rolling_upgrade_of_every_instance_drops_no_request_and_no_record() {
         errors.extend(e);
     }
     assert_eq!(seen.unanswered, 0, "requests failed during the upgrades: {errors:?}");
-    assert!(seen.answered.iter().all(|(s, _, _)| *s == 200), "every answer a 200");
+    let not_ok: Vec<_> = seen.answered.iter().filter(|(s, _, _)| *s != 200).collect();
+    assert!(not_ok.is_empty(), "every answer a 200; not: {not_ok:?}");
     assert!(seen.answered.len() >= 30, "too little load: {}", seen.answered.len());
     c.stop_all();
     let exported = assert_exported_once(&c, &seen.answered, "after the rolling upgrade").await;
