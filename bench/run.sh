@@ -105,6 +105,13 @@ prepare_fd_limit() {
         log "WARNING: open-file limit $FD_LIMIT: holding $((FD_LIMIT - 1000)) idle connections, not $IDLE_CONNECTIONS"
         IDLE_CONNECTIONS=$((FD_LIMIT - 1000))
     fi
+    # HAProxy reserves two descriptors per connection (maxsock ≈ 2 × maxconn) and
+    # refuses to start when that exceeds its ulimit-n, so under a low hard limit the
+    # idle run holds fewer connections, the same number for every proxy.
+    if has_target haproxy && ((2 * (IDLE_CONNECTIONS + 200) > FD_LIMIT)); then
+        log "WARNING: open-file limit $FD_LIMIT: HAProxy can hold $((FD_LIMIT / 2 - 200)) idle connections; every proxy is measured with that many, not $IDLE_CONNECTIONS"
+        IDLE_CONNECTIONS=$((FD_LIMIT / 2 - 200))
+    fi
 }
 
 has_target() { [[ " $TARGETS " == *" $1 "* ]]; }
@@ -254,7 +261,7 @@ start_haproxy() {
     cat >"$WORK/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn $((IDLE_CONNECTIONS + 4096))       # room for the idle-connection run
+    maxconn $((IDLE_CONNECTIONS + 100))        # room for the idle-connection run (see FD_LIMIT)
     # The fd limit HAProxy would derive from maxconn (2 per connection) may be
     # above the hard limit; the idle connections need one each.
     ulimit-n $FD_LIMIT
