@@ -385,6 +385,12 @@ pub fn patient_links(resource_type: &str) -> Option<&'static [Link]> {
         .map(|i| PATIENT_COMPARTMENT[i].1)
 }
 
+/// Every link of the compartment definition, for the response check's tokenizer (which
+/// records the values under these paths' member names and skips the rest).
+pub(crate) fn all_links() -> impl Iterator<Item = &'static Link> {
+    PATIENT_COMPARTMENT.iter().flat_map(|(_, links)| links.iter())
+}
+
 /// Whether resources of this type can belong to a patient compartment.
 pub fn in_patient_compartment(resource_type: &str) -> bool {
     patient_links(resource_type).is_some()

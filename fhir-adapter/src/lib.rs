@@ -45,7 +45,6 @@ mod confine_search;
 mod edits;
 mod error;
 mod facts;
-mod lazy_json;
 mod normalize;
 mod one_pass;
 mod outcome;
@@ -53,6 +52,7 @@ mod references;
 mod response;
 #[cfg(test)]
 mod response_oracle;
+mod scan;
 mod scopes;
 mod write_checks;
 

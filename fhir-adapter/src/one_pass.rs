@@ -1,8 +1,9 @@
 //! The response check in one pass over the backend's bytes: the patient compartment
 //! (filtering a result Bundle, refusing anything else that is not the patient's) and the
-//! base-URL rewrite (`fullUrl`, `link.url`, `response.location`) together, reading
-//! borrowed views of the body ([`crate::lazy_json`]) and answering with splices
-//! ([`Edits`]) instead of a re-encoded document.
+//! base-URL rewrite (`fullUrl`, `link.url`, `response.location`) together, reading what
+//! one tokenizer pass over the body recorded ([`crate::scan`]) and answering with
+//! splices ([`Edits`]) instead of a re-encoded document. A result Bundle's entries are
+//! decided while they are read, one at a time.
 //!
 //! Requirements: ACL-PHR-1 / ACL-ROLE-1 (a `patient/` token never receives another
 //! patient's record), EX-SEG-1 (the backend's base URL is not exposed; only well-formed
@@ -21,11 +22,11 @@ use crate::authorize::{AccessContext, Decision};
 use crate::compartment::{in_patient_compartment, patient_id_of_reference, patient_links};
 use crate::edits::Edits;
 use crate::error::FhirError;
-use crate::lazy_json::{as_str, invalid, items, Obj, Span};
 use crate::response::{is_result_type, not_found_entry, Bases};
-use serde_json::value::RawValue;
+use crate::scan::{invalid, Doc, EntrySink, Obj, Val};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 /// What [`check_and_edit_response`] decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,19 +52,28 @@ pub fn check_and_edit_response(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(EditedCheck::default());
     }
-    let top = Obj::from_body(body)?;
+    let text = std::str::from_utf8(body).map_err(|e| invalid(format_args!("the response is not UTF-8: {e}")))?;
     let confine = if d.response_check { d.patient.as_deref() } else { None };
+    let checks = (!d.entry_checks.is_empty()).then_some(d.entry_checks.as_slice());
     let mut pass = Pass {
-        body,
         ctx,
         bases,
+        checks,
+        confine,
         edits: Edits::default(),
         touched: BTreeSet::new(),
         removed: 0,
         not_found: None,
+        listing: None,
     };
-    if top.str("resourceType").as_deref() == Some("Bundle") && top.str("type").is_some_and(|t| is_result_type(&t)) {
-        let checks = (!d.entry_checks.is_empty()).then_some(d.entry_checks.as_slice());
+    let (doc, top) = Doc::read(text, &mut pass)?;
+    let top = doc.obj(top);
+    if let Some(listing) = pass.listing.take() {
+        // The entries were decided as they were read.
+        pass.removed = pass.finish_listing(&top, listing)?;
+    } else if top.str("resourceType").as_deref() == Some("Bundle")
+        && top.str("type").is_some_and(|t| is_result_type(&t))
+    {
         pass.removed = pass.result_bundle(&top, checks, confine)?;
     } else {
         pass.single(&top, confine)?;
@@ -90,7 +100,7 @@ struct Named<'a> {
 }
 
 impl<'a> Named<'a> {
-    fn of(resource: &Obj<'a>) -> Result<Self, FhirError> {
+    fn of(resource: &Obj<'_, 'a>) -> Result<Self, FhirError> {
         let mut n = Named {
             resource_type: resource.str("resourceType"),
             own_id: None,
@@ -105,12 +115,12 @@ impl<'a> Named<'a> {
         }
         for c in resource
             .get("contained")
-            .map(items)
+            .map(|c| c.items())
             .transpose()?
             .flatten()
             .unwrap_or_default()
         {
-            if let Some(c) = Obj::of(c)? {
+            if let Some(c) = c.obj()? {
                 resource_patients(&c, &mut n.contained)?;
             }
         }
@@ -142,7 +152,7 @@ impl<'a> Named<'a> {
 
 /// The patient ids a resource names: its own id when it is a Patient, and its
 /// compartment references.
-fn resource_patients<'a>(resource: &Obj<'a>, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
+fn resource_patients<'a>(resource: &Obj<'_, 'a>, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
     let Some(rt) = resource.str("resourceType") else {
         return Ok(());
     };
@@ -153,7 +163,7 @@ fn resource_patients<'a>(resource: &Obj<'a>, out: &mut Vec<Cow<'a, str>>) -> Res
 }
 
 /// The patients the compartment reference fields of a `rt` resource point at.
-fn compartment_refs<'a>(resource: &Obj<'a>, rt: &str, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
+fn compartment_refs<'a>(resource: &Obj<'_, 'a>, rt: &str, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
     let mut refs = Vec::new();
     for link in patient_links(rt).unwrap_or(&[]) {
         for path in link.paths {
@@ -161,7 +171,7 @@ fn compartment_refs<'a>(resource: &Obj<'a>, rt: &str, out: &mut Vec<Cow<'a, str>
         }
     }
     for r in refs {
-        let Some(reference) = Obj::of(r)?.and_then(|o| o.str("reference")) else {
+        let Some(reference) = r.obj()?.and_then(|o| o.str("reference")) else {
             continue;
         };
         match reference {
@@ -174,11 +184,11 @@ fn compartment_refs<'a>(resource: &Obj<'a>, rt: &str, out: &mut Vec<Cow<'a, str>
 
 /// The values at dotted `path` below `obj` (arrays on the way traversed, an array at the
 /// end spread), as [`crate::references`] walks a `Value`.
-fn refs_in_obj<'a>(obj: &Obj<'a>, path: &str, out: &mut Vec<&'a RawValue>) -> Result<(), FhirError> {
+fn refs_in_obj<'d, 'a>(obj: &Obj<'d, 'a>, path: &str, out: &mut Vec<Val<'d, 'a>>) -> Result<(), FhirError> {
     match path.split_once('.') {
         None => {
             if let Some(r) = obj.get(path) {
-                match items(r)? {
+                match r.items()? {
                     Some(list) => out.extend(list),
                     None => out.push(r),
                 }
@@ -193,12 +203,12 @@ fn refs_in_obj<'a>(obj: &Obj<'a>, path: &str, out: &mut Vec<&'a RawValue>) -> Re
     Ok(())
 }
 
-fn refs_at<'a>(v: &'a RawValue, path: &str, out: &mut Vec<&'a RawValue>) -> Result<(), FhirError> {
-    if let Some(list) = items(v)? {
+fn refs_at<'d, 'a>(v: Val<'d, 'a>, path: &str, out: &mut Vec<Val<'d, 'a>>) -> Result<(), FhirError> {
+    if let Some(list) = v.items()? {
         for item in list {
             refs_at(item, path, out)?;
         }
-    } else if let Some(obj) = Obj::of(v)? {
+    } else if let Some(obj) = v.obj()? {
         refs_in_obj(&obj, path, out)?;
     }
     Ok(())
@@ -221,21 +231,76 @@ struct Step {
     removed_match: bool,
 }
 
-struct Pass<'a, 'b, 'c> {
-    body: &'a [u8],
+/// The decisions on a result Bundle's entries, in order.
+struct Listing {
+    /// The Bundle's `type`.
+    kind: String,
+    removed: usize,
+    removed_matches: u64,
+    fates: Vec<Fate>,
+    spans: Vec<Range<usize>>,
+}
+
+impl Listing {
+    fn new(kind: String) -> Self {
+        Listing {
+            kind,
+            removed: 0,
+            removed_matches: 0,
+            fates: Vec::new(),
+            spans: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, step: Step, span: Range<usize>) {
+        self.removed += step.removed;
+        self.removed_matches += u64::from(step.removed_match);
+        self.fates.push(step.fate);
+        self.spans.push(span);
+    }
+}
+
+struct Pass<'b, 'c> {
     ctx: &'b AccessContext<'c>,
     bases: Option<Bases<'b>>,
+    /// The per-entry checks of the top-level result Bundle, and the patient it is
+    /// confined to.
+    checks: Option<&'b [bool]>,
+    confine: Option<&'b str>,
     edits: Edits,
     touched: BTreeSet<String>,
     removed: usize,
     /// The not-found entry, encoded once.
     not_found: Option<Vec<u8>>,
+    /// The top-level result Bundle's entries decided so far, while they are read.
+    listing: Option<Listing>,
 }
 
-impl<'a> Pass<'a, '_, '_> {
+impl<'a> EntrySink<'a> for Pass<'_, '_> {
+    fn stream(&mut self, bundle_type: &str) -> bool {
+        if !is_result_type(bundle_type) {
+            return false;
+        }
+        self.listing = Some(Listing::new(bundle_type.to_owned()));
+        true
+    }
+
+    fn entry(&mut self, _: &Doc<'a>, index: usize, entry: Val<'_, 'a>) -> Result<(), FhirError> {
+        let mut listing = self
+            .listing
+            .take()
+            .ok_or_else(|| invalid("internal: an entry outside a result Bundle"))?;
+        let step = self.entry(index, entry, &listing.kind, self.checks, self.confine)?;
+        listing.add(step, entry.span());
+        self.listing = Some(listing);
+        Ok(())
+    }
+}
+
+impl<'a> Pass<'_, '_> {
     /// A response that is not a result Bundle: it must belong to the patient, and so must
     /// every resource carried in its entries (a document, a collection), at any depth.
-    fn single(&mut self, top: &Obj<'a>, confine: Option<&str>) -> Result<(), FhirError> {
+    fn single(&mut self, top: &Obj<'_, 'a>, confine: Option<&str>) -> Result<(), FhirError> {
         let named = Named::of(top)?;
         let rt = named.resource_type.as_deref().unwrap_or("");
         if rt.is_empty() {
@@ -261,15 +326,15 @@ impl<'a> Pass<'a, '_, '_> {
     /// that `patient` may not see, or `None` with the patients of all in `found`.
     fn bundle_contents(
         &self,
-        bundle: &Obj<'a>,
+        bundle: &Obj<'_, 'a>,
         patient: Option<&str>,
         found: &mut Vec<String>,
     ) -> Result<Option<String>, FhirError> {
         for entry in entries(bundle)?.unwrap_or_default() {
-            let Some(res) = Obj::of(entry)?.and_then(|e| e.get("resource")) else {
+            let Some(res) = entry.obj()?.and_then(|e| e.get("resource")) else {
                 continue;
             };
-            let Some(res) = Obj::of(res)? else {
+            let Some(res) = res.obj()? else {
                 if patient.is_some() {
                     return Ok(Some("resource".into()));
                 }
@@ -311,32 +376,31 @@ impl<'a> Pass<'a, '_, '_> {
     /// nested ones included.
     fn result_bundle(
         &mut self,
-        bundle: &Obj<'a>,
+        bundle: &Obj<'_, 'a>,
         checks: Option<&[bool]>,
         patient: Option<&str>,
     ) -> Result<usize, FhirError> {
-        let kind = bundle.str("type").unwrap_or_default();
-        let (mut removed, mut removed_matches) = (0, 0u64);
-        if let Some(list) = entries(bundle)? {
-            let mut fates = Vec::with_capacity(list.len());
-            for (i, raw) in list.iter().enumerate() {
-                let step = self.entry(i, raw, &kind, checks, patient)?;
-                removed += step.removed;
-                removed_matches += u64::from(step.removed_match);
-                fates.push(step.fate);
-            }
-            self.splice_entries(&list, &fates)?;
+        let mut listing = Listing::new(bundle.str("type").unwrap_or_default().into_owned());
+        for (i, entry) in entries(bundle)?.unwrap_or_default().into_iter().enumerate() {
+            let step = self.entry(i, entry, &listing.kind, checks, patient)?;
+            listing.add(step, entry.span());
         }
-        if removed_matches > 0 {
+        self.finish_listing(bundle, listing)
+    }
+
+    /// The rest of [`Pass::result_bundle`] once every entry is decided.
+    fn finish_listing(&mut self, bundle: &Obj<'_, 'a>, listing: Listing) -> Result<usize, FhirError> {
+        self.splice_entries(&listing.spans, &listing.fates);
+        if listing.removed_matches > 0 {
             if let Some(raw) = bundle.get("total") {
-                if let Ok(total) = raw.get().parse::<u64>() {
-                    let fixed = total.saturating_sub(removed_matches).to_string();
-                    self.edits.push(Span::of(self.body, raw)?, fixed.as_bytes());
+                if let Ok(total) = raw.text().parse::<u64>() {
+                    let fixed = total.saturating_sub(listing.removed_matches).to_string();
+                    self.edits.push(raw.span(), fixed.as_bytes());
                 }
             }
         }
         self.rebase_links(bundle)?;
-        Ok(removed)
+        Ok(listing.removed)
     }
 
     /// Decides one entry of a result Bundle of type `kind`; a kept entry's patients go
@@ -344,7 +408,7 @@ impl<'a> Pass<'a, '_, '_> {
     fn entry(
         &mut self,
         i: usize,
-        raw: &'a RawValue,
+        raw: Val<'_, 'a>,
         kind: &str,
         checks: Option<&[bool]>,
         patient: Option<&str>,
@@ -356,7 +420,7 @@ impl<'a> Pass<'a, '_, '_> {
             removed: 0,
             removed_match: false,
         };
-        let entry = Obj::of(raw)?;
+        let entry = raw.obj()?;
         if check_this && by_position && answered_absent(entry.as_ref())? {
             // The backend's own "not found" is replaced by the same entry a foreign
             // resource gets, so the two cannot be told apart (ACL-PHR-1).
@@ -368,7 +432,7 @@ impl<'a> Pass<'a, '_, '_> {
         let mut ok = true;
         let mut nested_other_bundle = None;
         match entry.as_ref().and_then(|e| e.get("resource")) {
-            Some(res) => match Obj::of(res)? {
+            Some(res) => match res.obj()? {
                 Some(res) => {
                     let named = Named::of(&res)?;
                     let is_bundle = named.resource_type.as_deref() == Some("Bundle");
@@ -412,14 +476,10 @@ impl<'a> Pass<'a, '_, '_> {
 
     /// The splices for removed and replaced entries: a removed entry goes with the comma
     /// on one side of it, so the list stays valid JSON.
-    fn splice_entries(&mut self, list: &[&'a RawValue], fates: &[Fate]) -> Result<(), FhirError> {
+    fn splice_entries(&mut self, spans: &[Range<usize>], fates: &[Fate]) {
         if fates.iter().all(|f| *f == Fate::Keep) {
-            return Ok(());
+            return;
         }
-        let spans = list
-            .iter()
-            .map(|raw| Span::of(self.body, raw))
-            .collect::<Result<Vec<_>, _>>()?;
         let first_kept = fates.iter().position(|f| *f != Fate::Drop);
         for (k, fate) in fates.iter().enumerate() {
             match (fate, first_kept) {
@@ -439,18 +499,17 @@ impl<'a> Pass<'a, '_, '_> {
                 (Fate::Drop, Some(_)) => self.edits.push(spans[k - 1].end..spans[k].end, b""),
             }
         }
-        Ok(())
     }
 
     /// Rebases `link[].url` and every entry's URLs of a Bundle (and of Bundles nested in
     /// it), as [`crate::rebase_value`].
-    fn rebase_bundle(&mut self, bundle: &Obj<'a>) -> Result<(), FhirError> {
+    fn rebase_bundle(&mut self, bundle: &Obj<'_, 'a>) -> Result<(), FhirError> {
         if self.bases.is_none() {
             return Ok(());
         }
         self.rebase_links(bundle)?;
         for raw in entries(bundle)?.unwrap_or_default() {
-            if let Some(entry) = Obj::of(raw)? {
+            if let Some(entry) = raw.obj()? {
                 self.rebase_entry(&entry)?;
                 if let Some(res) = entry.obj("resource")? {
                     if res.str("resourceType").as_deref() == Some("Bundle") {
@@ -462,12 +521,18 @@ impl<'a> Pass<'a, '_, '_> {
         Ok(())
     }
 
-    fn rebase_links(&mut self, bundle: &Obj<'a>) -> Result<(), FhirError> {
+    fn rebase_links(&mut self, bundle: &Obj<'_, 'a>) -> Result<(), FhirError> {
         if self.bases.is_none() {
             return Ok(());
         }
-        for link in bundle.get("link").map(items).transpose()?.flatten().unwrap_or_default() {
-            if let Some(url) = Obj::of(link)?.and_then(|l| l.get("url")) {
+        for link in bundle
+            .get("link")
+            .map(|l| l.items())
+            .transpose()?
+            .flatten()
+            .unwrap_or_default()
+        {
+            if let Some(url) = link.obj()?.and_then(|l| l.get("url")) {
                 self.fix_url(url)?;
             }
         }
@@ -475,7 +540,7 @@ impl<'a> Pass<'a, '_, '_> {
     }
 
     /// `fullUrl` and `response.location` of one entry (not its resource).
-    fn rebase_entry(&mut self, entry: &Obj<'a>) -> Result<(), FhirError> {
+    fn rebase_entry(&mut self, entry: &Obj<'_, 'a>) -> Result<(), FhirError> {
         if self.bases.is_none() {
             return Ok(());
         }
@@ -488,10 +553,10 @@ impl<'a> Pass<'a, '_, '_> {
         Ok(())
     }
 
-    fn fix_url(&mut self, raw: &'a RawValue) -> Result<(), FhirError> {
+    fn fix_url(&mut self, raw: Val<'_, 'a>) -> Result<(), FhirError> {
         let Some(bases) = self.bases else { return Ok(()) };
-        if let Some(new) = as_str(raw).and_then(|url| bases.rewrite(&url)) {
-            self.edits.push_json_str(Span::of(self.body, raw)?, &new);
+        if let Some(new) = raw.as_str().and_then(|url| bases.rewrite(&url)) {
+            self.edits.push_json_str(raw.span(), &new);
         }
         Ok(())
     }
@@ -499,10 +564,11 @@ impl<'a> Pass<'a, '_, '_> {
 
 /// A Bundle's entries; an `entry` that is not a list is refused (nothing in it could be
 /// checked).
-fn entries<'a>(bundle: &Obj<'a>) -> Result<Option<Vec<&'a RawValue>>, FhirError> {
+fn entries<'d, 'a>(bundle: &Obj<'d, 'a>) -> Result<Option<Vec<Val<'d, 'a>>>, FhirError> {
     match bundle.get("entry") {
         None => Ok(None),
-        Some(raw) => items(raw)?
+        Some(raw) => raw
+            .items()?
             .map(Some)
             .ok_or_else(|| invalid("Bundle.entry is not a list")),
     }
@@ -510,7 +576,7 @@ fn entries<'a>(bundle: &Obj<'a>) -> Result<Option<Vec<&'a RawValue>>, FhirError>
 
 /// Whether a batch/transaction-response entry says its target does not exist (404 or
 /// 410 Gone).
-fn answered_absent(entry: Option<&Obj<'_>>) -> Result<bool, FhirError> {
+fn answered_absent(entry: Option<&Obj<'_, '_>>) -> Result<bool, FhirError> {
     let Some(entry) = entry else { return Ok(false) };
     let status = entry.obj("response")?.and_then(|r| r.str("status"));
     Ok(status.is_some_and(|s| s.starts_with("404") || s.starts_with("410")))
