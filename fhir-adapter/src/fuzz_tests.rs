@@ -228,8 +228,10 @@ pub(crate) fn backend_body() -> impl Strategy<Value = Value> {
             "document",
         ][..],
     );
-    let inner =
-        proptest::collection::vec(entry_of("searchset"), 0..3).prop_map(|e| bundle_of("searchset", Vec::new(), e));
+    // Nested Bundles: results, and a collection whose contents must be checked too.
+    let inner_kind = proptest::sample::select(&["searchset", "searchset", "history", "collection"][..]);
+    let inner = (inner_kind, proptest::collection::vec(entry_of("searchset"), 0..3))
+        .prop_map(|(k, e)| bundle_of(k, Vec::new(), e));
     prop_oneof![
         4 => (kind, proptest::collection::vec(inner, 0..2), any::<u64>())
             .prop_flat_map(|(k, nested, _)| {

@@ -16,6 +16,7 @@ use crate::response_oracle;
 use crate::scopes::Scopes;
 use crate::FhirError;
 use proptest::prelude::*;
+use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
 
 const SCOPES: &[&str] = &[
@@ -102,21 +103,165 @@ fn agree(d: &Decision, ctx: &AccessContext<'_>, body: &[u8], bases: Option<Bases
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(config())]
+/// How [`write`] lays a generated document out: the same JSON value, in the forms a
+/// backend may send.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// `resourceType` and `type` before the other members (as servers write them, and
+    /// what lets the check decide a result Bundle's entries while it reads them), or
+    /// the members sorted (`entry` before `type`: the whole list is recorded first).
+    type_first: bool,
+    /// Whitespace between tokens.
+    pretty: bool,
+    /// Escape `/` as `\/` and every `n`th letter as `\u00XX`, in names and values.
+    escape_every: Option<usize>,
+    /// Write the first member of the `n`th object (counting in document order, objects
+    /// under `request` left out) twice.
+    duplicate: Option<usize>,
+}
 
-    /// Generated Bundles and resources, compact or pretty-printed (so splices meet
-    /// whitespace), confined or not, with per-entry checks, several scopes and bases.
+struct Writer {
+    layout: Layout,
+    out: String,
+    letters: usize,
+    objects: usize,
+    duplicated: bool,
+}
+
+/// `v` as JSON text laid out as `layout` says.
+fn write(v: &Value, layout: Layout) -> (Vec<u8>, bool) {
+    let mut w = Writer {
+        layout,
+        out: String::new(),
+        letters: 0,
+        objects: 0,
+        duplicated: false,
+    };
+    w.value(v, false);
+    (w.out.into_bytes(), w.duplicated)
+}
+
+impl Writer {
+    fn space(&mut self) {
+        if self.layout.pretty {
+            self.out.push_str("\n  ");
+        }
+    }
+
+    fn string(&mut self, s: &str) {
+        let Some(n) = self.layout.escape_every else {
+            self.out.push_str(&serde_json::to_string(s).expect("a string"));
+            return;
+        };
+        let plain = serde_json::to_string(s).expect("a string");
+        let inner = &plain[1..plain.len() - 1];
+        self.out.push('"');
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => {
+                    // An escape serde_json wrote: keep it whole.
+                    self.out.push(c);
+                    self.out.extend(chars.next());
+                }
+                '/' => self.out.push_str("\\/"),
+                c if c.is_ascii_alphabetic() => {
+                    self.letters += 1;
+                    if self.letters % n == 0 {
+                        self.out.push_str(&format!("\\u{:04x}", c as u32));
+                    } else {
+                        self.out.push(c);
+                    }
+                }
+                c => self.out.push(c),
+            }
+        }
+        self.out.push('"');
+    }
+
+    fn value(&mut self, v: &Value, under_request: bool) {
+        match v {
+            Value::Object(m) => {
+                let mut names: Vec<&String> = m.keys().collect();
+                if self.layout.type_first {
+                    names.sort_by_key(|k| !matches!(k.as_str(), "resourceType" | "type"));
+                }
+                let dup = !under_request && Some(self.objects) == self.layout.duplicate && !names.is_empty();
+                if !under_request {
+                    self.objects += 1;
+                }
+                if dup {
+                    self.duplicated = true;
+                    names.insert(0, names[0]);
+                }
+                self.out.push('{');
+                for (i, k) in names.into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.space();
+                    self.string(k);
+                    self.out.push_str(if self.layout.pretty { " : " } else { ":" });
+                    self.value(&m[k], under_request || k == "request");
+                }
+                self.space();
+                self.out.push('}');
+            }
+            Value::Array(a) => {
+                self.out.push('[');
+                for (i, item) in a.iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(',');
+                    }
+                    self.space();
+                    self.value(item, under_request);
+                }
+                self.space();
+                self.out.push(']');
+            }
+            Value::String(s) => self.string(s),
+            other => self.out.push_str(&other.to_string()),
+        }
+    }
+}
+
+fn layout() -> impl Strategy<Value = Layout> {
+    (any::<bool>(), any::<bool>(), proptest::option::of(1usize..5)).prop_map(|(type_first, pretty, escape_every)| {
+        Layout {
+            type_first,
+            pretty,
+            escape_every,
+            duplicate: None,
+        }
+    })
+}
+
+/// More cases than the other properties: each is cheap, and these compare the check
+/// that guards every FHIR response with the implementation it replaced.
+fn more_cases() -> ProptestConfig {
+    let base = config();
+    ProptestConfig {
+        cases: base.cases * 4,
+        ..base
+    }
+}
+
+proptest! {
+    #![proptest_config(more_cases())]
+
+    /// Generated Bundles and resources, laid out as a backend may (member order,
+    /// whitespace so that splices meet it, escapes in names and values), confined or
+    /// not, with per-entry checks, several scopes and bases.
     #[test]
     fn one_pass_decides_as_the_old_check(
         v in backend_body(),
-        pretty in any::<bool>(),
+        layout in layout(),
         confined in any::<bool>(),
         scopes in proptest::sample::select(SCOPES),
         bases in proptest::option::of(proptest::sample::select(BASES)),
         checks in proptest::collection::vec(any::<bool>(), 0..8),
     ) {
-        let body = if pretty { serde_json::to_vec_pretty(&v) } else { serde_json::to_vec(&v) }.expect("JSON");
+        let (body, _) = write(&v, layout);
         let scopes = Scopes::parse_str(scopes);
         let ctx = AccessContext { scopes: &scopes, patient: Some(OWN) };
         let mut d = if confined { patient_decision() } else { Decision::default() };
@@ -124,19 +269,47 @@ proptest! {
         agree(&d, &ctx, &body, bases)?;
     }
 
-    /// Arbitrary bytes, and generated Bundles cut short or with a byte changed: both
-    /// refuse alike or pass alike.
+    /// Generated Bundles cut short or with a byte changed: both refuse alike or pass
+    /// alike.
     #[test]
-    fn one_pass_refuses_as_the_old_check(v in backend_body(), cut in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn one_pass_refuses_as_the_old_check(
+        v in backend_body(),
+        layout in layout(),
+        cut in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
         let scopes = Scopes::parse_str(SCOPES[0]);
         let ctx = AccessContext { scopes: &scopes, patient: Some(OWN) };
-        let mut body = serde_json::to_vec(&v).expect("JSON");
+        let (mut body, _) = write(&v, layout);
         let at = cut.index(body.len());
         let mut changed = body.clone();
         changed[at] = byte;
         agree(&patient_decision(), &ctx, &changed, Some(BASES[0]))?;
         body.truncate(at);
         agree(&patient_decision(), &ctx, &body, Some(BASES[0]))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(more_cases())]
+
+    /// Any object the check reads that names a member twice is refused (502), in any
+    /// layout, confined or not; the old check kept the last one.
+    #[test]
+    fn a_member_named_twice_is_refused(v in backend_body(), layout in layout(), which in any::<prop::sample::Index>(), confined in any::<bool>()) {
+        let objects = {
+            let mut w = Writer { layout, out: String::new(), letters: 0, objects: 0, duplicated: false };
+            w.value(&v, false);
+            w.objects
+        };
+        let layout = Layout { duplicate: Some(which.index(objects)), ..layout };
+        let (body, duplicated) = write(&v, layout);
+        prop_assume!(duplicated);
+        let scopes = Scopes::parse_str(SCOPES[0]);
+        let ctx = AccessContext { scopes: &scopes, patient: Some(OWN) };
+        let d = if confined { patient_decision() } else { Decision::default() };
+        let err = check_and_edit_response(&d, &ctx, &body, Some(BASES[0])).map(|_| ()).unwrap_err();
+        prop_assert_eq!(err.status(), 502, "{}", String::from_utf8_lossy(&body));
     }
 }
 
