@@ -32,6 +32,15 @@ impl Edits {
     }
 
     pub(crate) fn push(&mut self, range: Range<usize>, with: &[u8]) {
+        // The same replacement as the last edit's (every `fullUrl` of a Bundle gets the
+        // same public base): shared, so 50,000 rebased URLs cost their ranges only.
+        if let Some((_, last)) = self.edits.last() {
+            if &self.with[last.clone()] == with {
+                let last = last.clone();
+                self.edits.push((range, last));
+                return;
+            }
+        }
         let at = self.with.len();
         self.with.extend_from_slice(with);
         self.edits.push((range, at..self.with.len()));
@@ -44,12 +53,38 @@ impl Edits {
         self.edits.push((range, at..self.with.len()));
     }
 
+    /// Replaces the JSON string at `range` of `body`, which decodes to `old` and holds
+    /// no escape, with one that decodes to `new`: only the part before their common
+    /// suffix is spliced (the base URL of a rebased URL), the rest of the string stays
+    /// the backend's bytes. The result is the bytes [`Edits::push_json_str`] would give.
+    pub(crate) fn push_str_change(&mut self, range: Range<usize>, old: &str, new: &str) {
+        let common = old
+            .bytes()
+            .rev()
+            .zip(new.bytes().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        // Equal bytes from the end: a char boundary in one is one in the other.
+        let mut keep = common;
+        while keep > 0 && !(old.is_char_boundary(old.len() - keep) && new.is_char_boundary(new.len() - keep)) {
+            keep -= 1;
+        }
+        let head = &new[..new.len() - keep];
+        let quoted = serde_json::to_string(head).expect("a string always serialises");
+        let start = range.start + 1;
+        self.push(start..start + old.len() - keep, quoted[1..quoted.len() - 1].as_bytes());
+    }
+
     /// Forgets the edits made since [`Edits::len`] was `mark` (an entry that is removed
     /// whole needs none of the edits inside it).
     pub(crate) fn truncate(&mut self, mark: usize) {
-        if let Some((_, with)) = self.edits.get(mark) {
-            self.with.truncate(with.start);
+        if mark >= self.edits.len() {
+            return;
         }
+        // Replacements are appended in order (a shared one ends where the last did), so
+        // the bytes still needed end with the last kept edit's.
+        let keep = mark.checked_sub(1).map_or(0, |k| self.edits[k].1.end);
+        self.with.truncate(keep);
         self.edits.truncate(mark);
     }
 
@@ -154,6 +189,44 @@ mod tests {
         let mut buf = body.to_vec();
         e.apply_in_place(&mut buf);
         assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn a_shared_replacement_survives_truncation() {
+        let body = b"aaXbbXccXdd";
+        let mut e = Edits::default();
+        e.push(2..3, b"--");
+        e.push(5..6, b"--");
+        e.push(8..9, b"++");
+        e.truncate(2);
+        e.push(8..9, b"**");
+        e.truncate(1);
+        e.push(8..9, b"--");
+        assert!(e.finish(body.len()));
+        assert_eq!(e.apply(body), b"aa--bbXcc--dd");
+    }
+
+    #[test]
+    fn a_changed_string_is_spliced_where_it_differs() {
+        for (old, new) in [
+            ("http://b:1/fhir/Observation/1", "https://gw.example/fhir/Observation/1"),
+            ("http://b/x/é", "http://b/y/é"),
+            ("é/a", "è/a"),
+            ("xé", "x©"),
+            ("abc", "abc/\\\"\u{1}"),
+            ("same", "same"),
+            ("", "x\\"),
+        ] {
+            let text = serde_json::to_string(old).unwrap();
+            let body = format!("[{text}]");
+            let mut e = Edits::default();
+            e.push_str_change(1..1 + text.len(), old, new);
+            assert!(e.finish(body.len()));
+            let mut want = Edits::default();
+            want.push_json_str(1..1 + text.len(), new);
+            assert!(want.finish(body.len()));
+            assert_eq!(e.apply(body.as_bytes()), want.apply(body.as_bytes()), "{old} -> {new}");
+        }
     }
 
     #[test]

@@ -555,8 +555,13 @@ impl<'a> Pass<'_, '_> {
 
     fn fix_url(&mut self, raw: Val<'_, 'a>) -> Result<(), FhirError> {
         let Some(bases) = self.bases else { return Ok(()) };
-        if let Some(new) = raw.as_str().and_then(|url| bases.rewrite(&url)) {
-            self.edits.push_json_str(raw.span(), &new);
+        let Some(url) = raw.as_str() else { return Ok(()) };
+        if let Some(new) = bases.rewrite(&url) {
+            match url {
+                // The backend's bytes are the text: splice the base only.
+                Cow::Borrowed(old) => self.edits.push_str_change(raw.span(), old, &new),
+                Cow::Owned(_) => self.edits.push_json_str(raw.span(), &new),
+            }
         }
         Ok(())
     }
