@@ -387,6 +387,7 @@ pub fn patient_links(resource_type: &str) -> Option<&'static [Link]> {
 
 /// Every link of the compartment definition, for the response check's tokenizer (which
 /// records the values under these paths' member names and skips the rest).
+#[cfg(test)]
 pub(crate) fn all_links() -> impl Iterator<Item = &'static Link> {
     PATIENT_COMPARTMENT.iter().flat_map(|(_, links)| links.iter())
 }
