@@ -70,9 +70,15 @@ impl Edits {
             keep -= 1;
         }
         let head = &new[..new.len() - keep];
-        let quoted = serde_json::to_string(head).expect("a string always serialises");
         let start = range.start + 1;
-        self.push(start..start + old.len() - keep, quoted[1..quoted.len() - 1].as_bytes());
+        let cut = start..start + old.len() - keep;
+        if head.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            // Nothing to escape (a base URL): the text is its own JSON.
+            self.push(cut, head.as_bytes());
+        } else {
+            let quoted = serde_json::to_string(head).expect("a string always serialises");
+            self.push(cut, quoted[1..quoted.len() - 1].as_bytes());
+        }
     }
 
     /// Forgets the edits made since [`Edits::len`] was `mark` (an entry that is removed

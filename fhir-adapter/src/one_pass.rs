@@ -19,7 +19,7 @@
 //!   would be (it used to pass unchecked, as a Bundle is outside the compartment).
 
 use crate::authorize::{AccessContext, Decision};
-use crate::compartment::{in_patient_compartment, patient_id_of_reference, patient_links};
+use crate::compartment::{patient_id_of_reference, patient_links, Link};
 use crate::edits::Edits;
 use crate::error::FhirError;
 use crate::response::{is_result_type, not_found_entry, Bases};
@@ -91,6 +91,8 @@ pub fn check_and_edit_response(
 /// The patients one resource names.
 struct Named<'a> {
     resource_type: Option<Cow<'a, str>>,
+    /// How its type ties it to a patient (`None`: outside the compartment).
+    links: Option<&'static [Link]>,
     /// Its own id, when it is a Patient.
     own_id: Option<Cow<'a, str>>,
     /// Patients its compartment references point at.
@@ -103,6 +105,7 @@ impl<'a> Named<'a> {
     fn of(resource: &Obj<'_, 'a>) -> Result<Self, FhirError> {
         let mut n = Named {
             resource_type: resource.str("resourceType"),
+            links: None,
             own_id: None,
             refs: Vec::new(),
             contained: Vec::new(),
@@ -111,7 +114,8 @@ impl<'a> Named<'a> {
             if rt == "Patient" {
                 n.own_id = resource.str("id");
             }
-            compartment_refs(resource, rt, &mut n.refs)?;
+            n.links = patient_links(rt);
+            compartment_refs(resource, n.links, &mut n.refs)?;
         }
         for c in resource
             .get("contained")
@@ -134,7 +138,7 @@ impl<'a> Named<'a> {
         let Some(rt) = self.resource_type.as_deref() else {
             return false;
         };
-        if !in_patient_compartment(rt) {
+        if self.links.is_none() {
             return true;
         }
         let clean = self.contained.iter().all(|id| id == p);
@@ -144,9 +148,8 @@ impl<'a> Named<'a> {
         clean && self.refs.iter().any(|id| id == p)
     }
 
-    fn into_ids(self, out: &mut Vec<String>) {
-        let all = self.own_id.into_iter().chain(self.refs).chain(self.contained);
-        out.extend(all.map(Cow::into_owned));
+    fn into_ids(self, out: &mut Vec<Cow<'a, str>>) {
+        out.extend(self.own_id.into_iter().chain(self.refs).chain(self.contained));
     }
 }
 
@@ -159,13 +162,17 @@ fn resource_patients<'a>(resource: &Obj<'_, 'a>, out: &mut Vec<Cow<'a, str>>) ->
     if rt == "Patient" {
         out.extend(resource.str("id"));
     }
-    compartment_refs(resource, &rt, out)
+    compartment_refs(resource, patient_links(&rt), out)
 }
 
-/// The patients the compartment reference fields of a `rt` resource point at.
-fn compartment_refs<'a>(resource: &Obj<'_, 'a>, rt: &str, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
+/// The patients the compartment reference fields (`links` of its type) point at.
+fn compartment_refs<'a>(
+    resource: &Obj<'_, 'a>,
+    links: Option<&'static [Link]>,
+    out: &mut Vec<Cow<'a, str>>,
+) -> Result<(), FhirError> {
     let mut refs = Vec::new();
-    for link in patient_links(rt).unwrap_or(&[]) {
+    for link in links.unwrap_or(&[]) {
         for path in link.paths {
             refs_in_obj(resource, path, &mut refs)?;
         }
@@ -318,7 +325,7 @@ impl<'a> Pass<'_, '_> {
         if let Some(foreign) = self.bundle_contents(top, confine, &mut found)? {
             return Err(FhirError::ResponseOtherPatient { resource_type: foreign });
         }
-        self.touched.extend(found);
+        self.touch(found);
         self.rebase_bundle(top)
     }
 
@@ -328,7 +335,7 @@ impl<'a> Pass<'_, '_> {
         &self,
         bundle: &Obj<'_, 'a>,
         patient: Option<&str>,
-        found: &mut Vec<String>,
+        found: &mut Vec<Cow<'a, str>>,
     ) -> Result<Option<String>, FhirError> {
         for entry in entries(bundle)?.unwrap_or_default() {
             let Some(res) = entry.obj()?.and_then(|e| e.get("resource")) else {
@@ -355,6 +362,16 @@ impl<'a> Pass<'_, '_> {
             }
         }
         Ok(None)
+    }
+
+    /// Reports the patients of released resources (LOG-ACC-1); a search names the same
+    /// patient in every entry, so an id is copied only the first time.
+    fn touch(&mut self, found: Vec<Cow<'a, str>>) {
+        for id in found {
+            if !self.touched.contains(id.as_ref()) {
+                self.touched.insert(id.into_owned());
+            }
+        }
     }
 
     /// Whether a released resource (not a Bundle) passes: an OperationOutcome, or a type
@@ -454,7 +471,7 @@ impl<'a> Pass<'_, '_> {
             None => ok = !(check_this && kind == "history"), // a deleted version: nothing to verify
         }
         if ok {
-            self.touched.extend(found);
+            self.touch(found);
             if let Some(e) = &entry {
                 self.rebase_entry(e)?;
             }

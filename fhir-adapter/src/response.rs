@@ -223,7 +223,12 @@ pub(crate) fn not_found_entry() -> Value {
 /// at a path boundary (so `https://b/fhir2` is not taken for `https://b/fhir`).
 pub fn rewrite_base_url(value: &str, backend_base: &str, public_base: &str) -> Option<String> {
     let rest = rest_under(value, backend_base)?;
-    Some(format!("{}{rest}", public_base.trim_end_matches('/')))
+    // Not `format!`: this runs for every `fullUrl` of a Bundle.
+    let public = public_base.trim_end_matches('/');
+    let mut url = String::with_capacity(public.len() + rest.len());
+    url.push_str(public);
+    url.push_str(rest);
+    Some(url)
 }
 
 fn fix_url(s: &mut Value, bases: &Bases<'_>) -> bool {
