@@ -54,6 +54,7 @@ mod response;
 mod response_oracle;
 mod scan;
 mod scopes;
+mod tokens;
 mod write_checks;
 
 #[cfg(test)]

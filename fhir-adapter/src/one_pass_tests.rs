@@ -242,6 +242,9 @@ fn more_cases() -> ProptestConfig {
     let base = config();
     ProptestConfig {
         cases: base.cases * 4,
+        // A nested collection in a result Bundle (a decision the old check did not
+        // make) is set aside; about one case in fifteen.
+        max_global_rejects: base.cases * 4,
         ..base
     }
 }
