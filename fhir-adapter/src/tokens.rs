@@ -45,17 +45,16 @@ pub(crate) struct Tokens<'a> {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Whether any byte of `w` is zero.
-fn any_zero(w: u64) -> bool {
-    w.wrapping_sub(ONES) & !w & HIGHS != 0
+/// The high bit of each byte of `w` below `n` (exact for the lowest such byte; a
+/// borrow may mark bytes above it too).
+fn below(w: u64, n: u8) -> u64 {
+    w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
 }
 
-/// Whether any byte of `w` ends a plain run of string text: `"`, `\` or a control
-/// character (below 0x20).
-fn any_special(w: u64) -> bool {
-    any_zero(w ^ (ONES * u64::from(b'"')))
-        || any_zero(w ^ (ONES * u64::from(b'\\')))
-        || w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0
+/// Marks the bytes of `w` that end a plain run of string text: `"`, `\` or a control
+/// character (below 0x20); the lowest mark is the first such byte.
+fn specials(w: u64) -> u64 {
+    below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1) | below(w, 0x20)
 }
 
 impl<'a> Tokens<'a> {
@@ -109,14 +108,7 @@ impl<'a> Tokens<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Plain text eight bytes at a time.
-            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
-                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
-                if any_special(u64::from_le_bytes(bytes)) {
-                    break;
-                }
-                self.i += 8;
-            }
+            self.plain_run();
             match self.b.get(self.i) {
                 None => return self.err("unterminated string"),
                 Some(b'"') => {
@@ -131,6 +123,26 @@ impl<'a> Tokens<'a> {
                 Some(&c) if c < 0x20 => return self.err("control character in a string"),
                 Some(_) => self.i += 1,
             }
+        }
+    }
+
+    /// Moves to the next `"`, `\` or control character of a string (or the end of the
+    /// text): eight bytes at a time, then to the first one in the eight.
+    fn plain_run(&mut self) {
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { return };
+            let marks = specials(u64::from_le_bytes(bytes));
+            if marks != 0 {
+                self.i += (marks.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.i += 1;
         }
     }
 
