@@ -573,11 +573,18 @@ impl<'a> Pass<'_, '_> {
     fn fix_url(&mut self, raw: Val<'_, 'a>) -> Result<(), FhirError> {
         let Some(bases) = self.bases else { return Ok(()) };
         let Some(url) = raw.as_str() else { return Ok(()) };
-        if let Some(new) = bases.rewrite(&url) {
-            match url {
-                // The backend's bytes are the text: splice the base only.
-                Cow::Borrowed(old) => self.edits.push_str_change(raw.span(), old, &new),
-                Cow::Owned(_) => self.edits.push_json_str(raw.span(), &new),
+        match url {
+            // The backend's bytes are the text: splice the base only.
+            Cow::Borrowed(old) => {
+                if let Some((cut, base)) = bases.rebase(old) {
+                    let start = raw.span().start + 1;
+                    self.edits.push_str_part(start..start + cut, base);
+                }
+            }
+            Cow::Owned(old) => {
+                if let Some(new) = bases.rewrite(&old) {
+                    self.edits.push_json_str(raw.span(), &new);
+                }
             }
         }
         Ok(())

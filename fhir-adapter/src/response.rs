@@ -127,21 +127,32 @@ impl<'a> Bases<'a> {
     /// already under the public base (checked first, so a backend that honours
     /// `X-Forwarded-Prefix` is never prefixed twice), or under neither other base.
     pub fn rewrite(&self, url: &str) -> Option<String> {
+        let (cut, base) = self.rebase(url)?;
+        let rest = &url[cut..];
+        let mut new = String::with_capacity(base.len() + rest.len());
+        new.push_str(base);
+        new.push_str(rest);
+        Some(new)
+    }
+
+    /// [`Bases::rewrite`] as a splice: the URL is `base` followed by `url[cut..]`.
+    pub(crate) fn rebase(&self, url: &str) -> Option<(usize, &'a str)> {
         if rest_under(url, self.public).is_some() {
             return None;
         }
-        if let Some(new) = rewrite_base_url(url, self.backend, self.public) {
-            return Some(new);
+        let public = self.public.trim_end_matches('/');
+        if let Some(rest) = rest_under(url, self.backend) {
+            return Some((url.len() - rest.len(), public));
         }
         let rest = rest_under(url, self.unprefixed?)?;
-        let public = self.public.trim_end_matches('/');
+        let cut = url.len() - rest.len();
         // `public` is origin + prefix; a path already under the prefix (on a host other
         // than the public one) keeps it and only changes origin.
         let (origin, prefix) = split_origin(public);
         if !prefix.is_empty() && rest_under(rest, prefix).is_some() {
-            return Some(format!("{origin}{rest}"));
+            return Some((cut, origin));
         }
-        Some(format!("{public}{rest}"))
+        Some((cut, public))
     }
 }
 
