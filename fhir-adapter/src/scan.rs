@@ -333,14 +333,16 @@ impl<'d, 'a> Val<'d, 'a> {
     /// The value's text as the backend wrote it.
     pub(crate) fn text(&self) -> &'a str {
         let text: &'a str = self.doc.text;
-        &text[self.span()]
+        // Spans start and end at JSON delimiters, so always at char boundaries; an empty
+        // text, never a panic, if that were ever wrong.
+        text.get(self.span()).unwrap_or_default()
     }
 
     /// The value when it is a string, decoded (borrowed when it holds no escape).
     pub(crate) fn as_str(&self) -> Option<Cow<'a, str>> {
         let raw = self.text();
         match self.node().kind {
-            Kind::Str => Some(Cow::Borrowed(&raw[1..raw.len() - 1])),
+            Kind::Str => raw.get(1..raw.len().saturating_sub(1)).map(Cow::Borrowed),
             Kind::EscapedStr => serde_json::from_str::<String>(raw).ok().map(Cow::Owned),
             _ => None,
         }
