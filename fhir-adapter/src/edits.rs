@@ -62,7 +62,7 @@ impl Edits {
             self.push(range, text.as_bytes());
         } else {
             let quoted = serde_json::to_string(text).expect("a string always serialises");
-            self.push(range, quoted[1..quoted.len() - 1].as_bytes());
+            self.push(range, &quoted.as_bytes()[1..quoted.len() - 1]);
         }
     }
 
