@@ -167,7 +167,7 @@ impl Writer {
                 '/' => self.out.push_str("\\/"),
                 c if c.is_ascii_alphabetic() => {
                     self.letters += 1;
-                    if self.letters % n == 0 {
+                    if self.letters.is_multiple_of(n) {
                         self.out.push_str(&format!("\\u{:04x}", c as u32));
                     } else {
                         self.out.push(c);
