@@ -350,3 +350,19 @@ async fn the_health_command_answers_for_the_admin_listener() {
     let gone = cli::run(BIN, &["health", "--url", "http://127.0.0.1:1/healthz"]);
     assert!(!gone.success && gone.stderr.contains("no answer"), "{}", gone.stderr);
 }
+
+/// The gateway turns transparent huge pages off for itself (main.rs,
+/// `keep_heap_in_small_pages`): with them, idle connections and large FHIR
+/// Bundles cost about a third more resident memory (bench/RESULTS.md, issue 23).
+#[tokio::test]
+async fn the_running_gateway_has_transparent_huge_pages_off() {
+    let pki = Pki::new();
+    let backend = start_backend().await;
+    let gw = Gateway::start(&pki, &base_config(&pki, "", &plain_route("r", "/", &[backend], "")));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id())).unwrap();
+    let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) else {
+        eprintln!("SKIPPED: this kernel's /proc/PID/status has no THP_enabled line (Linux < 5.0)");
+        return;
+    };
+    assert_eq!(line.split_whitespace().nth(1), Some("0"), "{line}");
+}

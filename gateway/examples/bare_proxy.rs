@@ -38,6 +38,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 type Upstream = Client<HttpConnector, Incoming>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the gateway's main does, so the floor's memory is counted the same way.
+    #[cfg(target_os = "linux")]
+    rustix::thread::disable_transparent_huge_pages(true)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [listen, backend, cert, key] = args.as_slice() else {
         return Err("usage: bare_proxy LISTEN_ADDR BACKEND_ADDR CERT_PEM KEY_PEM".into());
