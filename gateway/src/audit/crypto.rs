@@ -102,10 +102,17 @@ pub fn record_ids(n: usize, now_ms: i64) -> Result<Vec<String>, CryptoError> {
     let mut random = vec![0u8; n * 10];
     getrandom::getrandom(&mut random).map_err(|_| CryptoError::Random)?;
     let time = (now_ms.max(0) as u64) & 0xffff_ffff_ffff;
-    Ok(random
+    // Hex of the 48-bit time then the 80 random bits, written into one
+    // buffer per id (no formatting machinery per record).
+    let mut id = [0u8; 32];
+    hex::encode_to_slice(&time.to_be_bytes()[2..], &mut id[..12]).expect("6 bytes make 12 hex digits");
+    random
         .chunks_exact(10)
-        .map(|r| format!("{time:012x}{}", hex::encode(r)))
-        .collect())
+        .map(|r| {
+            hex::encode_to_slice(r, &mut id[12..]).map_err(|_| CryptoError::Random)?;
+            Ok(std::str::from_utf8(&id).expect("hex digits are ASCII").to_string())
+        })
+        .collect()
 }
 
 /// `n` random 96-bit AES-GCM nonces from one call to the system's random

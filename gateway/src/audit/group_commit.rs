@@ -21,7 +21,7 @@ use super::super::store::{AuditRow, CheckpointRow, KeyRow, Store};
 use super::chain::{link_hash, CheckpointKind, CheckpointSigner, GENESIS_HASH};
 use super::checkpoint_log::CheckpointLog;
 use super::crypto::{random_nonces, record_aad, record_ids, spool_aad, DataKey, KeyEncryptionKey};
-use super::keys::IndexKey;
+use super::keys::{BatchMacs, IndexKey};
 use super::record::AccessRecord;
 use super::record_codec;
 use super::spool::{Spool, SpoolEntry};
@@ -316,6 +316,7 @@ impl Writer {
         let (dek, index) = (self.dek(), self.index.as_ref().expect("set above"));
         let (mut seq, mut prev) = self.head.clone().expect("set above");
         let mut rows = Vec::with_capacity(recs.len());
+        let mut macs = BatchMacs::new(index);
         for ((record_id, rec), nonce) in recs.iter().zip(random_nonces(recs.len())?) {
             seq += 1;
             let ciphertext = seal(&dek.key, &nonce, &record_aad(record_id, &self.cfg.instance, seq), rec)?;
@@ -327,8 +328,8 @@ impl Writer {
                 key_id: dek.key.id().to_string(),
                 nonce: nonce.to_vec(),
                 ciphertext,
-                subject_mac: rec.subject.as_deref().map(|s| index.subject_mac(s)).unwrap_or_default(),
-                patient_macs: index.patient_macs_column(&rec.patients),
+                subject_mac: macs.subject_mac(rec.subject.as_deref()),
+                patient_macs: macs.patient_macs_column(&rec.patients),
                 prev_hash: prev,
                 hash: Vec::new(),
             };

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row};
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 
 /// One stored access record: clear search columns, encrypted body, chain link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,13 +78,13 @@ pub struct CheckpointRow {
     pub signature: Vec<u8>,
 }
 
-const ROW_COLUMNS: &str =
+pub(super) const ROW_COLUMNS: &str =
     "instance, seq, record_id, recorded_ms, key_id, nonce, ciphertext, subject_mac, patient_macs, prev_hash, hash";
 pub(super) const KEY_COLUMNS: &str = "key_id, purpose, instance, kek_id, wrapped, created_ms";
 pub(super) const CHECKPOINT_COLUMNS: &str =
     "checkpoint_id, instance, seq, hash, created_ms, kind, detail, public_key_id, signature";
-/// Rows per multi-row INSERT: 11 binds each stays far below both databases' limits.
-const INSERT_CHUNK: usize = 256;
+/// Ids per `IN (...)` lookup: far below both databases' parameter limits.
+const LOOKUP_CHUNK: usize = 256;
 
 fn audit_row(r: &AnyRow) -> Result<AuditRow, sqlx::Error> {
     Ok(AuditRow {
@@ -125,44 +125,6 @@ pub(super) fn checkpoint_row(r: &AnyRow) -> Result<CheckpointRow, sqlx::Error> {
         public_key_id: r.try_get("public_key_id")?,
         signature: r.try_get("signature")?,
     })
-}
-
-/// The multi-row INSERT for `rows` records (at most [`INSERT_CHUNK`]), its
-/// SQL built once per row count and backend so statement caches keep it
-/// prepared. SQLite gets anonymous `?` parameters: the driver resolves each
-/// numbered one by name, a scan that grows with the parameter count and
-/// showed up in profiles of large batches.
-fn insert_rows<'a>(backend: Backend, rows: &'a [AuditRow]) -> sqlx::query::Query<'a, Any, sqlx::any::AnyArguments<'a>> {
-    type Cache = [std::sync::OnceLock<String>; INSERT_CHUNK];
-    static NUMBERED: Cache = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
-    static ANONYMOUS: Cache = [const { std::sync::OnceLock::new() }; INSERT_CHUNK];
-    let cache = match backend {
-        Backend::Sqlite => &ANONYMOUS,
-        Backend::Postgres => &NUMBERED,
-    };
-    let sql = cache[rows.len() - 1].get_or_init(|| {
-        let values = match backend {
-            Backend::Sqlite => vec![format!("({})", ["?"; 11].join(", ")); rows.len()].join(", "),
-            Backend::Postgres => placeholders(rows.len(), 11),
-        };
-        format!("INSERT INTO audit_records ({ROW_COLUMNS}) VALUES {values}")
-    });
-    let mut q = sqlx::query::<Any>(sql.as_str());
-    for r in rows {
-        q = q
-            .bind(&r.instance)
-            .bind(r.seq)
-            .bind(&r.record_id)
-            .bind(r.recorded_ms)
-            .bind(&r.key_id)
-            .bind(&r.nonce)
-            .bind(&r.ciphertext)
-            .bind(&r.subject_mac)
-            .bind(&r.patient_macs)
-            .bind(&r.prev_hash)
-            .bind(&r.hash);
-    }
-    q
 }
 
 pub(super) fn placeholders(rows: usize, cols: usize) -> String {
@@ -233,46 +195,10 @@ impl Store {
         rows: &[AuditRow],
         checkpoints: &[CheckpointRow],
     ) -> Result<(), StoreError> {
-        let pool = self.ready().await?;
-        // The common batch is records only: one INSERT statement is atomic on
-        // its own, so it goes without BEGIN/COMMIT (one database round trip
-        // instead of three; the commit and its fsync are the same).
-        if keys.is_empty() && checkpoints.is_empty() && rows.len() <= INSERT_CHUNK {
-            if !rows.is_empty() {
-                insert_rows(self.backend, rows)
-                    .execute(pool)
-                    .await
-                    .map_err(StoreError::db("insert audit batch"))?;
-            }
-            return Ok(());
-        }
-        let mut tx = pool.begin().await.map_err(StoreError::db("begin audit batch"))?;
-        for k in keys {
-            sqlx::query(&format!(
-                "INSERT INTO audit_keys ({KEY_COLUMNS}) VALUES {} ON CONFLICT (key_id) DO NOTHING",
-                placeholders(1, 6)
-            ))
-            .bind(&k.key_id)
-            .bind(&k.purpose)
-            .bind(&k.instance)
-            .bind(&k.kek_id)
-            .bind(&k.wrapped)
-            .bind(k.created_ms)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::db("insert audit key"))?;
-        }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            insert_rows(self.backend, chunk)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::db("insert audit batch"))?;
-        }
-        for c in checkpoints {
-            insert_checkpoint(&mut tx, c).await?;
-        }
-        tx.commit().await.map_err(StoreError::db("commit audit batch"))?;
-        Ok(())
+        // The schema is created through the `Any` pool; the rows then go
+        // through the typed driver (see `audit_insert`).
+        self.ready().await?;
+        self.typed.audit_commit(keys, rows, checkpoints).await
     }
 
     /// Which of `record_ids` are already stored; spool replay skips those so
@@ -280,7 +206,7 @@ impl Store {
     pub async fn audit_existing_record_ids(&self, record_ids: &[String]) -> Result<HashSet<String>, StoreError> {
         let pool = self.ready().await?;
         let mut found = HashSet::new();
-        for chunk in record_ids.chunks(INSERT_CHUNK) {
+        for chunk in record_ids.chunks(LOOKUP_CHUNK) {
             let sql = format!(
                 "SELECT record_id FROM audit_records WHERE record_id IN {}",
                 placeholders(1, chunk.len())

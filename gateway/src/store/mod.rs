@@ -12,12 +12,15 @@
 //! - **ACL-ACCT-1**: token revocations and blocked subjects live here so every
 //!   gateway instance refuses the same accounts, see [`revocations`].
 //!
-//! One SQL dialect for both databases: everything goes through sqlx's `Any`
-//! driver with `$1`-style parameters, which PostgreSQL uses natively and
-//! SQLite accepts as numbered parameters. Only the DDL's binary column type
+//! One SQL dialect for both databases: everything but the audit writer's
+//! group commit goes through sqlx's `Any` driver with `$1`-style parameters,
+//! which PostgreSQL uses natively and SQLite accepts as numbered parameters.
+//! The group commit, run for every request, uses the typed drivers (see
+//! [`audit_insert`]). Only the DDL's binary column type
 //! differs (`BLOB` / `BYTEA`). No compile-time checked macros are used, so a
 //! fresh clone builds without a database.
 
+mod audit_insert;
 pub mod audit_keys_checkpoints;
 pub mod audit_tables;
 pub mod revocations;
@@ -147,11 +150,16 @@ impl std::fmt::Debug for ServerAddressCheck {
 }
 
 /// Asks PostgreSQL which address this connection reached and passes it to `check`.
-/// A Unix-socket connection has no address (NULL): it is the local machine.
 async fn check_server_address(conn: &mut AnyConnection, check: &ServerAddressCheck) -> Result<(), sqlx::Error> {
     let addr: Option<String> = sqlx::query_scalar("SELECT host(inet_server_addr())")
         .fetch_one(&mut *conn)
         .await?;
+    check_reported_address(addr, check)
+}
+
+/// Passes the address PostgreSQL reported (`inet_server_addr()`) to `check`.
+/// A Unix-socket connection has no address (NULL): it is the local machine.
+fn check_reported_address(addr: Option<String>, check: &ServerAddressCheck) -> Result<(), sqlx::Error> {
     let Some(addr) = addr else { return Ok(()) };
     let ip: std::net::IpAddr = addr
         .parse()
@@ -167,6 +175,8 @@ async fn check_server_address(conn: &mut AnyConnection, check: &ServerAddressChe
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// Same database on its own driver, for the audit group commit only.
+    typed: audit_insert::TypedPool,
     /// May hold a password: only ever shown through [`redact_url`].
     url: std::sync::Arc<str>,
     backend: Backend,
@@ -227,8 +237,10 @@ impl Store {
             })
             .connect_lazy(url)
             .map_err(StoreError::db("parse database URL"))?;
+        let typed = audit_insert::TypedPool::connect_lazy(url, backend, &options)?;
         Ok(Store {
             pool,
+            typed,
             url: url.into(),
             backend,
             migrated: Default::default(),
@@ -288,5 +300,6 @@ impl Store {
     /// Closes every connection; later operations fail.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.typed.close().await;
     }
 }

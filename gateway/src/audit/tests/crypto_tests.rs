@@ -163,3 +163,50 @@ fn key_files_must_be_private() {
         Err(CryptoError::EnvMissing { .. })
     ));
 }
+
+/// Record ids are the time in ms as 12 hex digits, then 20 random hex digits:
+/// time-ordered (one index page per commit) and distinct.
+#[test]
+fn record_ids_are_time_then_random_hex() {
+    let now = 0x0123_4567_89ab_i64;
+    let ids = crate::audit::crypto::record_ids(64, now).unwrap();
+    assert_eq!(ids.len(), 64);
+    for id in &ids {
+        assert_eq!(id.len(), 32, "{id}");
+        assert!(id.starts_with("0123456789ab"), "{id}");
+        assert!(
+            id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{id}"
+        );
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().map(|id| &id[12..]).collect();
+    assert_eq!(distinct.len(), 64, "random parts repeat: {ids:?}");
+    // Only the low 48 bits of the time are kept; a negative time counts as 0.
+    assert!(crate::audit::crypto::record_ids(1, 0x7fff_0000_0000_0001).unwrap()[0].starts_with("000000000001"));
+    assert!(crate::audit::crypto::record_ids(1, -5).unwrap()[0].starts_with("000000000000"));
+}
+
+/// The per-batch memo of search columns gives exactly what computing each
+/// record's MACs on its own gives, for repeated and distinct inputs alike.
+#[test]
+fn batch_macs_equal_per_record_macs() {
+    use crate::audit::keys::BatchMacs;
+    let key = IndexKey::from_secret(&[7u8; 32]);
+    let subjects = [Some("user-1"), Some("user-2"), Some("user-1"), None, Some("")];
+    let patients: Vec<Vec<String>> = vec![
+        vec!["p1".into()],
+        vec!["p2".into()],
+        vec!["p1".into()],
+        vec![],
+        vec!["p1".into(), "p2".into()],
+        vec!["p2".into(), "p1".into()],
+    ];
+    let mut memo = BatchMacs::new(&key);
+    for s in subjects {
+        let direct = s.map(|s| key.subject_mac(s)).unwrap_or_default();
+        assert_eq!(memo.subject_mac(s), direct, "{s:?}");
+    }
+    for p in &patients {
+        assert_eq!(memo.patient_macs_column(p), key.patient_macs_column(p), "{p:?}");
+    }
+}
