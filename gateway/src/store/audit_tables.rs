@@ -25,7 +25,8 @@ pub struct AuditRow {
     pub key_id: String,
     /// 96-bit AES-GCM nonce.
     pub nonce: Vec<u8>,
-    /// AES-256-GCM ciphertext of the record's JSON, tag included.
+    /// AES-256-GCM ciphertext of the record (v2 binary encoding, or v1 JSON in older
+    /// stores: `audit::record_codec`), tag included.
     pub ciphertext: Vec<u8>,
     /// Hex HMAC-SHA256 of the token subject, or empty.
     pub subject_mac: String,
