@@ -36,7 +36,6 @@ readonly PG_URL=postgres://postgres@127.0.0.1:5432/test
 readonly ISSUER=https://dev-issuer.phr-gateway.invalid
 readonly AUDIENCE=phr-gateway-demo
 RUN_TAG=cgrec_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
-declare -a SCHEMAS=()
 
 [[ $# -ge 1 ]] || { echo "usage: $0 GATEWAY_BINARY..." >&2; exit 2; }
 for cmd in valgrind callgrind_control nginx h2load openssl curl psql; do
@@ -44,9 +43,13 @@ for cmd in valgrind callgrind_control nginx h2load openssl curl psql; do
 done
 
 psql_q() { psql -X -q -At -h "$HOST" -U postgres -d test -v ON_ERROR_STOP=1 -c "$1"; }
+# Every schema this run made starts with RUN_TAG: they are created inside the
+# $(count …) subshells, so no list kept in this shell would see them.
 cleanup_extra() {
     local s
-    for s in "${SCHEMAS[@]}"; do psql_q "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true; done
+    for s in $(psql_q "SELECT nspname FROM pg_namespace WHERE nspname LIKE '${RUN_TAG}\_%'" 2>/dev/null); do
+        psql_q "DROP SCHEMA IF EXISTS $s CASCADE" >/dev/null 2>&1 || true
+    done
 }
 
 setup_workdir phr-records-callgrind
@@ -72,9 +75,9 @@ write_config() {
             sqlite) ;;
             sqlite-relaxed) printf '\n[audit]\nmode = "relaxed"\n' ;;
             pg | pg-relaxed)
-                schema=${RUN_TAG}_$((${#SCHEMAS[@]} + 1))
+                # One schema per gateway run: BASHPID differs in every $(count …) subshell.
+                schema=${RUN_TAG}_$BASHPID
                 psql_q "CREATE SCHEMA $schema" >/dev/null
-                SCHEMAS+=("$schema")
                 [[ $variant == pg-relaxed ]] && printf '\n[audit]\nmode = "relaxed"\n'
                 printf '\n[store]\nurl = "%s?options=-csearch_path%%3D%s"\njurisdiction = "JP"\nin_cluster = true\n' \
                     "$PG_URL" "$schema" ;;
