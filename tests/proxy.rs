@@ -477,3 +477,41 @@ async fn metrics_scrape_declares_the_prometheus_text_format() {
         assert_eq!(headers["content-type"], "text/plain; charset=utf-8", "{path}");
     }
 }
+
+/// `limits.idle_timeout` (5 s in the test config) closes an HTTP/2 connection that has
+/// carried no request for that long (AV-DOS-1), and not sooner: it is the connection
+/// task's idle timer that does it (HTTP/1.1 connections meet `header_read_timeout`
+/// first), which the task polls only when it fires (`util::wake_gate`).
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    let (pki, gw) = gateway_to_the_test_backend().await;
+    let h2 = client_config(
+        &pki.ca_pem,
+        &ClientOpts {
+            h2: true,
+            ..Default::default()
+        },
+    );
+    let tls = tls_connect(gw.addr, h2).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = Request::get("https://localhost/api/x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let last_request = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the gateway kept an idle HTTP/2 connection open past its idle timeout")
+        .unwrap()
+        .ok();
+    let idle = last_request.elapsed();
+    assert!(
+        idle >= Duration::from_secs(4),
+        "closed after {idle:?} idle, before the idle timeout"
+    );
+}

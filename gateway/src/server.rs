@@ -9,6 +9,7 @@ use crate::context::{ConnInfo, GatewayBody};
 use crate::pipeline::Pipeline;
 use crate::runtime::GatewayState;
 use crate::tls::ClientIdentity;
+use crate::util::wake_gate::WakeGate;
 use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -157,29 +159,53 @@ impl Server {
                 conn.as_mut().graceful_shutdown();
             }
         }
+        // The connection is polled on every wake-up; the shutdown signal and the timers
+        // only when one of them woke the task (see `util::wake_gate`).
+        let gate = WakeGate::default();
         loop {
             let idle_deadline = activity.idle_deadline(limits.idle_timeout);
-            tokio::select! {
-                res = conn.as_mut() => {
+            let event = {
+                let side = std::pin::pin!(async {
+                    tokio::select! {
+                        _ = shutdown.changed(), if !draining => Side::Shutdown,
+                        _ = tokio::time::sleep(FIRST_REQUEST_POLL), if close_unless_first_request_by.is_some() => {
+                            Side::FirstRequestCheck
+                        }
+                        _ = tokio::time::sleep_until(idle_deadline.into()), if !draining => Side::IdleCheck,
+                        else => std::future::pending().await,
+                    }
+                });
+                let mut side = side;
+                gate.arm();
+                std::future::poll_fn(|cx| {
+                    if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(Err(res));
+                    }
+                    gate.poll(cx, side.as_mut()).map(Ok)
+                })
+                .await
+            };
+            match event {
+                Err(res) => {
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                _ = shutdown.changed(), if !draining => {
+                Ok(Side::Shutdown) => {
                     draining = true;
                     close_unless_first_request_by = first_request_deadline(&activity, &limits);
                     if close_unless_first_request_by.is_none() {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = tokio::time::sleep(FIRST_REQUEST_POLL), if close_unless_first_request_by.is_some() => {
+                Ok(Side::FirstRequestCheck) => {
                     if activity.has_begun() || close_unless_first_request_by.is_some_and(|t| Instant::now() >= t) {
                         close_unless_first_request_by = None;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                _ = tokio::time::sleep_until(idle_deadline.into()), if !draining => {
+                Ok(Side::IdleCheck) => {
                     if activity.is_idle(limits.idle_timeout) {
                         draining = true;
                         conn.as_mut().graceful_shutdown();
@@ -188,6 +214,16 @@ impl Server {
             }
         }
     }
+}
+
+/// What, beside the connection itself, a connection's task waits for.
+enum Side {
+    /// The gateway is draining (shutdown or hand-over).
+    Shutdown,
+    /// While draining, time to see whether a first request has begun.
+    FirstRequestCheck,
+    /// The idle deadline passed (the connection may have been used since).
+    IdleCheck,
 }
 
 /// What the service of a connection returns for each request.
