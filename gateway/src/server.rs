@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -165,7 +166,7 @@ impl Server {
         loop {
             let idle_deadline = activity.idle_deadline(limits.idle_timeout);
             let event = {
-                let side = std::pin::pin!(async {
+                let mut side = std::pin::pin!(async {
                     tokio::select! {
                         _ = shutdown.changed(), if !draining => Side::Shutdown,
                         _ = tokio::time::sleep(FIRST_REQUEST_POLL), if close_unless_first_request_by.is_some() => {
@@ -175,37 +176,36 @@ impl Server {
                         else => std::future::pending().await,
                     }
                 });
-                let mut side = side;
                 gate.arm();
                 std::future::poll_fn(|cx| {
                     if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(Err(res));
+                        return Poll::Ready(ControlFlow::Break(res));
                     }
-                    gate.poll(cx, side.as_mut()).map(Ok)
+                    gate.poll(cx, side.as_mut()).map(ControlFlow::Continue)
                 })
                 .await
             };
             match event {
-                Err(res) => {
+                ControlFlow::Break(res) => {
                     if let Err(e) = res {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     break;
                 }
-                Ok(Side::Shutdown) => {
+                ControlFlow::Continue(Side::Shutdown) => {
                     draining = true;
                     close_unless_first_request_by = first_request_deadline(&activity, &limits);
                     if close_unless_first_request_by.is_none() {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                Ok(Side::FirstRequestCheck) => {
+                ControlFlow::Continue(Side::FirstRequestCheck) => {
                     if activity.has_begun() || close_unless_first_request_by.is_some_and(|t| Instant::now() >= t) {
                         close_unless_first_request_by = None;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                Ok(Side::IdleCheck) => {
+                ControlFlow::Continue(Side::IdleCheck) => {
                     if activity.is_idle(limits.idle_timeout) {
                         draining = true;
                         conn.as_mut().graceful_shutdown();
