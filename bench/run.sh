@@ -183,9 +183,10 @@ write_gateway_config() {
     write_proxy_gateway_config "$1" bench "$GATEWAY_ADMIN_PORT" "$GATEWAY_PORT" "$BACKEND_PORT" "$2"
     # Room for the idle-connection run (default cap 10 000), and idle
     # connections kept as long as nginx and HAProxy keep theirs here (300 s).
-    # hyper's header-read timer also runs while an HTTP/1.1 connection waits
-    # for its next request, so the default 10 s would close the idle
-    # connections before 10 000 of them are open.
+    # header_read_timeout too, for builds before the gateway kept its own head
+    # clock: their hyper header timer also ran while an HTTP/1.1 connection
+    # waited for its next request, and would close the idle connections after
+    # 10 s, before 10 000 of them were open.
     printf '\n[limits]\nmax_connections = %d\nidle_timeout = "300s"\nheader_read_timeout = "300s"\n' \
         $((IDLE_CONNECTIONS + 4096)) >>"$1"
 }

@@ -372,8 +372,7 @@ async fn burst_is_honoured_then_429_with_retry_after_and_ratelimit_headers() {
     }
 
     // After Retry-After, exactly one unit is back: one passes, the next is refused. (A new
-    // connection: the gateway closes idle keep-alive connections after header_read_timeout;
-    // the policy counts the source address, not the connection.)
+    // connection: the policy counts the source address, not the connection.)
     tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
     let mut c = open(&gw, &pki).await;
     let (s, _, b) = c.get("/api/echo").await.unwrap();

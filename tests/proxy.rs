@@ -478,10 +478,108 @@ async fn metrics_scrape_declares_the_prometheus_text_format() {
     }
 }
 
+/// An HTTP/1.1 keep-alive connection waiting for its next request is governed by
+/// `limits.idle_timeout` (5 s in the test config), not `header_read_timeout` (1 s): a
+/// client that asks again after 2.5 s reuses its connection, and the gateway closes the
+/// connection once it has been idle for the idle timeout (AV-DOS-1).
+#[tokio::test]
+async fn an_idle_http1_connection_outlives_the_header_read_timeout_until_the_idle_timeout() {
+    let (pki, gw) = gateway_to_the_test_backend().await;
+    let tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let get = || {
+        Request::get("/api/x")
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(send.send_request(get()).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let again = send
+        .send_request(get())
+        .await
+        .expect("the keep-alive connection was closed after the header read timeout");
+    assert_eq!(again.status(), 200);
+    let last_request = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), conn)
+        .await
+        .expect("the gateway kept an idle HTTP/1.1 connection open past its idle timeout")
+        .unwrap()
+        .ok();
+    let idle = last_request.elapsed();
+    assert!(
+        idle >= Duration::from_secs(4),
+        "closed after {idle:?} idle, before the idle timeout"
+    );
+}
+
+/// Once a keep-alive client begins its next request head, `header_read_timeout` (1 s in
+/// the test config) runs from that first byte: slowloris protection holds between
+/// requests too, however long the connection sat idle before (AV-DOS-1).
+#[tokio::test]
+async fn a_next_request_head_begun_after_an_idle_spell_must_finish_within_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pki, gw) = gateway_to_the_test_backend().await;
+    let mut tls = tls_connect(gw.addr, client(&pki)).await.unwrap();
+    tls.write_all(b"GET /api/x HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The whole first response: its head, then content-length bytes.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    let complete = |got: &[u8]| {
+        let text = String::from_utf8_lossy(got);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })?
+            .parse()
+            .ok()?;
+        (body.len() >= len).then_some(())
+    };
+    while complete(&got).is_none() {
+        let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf))
+            .await
+            .expect("the first response")
+            .unwrap();
+        assert!(n > 0, "closed before the first response was complete");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    // Idle for longer than the header read timeout, then a head that never ends.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tls.write_all(b"GET /api/x HTTP/1.1\r\nhost: loc")
+        .await
+        .expect("the idle connection is still open");
+    let began = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .expect("the gateway kept a slow head open past the header read timeout")
+        .unwrap_or(0);
+    let waited = began.elapsed();
+    assert_eq!(n, 0, "{}", String::from_utf8_lossy(&buf[..n]));
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
+        "closed {waited:?} after the head began (header_read_timeout is 1 s)"
+    );
+    let (_, metrics) = gw.admin("GET", "/metrics").await;
+    assert!(
+        metrics.contains("phr_connections_timed_out_total{reason=\"header_read\"}"),
+        "{metrics}"
+    );
+}
+
 /// `limits.idle_timeout` (5 s in the test config) closes an HTTP/2 connection that has
 /// carried no request for that long (AV-DOS-1), and not sooner: it is the connection
-/// task's idle timer that does it (HTTP/1.1 connections meet `header_read_timeout`
-/// first), which the task polls only when it fires (`util::wake_gate`).
+/// task's idle timer that does it, which the task polls only when it fires
+/// (`util::wake_gate`).
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     let (pki, gw) = gateway_to_the_test_backend().await;

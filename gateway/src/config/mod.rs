@@ -285,7 +285,9 @@ impl Default for AdminSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Time a client has to send a complete request head (slowloris protection).
+    /// Time a client has to send a complete request head (slowloris protection): from
+    /// the TLS handshake for a connection's first request, from the head's first byte
+    /// for the next ones (`server::activity`).
     #[serde(default = "d10s", deserialize_with = "crate::config::duration::de_duration")]
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving is closed after this.

@@ -96,6 +96,11 @@ pub const METRICS: &[MetricSpec] = &[
         "Client connections closed before TLS, by reason: max_connections, per_ip_cap, handshake_rate.",
     ),
     counter(
+        "phr_connections_timed_out_total",
+        &["reason"],
+        "Client connections closed by a limit's clock, by reason: header_read (a request head not complete within limits.header_read_timeout: slowloris), idle (nothing in flight for limits.idle_timeout).",
+    ),
+    counter(
         "phr_tls_handshakes_total",
         &["listener", "version"],
         "Completed TLS handshakes, by listener and negotiated protocol version.",

@@ -1,8 +1,10 @@
 //! Accepting connections: the connection cap, the TLS handshake, HTTP/1.1 or HTTP/2 by
-//! ALPN, idle and header timeouts, and graceful drain on shutdown.
+//! ALPN, idle and header timeouts (`activity`), and graceful drain on shutdown.
 //!
 //! Requirement IDs: EX-TLS-1..3 (every listener is TLS), EX-MTLS-1 (client identity),
 //! AV-DOS-1 (connection cap, header-read timeout against slowloris, idle timeout).
+
+mod activity;
 
 use crate::config::Limits;
 use crate::context::{ConnInfo, GatewayBody};
@@ -10,6 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::runtime::GatewayState;
 use crate::tls::ClientIdentity;
 use crate::util::wake_gate::WakeGate;
+use activity::{Activity, Timeout, Watched};
 use http::Response;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -18,7 +21,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::ops::ControlFlow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -113,6 +115,7 @@ impl Server {
             Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
             _ => "TLSv1.2",
         };
+        let http1 = session.alpn_protocol() != Some(b"h2");
         let client = session
             .peer_certificates()
             .and_then(|c| c.first())
@@ -125,7 +128,7 @@ impl Server {
             forwarded: Default::default(),
         });
 
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(http1));
         let pipeline = Pipeline::new(self.shared.clone());
         let tracker = activity.clone();
         let service = service_fn(move |req| -> ServiceFuture {
@@ -144,7 +147,8 @@ impl Server {
         });
 
         let builder = http_builder(&limits);
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let io = TokioIo::new(Watched::new(stream, activity.clone()));
+        let conn = builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let mut shutdown = self.shutdown.clone();
         let mut draining = *shutdown.borrow();
@@ -164,7 +168,7 @@ impl Server {
         // only when one of them woke the task (see `util::wake_gate`).
         let gate = WakeGate::default();
         loop {
-            let idle_deadline = activity.idle_deadline(limits.idle_timeout);
+            let check_at = activity.next_check(&limits, draining);
             let event = {
                 let mut side = std::pin::pin!(async {
                     tokio::select! {
@@ -172,7 +176,7 @@ impl Server {
                         _ = tokio::time::sleep(FIRST_REQUEST_POLL), if close_unless_first_request_by.is_some() => {
                             Side::FirstRequestCheck
                         }
-                        _ = tokio::time::sleep_until(idle_deadline.into()), if !draining => Side::IdleCheck,
+                        _ = sleep_until(check_at), if check_at.is_some() => Side::ClockCheck,
                         else => std::future::pending().await,
                     }
                 });
@@ -205,12 +209,20 @@ impl Server {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                ControlFlow::Continue(Side::IdleCheck) => {
-                    if activity.is_idle(limits.idle_timeout) {
+                ControlFlow::Continue(Side::ClockCheck) => match activity.timed_out(&limits, draining) {
+                    None => {}
+                    Some(timeout) => {
+                        metrics::counter!("phr_connections_timed_out_total", "reason" => timeout.label()).increment(1);
+                        if timeout == Timeout::HeaderRead {
+                            // Nothing is owed to a client that has not finished a head, and
+                            // a graceful shutdown would keep reading it: drop the connection.
+                            tracing::debug!(%peer, "request head not complete within header_read_timeout");
+                            break;
+                        }
                         draining = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                }
+                },
             }
         }
     }
@@ -222,8 +234,8 @@ enum Side {
     Shutdown,
     /// While draining, time to see whether a first request has begun.
     FirstRequestCheck,
-    /// The idle deadline passed (the connection may have been used since).
-    IdleCheck,
+    /// A clock's deadline passed (`activity`; the connection may have been used since).
+    ClockCheck,
 }
 
 /// What the service of a connection returns for each request.
@@ -234,8 +246,9 @@ fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // The gateway keeps the head clock (`activity`): hyper's would also run between
+        // keep-alive requests, cutting them off at `header_read_timeout`.
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     builder
@@ -259,56 +272,10 @@ fn first_request_deadline(activity: &Activity, limits: &Limits) -> Option<Instan
     (!activity.has_begun()).then(|| Instant::now() + limits.header_read_timeout)
 }
 
-/// Requests in flight and when the last one ended, to close idle connections: a
-/// connection is idle when nothing is in flight and nothing ended for `idle_timeout`.
-struct Activity {
-    start: Instant,
-    /// Requests begun on this connection, ever.
-    begun: AtomicUsize,
-    in_flight: AtomicUsize,
-    last_ms: AtomicU64,
-}
-
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0
-            .last_ms
-            .store(self.0.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            begun: AtomicUsize::new(0),
-            in_flight: AtomicUsize::new(0),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn begin(self: &Arc<Self>) -> InFlight {
-        self.begun.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
-
-    /// Whether the connection has begun at least one request.
-    fn has_begun(&self) -> bool {
-        self.begun.load(Ordering::Relaxed) > 0
-    }
-
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Instant::now() + idle;
-        }
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
-    }
-
-    fn is_idle(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= self.idle_deadline(idle)
+/// Sleeps until `at`; never finishes for `None` (the select's branch is off then).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
