@@ -11,6 +11,11 @@
 
 use std::ops::Range;
 
+/// Whether `text` is its own JSON string text (nothing in it needs an escape).
+pub(crate) fn is_plain_json_text(text: &str) -> bool {
+    text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Replacements of byte ranges of one body: sorted, never overlapping. The replacement
 /// bytes share one buffer (a Bundle of 50,000 entries has 50,000 `fullUrl`s to splice).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,7 +62,7 @@ impl Edits {
     /// `text` escaped as in a JSON string (the base URL of a rebased URL: the rest of the
     /// string stays the backend's bytes).
     pub(crate) fn push_str_part(&mut self, range: Range<usize>, text: &str) {
-        if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        if is_plain_json_text(text) {
             // Nothing to escape: the text is its own JSON.
             self.push(range, text.as_bytes());
         } else {

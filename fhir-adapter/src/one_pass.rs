@@ -20,11 +20,13 @@
 
 use crate::authorize::{AccessContext, Decision};
 use crate::compartment::{patient_id_of_reference, patient_links, Link};
-use crate::edits::Edits;
+use crate::edits::{is_plain_json_text, Edits};
 use crate::error::FhirError;
 use crate::response::{is_result_type, not_found_entry, Bases};
 use crate::scan::{invalid, Doc, EntrySink, Obj, Val};
+use crate::scopes::Scopes;
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ops::Range;
 
@@ -58,6 +60,8 @@ pub fn check_and_edit_response(
     let mut pass = Pass {
         ctx,
         bases,
+        plain_bases: bases.is_none_or(|b| is_plain_json_text(b.public)),
+        types: TypeMemo::default(),
         checks,
         confine,
         edits: Edits::default(),
@@ -102,7 +106,7 @@ struct Named<'a> {
 }
 
 impl<'a> Named<'a> {
-    fn of(resource: &Obj<'_, 'a>) -> Result<Self, FhirError> {
+    fn of(resource: &Obj<'_, 'a>, types: &TypeMemo) -> Result<Self, FhirError> {
         let mut n = Named {
             resource_type: resource.str("resourceType"),
             links: None,
@@ -114,7 +118,7 @@ impl<'a> Named<'a> {
             if rt == "Patient" {
                 n.own_id = resource.str("id");
             }
-            n.links = patient_links(rt);
+            n.links = types.links(rt);
             compartment_refs(resource, n.links, &mut n.refs)?;
         }
         for c in resource
@@ -125,7 +129,7 @@ impl<'a> Named<'a> {
             .unwrap_or_default()
         {
             if let Some(c) = c.obj()? {
-                resource_patients(&c, &mut n.contained)?;
+                resource_patients(&c, types, &mut n.contained)?;
             }
         }
         Ok(n)
@@ -149,20 +153,71 @@ impl<'a> Named<'a> {
     }
 
     fn into_ids(self, out: &mut Vec<Cow<'a, str>>) {
-        out.extend(self.own_id.into_iter().chain(self.refs).chain(self.contained));
+        out.extend(self.ids());
+    }
+
+    fn ids(self) -> impl Iterator<Item = Cow<'a, str>> {
+        self.own_id.into_iter().chain(self.refs).chain(self.contained)
+    }
+}
+
+/// What the check needs of a resource type, remembered for the last type looked up: a
+/// searchset's entries are mostly of one type, and comparing one name costs less than
+/// the compartment table's binary search and the walk over the scopes did for every
+/// entry (issue 23, target 2).
+#[derive(Default)]
+struct TypeMemo {
+    last: RefCell<Option<TypeFacts>>,
+}
+
+struct TypeFacts {
+    name: String,
+    links: Option<&'static [Link]>,
+    /// [`Scopes::may_see`], once asked.
+    visible: Option<bool>,
+}
+
+impl TypeMemo {
+    fn facts<T>(&self, resource_type: &str, read: impl FnOnce(&mut TypeFacts) -> T) -> T {
+        let mut last = self.last.borrow_mut();
+        let facts = match &mut *last {
+            Some(f) if f.name == resource_type => f,
+            other => other.insert(TypeFacts {
+                name: resource_type.to_owned(),
+                links: patient_links(resource_type),
+                visible: None,
+            }),
+        };
+        read(facts)
+    }
+
+    /// [`patient_links`] of the type.
+    fn links(&self, resource_type: &str) -> Option<&'static [Link]> {
+        self.facts(resource_type, |f| f.links)
+    }
+
+    /// [`Scopes::may_see`] of the type.
+    fn may_see(&self, resource_type: &str, scopes: &Scopes) -> bool {
+        self.facts(resource_type, |f| {
+            *f.visible.get_or_insert_with(|| scopes.may_see(resource_type))
+        })
     }
 }
 
 /// The patient ids a resource names: its own id when it is a Patient, and its
 /// compartment references.
-fn resource_patients<'a>(resource: &Obj<'_, 'a>, out: &mut Vec<Cow<'a, str>>) -> Result<(), FhirError> {
+fn resource_patients<'a>(
+    resource: &Obj<'_, 'a>,
+    types: &TypeMemo,
+    out: &mut Vec<Cow<'a, str>>,
+) -> Result<(), FhirError> {
     let Some(rt) = resource.str("resourceType") else {
         return Ok(());
     };
     if rt == "Patient" {
         out.extend(resource.str("id"));
     }
-    compartment_refs(resource, patient_links(&rt), out)
+    compartment_refs(resource, types.links(&rt), out)
 }
 
 /// The patients the compartment reference fields (`links` of its type) point at.
@@ -171,52 +226,59 @@ fn compartment_refs<'a>(
     links: Option<&'static [Link]>,
     out: &mut Vec<Cow<'a, str>>,
 ) -> Result<(), FhirError> {
-    let mut refs = Vec::new();
+    let mut patient = |r: Val<'_, 'a>| -> Result<(), FhirError> {
+        match r.obj()?.and_then(|o| o.str("reference")) {
+            Some(Cow::Borrowed(s)) => out.extend(patient_id_of_reference(s).map(Cow::Borrowed)),
+            Some(Cow::Owned(s)) => out.extend(patient_id_of_reference(&s).map(|id| Cow::Owned(id.to_owned()))),
+            None => {}
+        }
+        Ok(())
+    };
     for link in links.unwrap_or(&[]) {
         for path in link.paths {
-            refs_in_obj(resource, path, &mut refs)?;
-        }
-    }
-    for r in refs {
-        let Some(reference) = r.obj()?.and_then(|o| o.str("reference")) else {
-            continue;
-        };
-        match reference {
-            Cow::Borrowed(s) => out.extend(patient_id_of_reference(s).map(Cow::Borrowed)),
-            Cow::Owned(s) => out.extend(patient_id_of_reference(&s).map(|id| Cow::Owned(id.to_owned()))),
+            refs_in_obj(resource, path, &mut patient)?;
         }
     }
     Ok(())
 }
 
-/// The values at dotted `path` below `obj` (arrays on the way traversed, an array at the
-/// end spread), as [`crate::references`] walks a `Value`.
-fn refs_in_obj<'d, 'a>(obj: &Obj<'d, 'a>, path: &str, out: &mut Vec<Val<'d, 'a>>) -> Result<(), FhirError> {
-    match path.split_once('.') {
+/// Each value at dotted `path` below `obj` (arrays on the way traversed, an array at the
+/// end spread), in order, as [`crate::references`] walks a `Value`.
+fn refs_in_obj<'d, 'a>(
+    obj: &Obj<'d, 'a>,
+    path: &str,
+    each: &mut dyn FnMut(Val<'d, 'a>) -> Result<(), FhirError>,
+) -> Result<(), FhirError> {
+    // Not `split_once`: a byte loop over a short static path costs less than its memchr.
+    match path.bytes().position(|b| b == b'.') {
         None => {
             if let Some(r) = obj.get(path) {
                 match r.items()? {
-                    Some(list) => out.extend(list),
-                    None => out.push(r),
+                    Some(list) => list.into_iter().try_for_each(each)?,
+                    None => each(r)?,
                 }
             }
         }
-        Some((head, rest)) => {
-            if let Some(next) = obj.get(head) {
-                refs_at(next, rest, out)?;
+        Some(dot) => {
+            if let Some(next) = obj.get(&path[..dot]) {
+                refs_at(next, &path[dot + 1..], each)?;
             }
         }
     }
     Ok(())
 }
 
-fn refs_at<'d, 'a>(v: Val<'d, 'a>, path: &str, out: &mut Vec<Val<'d, 'a>>) -> Result<(), FhirError> {
+fn refs_at<'d, 'a>(
+    v: Val<'d, 'a>,
+    path: &str,
+    each: &mut dyn FnMut(Val<'d, 'a>) -> Result<(), FhirError>,
+) -> Result<(), FhirError> {
     if let Some(list) = v.items()? {
         for item in list {
-            refs_at(item, path, out)?;
+            refs_at(item, path, each)?;
         }
     } else if let Some(obj) = v.obj()? {
-        refs_in_obj(&obj, path, out)?;
+        refs_in_obj(&obj, path, each)?;
     }
     Ok(())
 }
@@ -270,6 +332,10 @@ impl Listing {
 struct Pass<'b, 'c> {
     ctx: &'b AccessContext<'c>,
     bases: Option<Bases<'b>>,
+    /// Whether the public base needs no JSON escaping (every base a rebase splices in
+    /// is a prefix of it), so that it is not checked again for every URL.
+    plain_bases: bool,
+    types: TypeMemo,
     /// The per-entry checks of the top-level result Bundle, and the patient it is
     /// confined to.
     checks: Option<&'b [bool]>,
@@ -308,7 +374,7 @@ impl<'a> Pass<'_, '_> {
     /// A response that is not a result Bundle: it must belong to the patient, and so must
     /// every resource carried in its entries (a document, a collection), at any depth.
     fn single(&mut self, top: &Obj<'_, 'a>, confine: Option<&str>) -> Result<(), FhirError> {
-        let named = Named::of(top)?;
+        let named = Named::of(top, &self.types)?;
         let rt = named.resource_type.as_deref().unwrap_or("");
         if rt.is_empty() {
             return Err(invalid("response is not a FHIR resource"));
@@ -347,7 +413,7 @@ impl<'a> Pass<'_, '_> {
                 }
                 continue;
             };
-            let named = Named::of(&res)?;
+            let named = Named::of(&res, &self.types)?;
             let is_bundle = named.resource_type.as_deref() == Some("Bundle");
             if let Some(p) = patient {
                 if !is_bundle && !self.passes(&named, p) {
@@ -366,7 +432,7 @@ impl<'a> Pass<'_, '_> {
 
     /// Reports the patients of released resources (LOG-ACC-1); a search names the same
     /// patient in every entry, so an id is copied only the first time.
-    fn touch(&mut self, found: Vec<Cow<'a, str>>) {
+    fn touch(&mut self, found: impl IntoIterator<Item = Cow<'a, str>>) {
         for id in found {
             if !self.touched.contains(id.as_ref()) {
                 self.touched.insert(id.into_owned());
@@ -384,7 +450,7 @@ impl<'a> Pass<'_, '_> {
         }
         // Granular constraints were checked on the request; here any scope that lets the
         // client see this type at all is enough.
-        self.ctx.scopes.may_see(rt) && named.belongs_to(p)
+        self.types.may_see(rt, self.ctx.scopes) && named.belongs_to(p)
     }
 
     /// Filters a result Bundle's entries (removing, or in a batch/transaction-response
@@ -445,13 +511,16 @@ impl<'a> Pass<'_, '_> {
             return Ok(step);
         }
         let mark = self.edits.len();
+        // Patients of nested Bundles' resources (few entries have any), and of the
+        // entry's own resource: released only if the entry is.
         let mut found = Vec::new();
+        let mut own = None;
         let mut ok = true;
         let mut nested_other_bundle = None;
         match entry.as_ref().and_then(|e| e.get("resource")) {
             Some(res) => match res.obj()? {
                 Some(res) => {
-                    let named = Named::of(&res)?;
+                    let named = Named::of(&res, &self.types)?;
                     let is_bundle = named.resource_type.as_deref() == Some("Bundle");
                     if is_bundle && res.str("type").is_some_and(|t| is_result_type(&t)) {
                         let sub = if check_this { patient } else { None };
@@ -463,7 +532,7 @@ impl<'a> Pass<'_, '_> {
                     } else if let Some(p) = patient.filter(|_| check_this) {
                         ok = self.passes(&named, p);
                     }
-                    named.into_ids(&mut found);
+                    own = Some(named);
                 }
                 // Not an object: nothing in it can be shown to be the patient's.
                 None => ok = !check_this,
@@ -472,6 +541,7 @@ impl<'a> Pass<'_, '_> {
         }
         if ok {
             self.touch(found);
+            self.touch(own.into_iter().flat_map(Named::ids));
             if let Some(e) = &entry {
                 self.rebase_entry(e)?;
             }
@@ -578,7 +648,11 @@ impl<'a> Pass<'_, '_> {
             Cow::Borrowed(old) => {
                 if let Some((cut, base)) = bases.rebase(old) {
                     let start = raw.span().start + 1;
-                    self.edits.push_str_part(start..start + cut, base);
+                    if self.plain_bases {
+                        self.edits.push(start..start + cut, base.as_bytes());
+                    } else {
+                        self.edits.push_str_part(start..start + cut, base);
+                    }
                 }
             }
             Cow::Owned(old) => {

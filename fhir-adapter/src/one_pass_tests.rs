@@ -374,3 +374,44 @@ fn a_clean_searchset_is_only_spliced() {
     let out = String::from_utf8(r.edits.apply(body.as_bytes())).unwrap();
     assert_eq!(out, body.replace("https://backend.example/", "https://gw.example/"));
 }
+
+/// Not a test: a fixed workload for counting the check's instructions (issue 23, target
+/// 2) under callgrind, without a gateway around it. `PHR_CHECK_BODY` names a result
+/// Bundle of patient `p1` with its URLs on `https://backend.example/fhir` (as
+/// `bench/pipeline/make_fhir.py /tmp/docs https://backend.example 0` writes to
+/// `/tmp/docs/fhir/Observation`); `PHR_CHECK_RUNS` checks are run (100 by default).
+#[test]
+#[ignore = "a measurement, run by hand under callgrind"]
+fn searchset_check_workload() {
+    let Ok(path) = std::env::var("PHR_CHECK_BODY") else {
+        eprintln!("PHR_CHECK_BODY is not set: nothing to measure");
+        return;
+    };
+    let body = std::fs::read(path).expect("PHR_CHECK_BODY");
+    let runs: usize = std::env::var("PHR_CHECK_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let scopes = Scopes::parse_str("launch/patient patient/*.rs");
+    let ctx = AccessContext {
+        scopes: &scopes,
+        patient: Some("p1"),
+    };
+    let d = Decision {
+        response_check: true,
+        patient: Some("p1".to_owned()),
+        ..Decision::default()
+    };
+    let bases = Bases {
+        backend: "https://backend.example/fhir",
+        public: "https://gw.example/fhir",
+        unprefixed: None,
+    };
+    let mut edits = 0;
+    for _ in 0..runs {
+        let r = check_and_edit_response(&d, &ctx, std::hint::black_box(&body), Some(bases)).unwrap();
+        assert_eq!(r.removed, 0);
+        edits += r.edits.len();
+    }
+    assert!(edits > 0, "the URLs were on the backend's base");
+}
