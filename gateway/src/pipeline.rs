@@ -1,7 +1,7 @@
 //! The request path, in one file, top to bottom.
 //!
 //! ```text
-//! accept    connection caps (total, per IP, handshake rate)            server.rs
+//! accept    connection caps (total, per IP, handshake rate)            server/
 //!           TLS handshake (rustls), client identity (mTLS)             tls/
 //! request   1.  request id          ours, or a trusted hop's           request_id
 //!           2.  route               host + longest path prefix;        route_request

@@ -6,7 +6,7 @@
 //! host match shared by routes and TLS certificate selection. Keeping one
 //! copy means a fix or a stricter rule reaches every caller at once.
 //! `wake_gate` is the one task-polling helper the connection loop needs, kept
-//! out of `server.rs` so that file stays about connections.
+//! out of `server/` so that it stays about connections.
 
 pub mod clock;
 pub mod host;

@@ -1,7 +1,7 @@
 //! Polling a task's side futures only when they woke it.
 //!
 //! A connection's task runs its HTTP connection beside a few futures that rarely finish:
-//! the shutdown signal and the idle and first-request timers (`server.rs`). With
+//! the shutdown signal and the connection's clocks (`server/`). With
 //! `tokio::select!` every wake-up polls all of them, and a proxied request wakes the
 //! task about twice; the shutdown watch, the idle timer and the select itself came to
 //! about 660 user-space instructions per small HTTP/1.1 request (callgrind), a seventh
