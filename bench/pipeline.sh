@@ -13,7 +13,9 @@
 #                          on but acknowledged before commit (audit.mode =
 #                          "relaxed", SQLite / PostgreSQL): what the record's
 #                          own work costs without the wait for its commit
-#   5  FHIR search         GET /fhir/Observation, 100-entry Bundle; audit off / SQLite
+#   5  FHIR search         GET /fhir/Observation, 100-entry Bundle; audit off / SQLite;
+#                          5c: the same Bundle through the JWT route (no FHIR
+#                          check), to tell the check's cost from the bytes'
 #   6  memory              VmHWM/VmRSS around a ~20 MiB searchset Bundle
 #   7  limits              FHIR read + source_ip & subject policies (local), and
 #                          with the subject policy shared in Redis
@@ -438,6 +440,7 @@ bench_audit_off() {
     measure 2 "JWT, cached token" off /jwt/small static "$bearer" ""
     measure 4a "FHIR read" off /fhir/Patient/p1 static "$bearer" ""
     measure 5a "FHIR search (100 entries)" off /fhir/Observation static "$bearer" ""
+    measure 5c "the search's Bundle, JWT route (no FHIR check)" off /jwt/fhir/Observation static "$bearer" ""
     measure 7a "FHIR read + local ip & subject limits" off /fhirlocal/Patient/p1 static "$bearer" ""
     if ((REDIS_OK)); then
         measure 7b "FHIR read + local ip, shared (Redis) subject limit" off /fhirshared/Patient/p1 static "$bearer" redis-server
