@@ -128,7 +128,7 @@ impl Activity {
     }
 
     /// The client spoke HTTP/2 without ALPN (its first bytes are the preface).
-    fn is_http2(&self) {
+    fn heard_http2_preface(&self) {
         self.heads.store(false, Ordering::Relaxed);
         self.head_ms.store(0, Ordering::Relaxed);
     }
@@ -214,7 +214,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             if std::mem::take(&mut this.first_read) && buf.filled()[before..].starts_with(H2_PREFACE_START) {
-                this.activity.is_http2();
+                this.activity.heard_http2_preface();
             }
             this.activity.bytes_read();
         }
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(a.next_check(&limits, true), None, "draining: no clock at all");
         // Without ALPN: the preface tells.
         let b = Arc::new(Activity::new(true));
-        b.is_http2();
+        b.heard_http2_preface();
         b.bytes_read();
         assert_eq!(b.head_deadline(&limits), None);
     }
